@@ -1,0 +1,38 @@
+"""The ``trellis`` command line. Each package contributes its commands through ``register``."""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="trellis",
+    help="Trellis: agentic task planning with a durable Task Memory Tree and adapter-routed LLMs.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+
+# Modules that add commands to `app`; each defines `register(app: typer.Typer) -> None`.
+_COMMAND_MODULES = ("memory._cli", "adapters._cli", "planners._cli", "agent._cli")
+
+
+def _register_all() -> None:
+    for module_name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:
+                continue
+            raise
+        module.register(app)
+
+
+_register_all()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The whole test run: lint, types, and every test (slow ones included: real model, real vLLM,
+# real PostgreSQL). Run `bash scripts/setup.sh` once first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/mypy
+.venv/bin/python -m pytest -q -ra --timeout=1800 "$@"
