@@ -1,6 +1,7 @@
 """The Task Memory Tree: durable, graph-aware task state on SQLAlchemy."""
 
 from memory._asyncio import run_sync
+from memory._context import PromptContext
 from memory._db import (
     Base,
     DatabaseConfig,
@@ -12,8 +13,20 @@ from memory._db import (
     upgrade,
 )
 from memory._paths import default_database_url, trellis_home
+from memory._records import (
+    EventRecord,
+    MemoryConfig,
+    NodeRecord,
+    NodeSpec,
+    NodeStatus,
+    TaskRecord,
+    TaskStatus,
+    replay_events,
+)
+from memory._store import UNSET, TaskStore
 from memory.errors import (
     CycleError,
+    DuplicateKeyError,
     IllegalTransitionError,
     ModelRetry,
     NotFoundError,
@@ -29,17 +42,28 @@ from memory.errors import (
 )
 
 __all__ = [
+    "UNSET",
     "Base",
     "CycleError",
     "DatabaseConfig",
+    "DuplicateKeyError",
+    "EventRecord",
     "IllegalTransitionError",
+    "MemoryConfig",
     "ModelRetry",
+    "NodeRecord",
+    "NodeSpec",
+    "NodeStatus",
     "NotFoundError",
     "NotSerializableError",
     "PayloadTooLargeError",
+    "PromptContext",
     "RuntimeFailure",
     "SchemaMismatchError",
     "StaleWriteError",
+    "TaskRecord",
+    "TaskStatus",
+    "TaskStore",
     "TrellisError",
     "UnknownNodeError",
     "UnknownTaskError",
@@ -50,6 +74,7 @@ __all__ = [
     "make_engine",
     "make_sessionmaker",
     "migration_heads",
+    "replay_events",
     "run_sync",
     "trellis_home",
     "upgrade",

@@ -100,7 +100,10 @@ def make_engine(config: DatabaseConfig | str | None = None) -> Engine:
             kwargs["connect_args"] = {"check_same_thread": False}
         else:
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            kwargs["connect_args"] = {"check_same_thread": False, "timeout": config.busy_timeout_ms / 1000}
+            kwargs["connect_args"] = {
+                "check_same_thread": False,
+                "timeout": config.busy_timeout_ms / 1000,
+            }
         engine = create_engine(url, **kwargs)
         _install_sqlite_pragmas(engine, config, in_memory=in_memory)
         return engine
@@ -125,7 +128,9 @@ def _install_sqlite_pragmas(engine: Engine, config: DatabaseConfig, *, in_memory
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if connection.info.get("write", True) else "BEGIN")
+        connection.exec_driver_sql(
+            "BEGIN IMMEDIATE" if connection.info.get("write", True) else "BEGIN"
+        )
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Any]:

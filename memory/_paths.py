@@ -17,7 +17,9 @@ def trellis_home() -> Path:
     caches and traces live below it; nothing else on disk is written.
     """
     configured = os.environ.get("TRELLIS_HOME")
-    home = Path(configured).expanduser() if configured else Path(platformdirs.user_data_dir("trellis"))
+    home = (
+        Path(configured).expanduser() if configured else Path(platformdirs.user_data_dir("trellis"))
+    )
     return home
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 __all__ = [
     "CycleError",
+    "DuplicateKeyError",
     "IllegalTransitionError",
     "ModelRetry",
     "NotFoundError",
@@ -94,10 +95,22 @@ class IllegalTransitionError(UsageError):
 class CycleError(UsageError):
     """Adding a dependency would close a cycle; ``cycle`` lists it, first node repeated last."""
 
-    def __init__(self, cycle: list[object]) -> None:
+    def __init__(self, cycle: list[object], *, reason: str | None = None) -> None:
         path = " -> ".join(str(n) for n in cycle)
-        super().__init__(f"dependency would create a cycle: {path}")
+        why = f" ({reason})" if reason else ""
+        super().__init__(
+            f"dependency would create a cycle: {path}{why}; remove one of these dependencies"
+        )
         self.cycle = cycle
+        self.reason = reason
+
+
+class DuplicateKeyError(UsageError):
+    """A step key is already used by a live sibling; keys are unique among siblings."""
+
+    def __init__(self, key: str, *, where: str) -> None:
+        super().__init__(f"step key {key!r} is used twice {where}; give every sibling its own key")
+        self.key = key
 
 
 class PayloadTooLargeError(UsageError):

@@ -1,0 +1,324 @@
+"""The router's building blocks: adapter profiles, rules, the embedding index and BM25.
+
+The index keeps every adapter's description and examples as unit vectors. One decision is
+one matrix product over all adapters: with at most ``shortlist`` adapters the product runs
+over every example row; above that, over one centroid per adapter, and the exact per-example
+scores are computed only for the shortlisted adapters (and the best keyword matches).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from adapters._embeddings import normalize_rows
+from adapters.errors import AdapterProfileError
+
+__all__ = [
+    "AdapterLike",
+    "AdapterProfile",
+    "Bm25Index",
+    "EmbeddingIndex",
+    "RouteRule",
+    "Scores",
+    "fit_threshold",
+    "tokenize",
+]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,199}$")
+_WORD = re.compile(r"[a-z0-9]+")
+_STOPWORD_TEXT = """a an and are as at be by for from has have how i in into is it its me my of on or our
+    please so that the their them then there these this to up us was we what when where which
+    who will with you your can could would should do does did not no yes all any some
+"""
+_STOPWORDS = frozenset(_STOPWORD_TEXT.split())
+
+
+class AdapterLike(Protocol):
+    """What the router reads from a registered adapter (``AdapterRecord`` satisfies it)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def description(self) -> str | None: ...
+
+    @property
+    def examples(self) -> Sequence[str]: ...
+
+    @property
+    def tags(self) -> Sequence[str]: ...
+
+
+class AdapterProfile(BaseModel):
+    """An adapter as the router sees it: name, what it is for, and example requests."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    """Registered adapter name (what the backend is asked for)."""
+    description: str
+    """One or two sentences on what the adapter is for."""
+    examples: tuple[str, ...]
+    """Example step texts the adapter should serve (at least one)."""
+    tags: tuple[str, ...] = ()
+    """Domain and skill words matched exactly by the keyword policy."""
+
+    @classmethod
+    def of(cls, adapter: AdapterLike | dict[str, Any]) -> AdapterProfile:
+        """Validate a registry record, a dict or a profile; names what is missing."""
+        if isinstance(adapter, AdapterProfile):
+            return adapter
+        get = (
+            adapter.get if isinstance(adapter, dict) else (lambda key: getattr(adapter, key, None))
+        )
+        name = get("name")
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise AdapterProfileError(
+                f"adapter name {name!r} is not usable: use 1-200 letters, digits, '.', '_', "
+                "'-', ':' or '/', starting with a letter or digit"
+            )
+        description = get("description")
+        if not isinstance(description, str) or not description.strip():
+            raise AdapterProfileError(
+                f"adapter {name!r} has no description: the router needs one or two sentences "
+                "on what it is for; register it again with a description"
+            )
+        raw_examples = get("examples") or ()
+        if isinstance(raw_examples, str):
+            raw_examples = (raw_examples,)
+        examples = tuple(str(text).strip() for text in raw_examples if str(text).strip())
+        if not examples:
+            raise AdapterProfileError(
+                f"adapter {name!r} has no examples: the router needs at least one example "
+                "request it should serve (five or more make its threshold reliable); register "
+                "it again with examples"
+            )
+        tags = tuple(str(tag).strip() for tag in (get("tags") or ()) if str(tag).strip())
+        return cls(name=name, description=description.strip(), examples=examples, tags=tags)
+
+    @property
+    def texts(self) -> list[str]:
+        """The embedded texts: the description first, then each example."""
+        return [self.description, *self.examples]
+
+    @property
+    def content_hash(self) -> str:
+        """Changes whenever anything the router reads changes."""
+        payload = json.dumps([self.description, self.examples, self.tags], ensure_ascii=True)
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+
+class RouteRule(BaseModel):
+    """Pin a node kind and/or a skill to an adapter (or to the base model); rules always win."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    adapter: str | None
+    """Adapter that serves matching steps; None pins them to the base model."""
+    node_kind: str | None = None
+    """Match steps of this node kind (None: any kind)."""
+    skill: str | None = None
+    """Match steps calling this skill (None: any skill)."""
+
+    def model_post_init(self, _context: Any) -> None:
+        if self.node_kind is None and self.skill is None:
+            raise ValueError("a route rule needs node_kind or skill (or both)")
+
+    def matches(self, node_kind: str | None, skill: str | None) -> bool:
+        if self.node_kind is not None and self.node_kind != node_kind:
+            return False
+        return not (self.skill is not None and self.skill != skill)
+
+    def describe(self) -> str:
+        parts = [
+            f"{key}={value!r}"
+            for key, value in (("node_kind", self.node_kind), ("skill", self.skill))
+            if value
+        ]
+        return " ".join(parts)
+
+
+# --- keywords -----------------------------------------------------------------------------
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-case words without stop words; a plural 's' is dropped so 'emails' finds 'email'."""
+    tokens = []
+    for word in _WORD.findall(text.lower()):
+        if word in _STOPWORDS:
+            continue
+        if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+            word = word[:-1]
+        tokens.append(word)
+    return tokens
+
+
+def profile_terms(profile: AdapterProfile) -> Counter[str]:
+    """The adapter's keyword document: name parts, tags (twice: they are chosen words), texts."""
+    terms: Counter[str] = Counter()
+    terms.update(tokenize(profile.name.replace("-", " ").replace("_", " ")))
+    for tag in profile.tags:
+        terms.update(tokenize(tag) * 2)
+    for text in profile.texts:
+        terms.update(tokenize(text))
+    return terms
+
+
+class Bm25Index:
+    """Okapi BM25 over one document per adapter, stored as postings (term -> adapters, weights)."""
+
+    def __init__(
+        self, documents: Sequence[Counter[str]], *, k1: float = 1.2, b: float = 0.75
+    ) -> None:
+        self.size = len(documents)
+        lengths = np.array([sum(doc.values()) for doc in documents], dtype=np.float32)
+        average = float(lengths.mean()) if self.size and lengths.sum() else 1.0
+        postings: dict[str, tuple[list[int], list[float]]] = {}
+        for position, doc in enumerate(documents):
+            norm = k1 * (1.0 - b + b * float(lengths[position]) / average)
+            for term, count in doc.items():
+                ids, weights = postings.setdefault(term, ([], []))
+                ids.append(position)
+                weights.append(count * (k1 + 1.0) / (count + norm))
+        self.postings: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for term, (ids, weights) in postings.items():
+            df = len(ids)
+            idf = math.log(1.0 + (self.size - df + 0.5) / (df + 0.5))
+            self.postings[term] = (
+                np.asarray(ids, dtype=np.int64),
+                np.asarray(weights, dtype=np.float32) * np.float32(idf),
+            )
+
+    def scores(self, tokens: Iterable[str]) -> np.ndarray:
+        """BM25 score of every adapter for these query tokens (each distinct token once)."""
+        out = np.zeros(self.size, dtype=np.float32)
+        for term in set(tokens):
+            posting = self.postings.get(term)
+            if posting is not None:
+                out[posting[0]] += posting[1]
+        return out
+
+    def matched_terms(self, tokens: Iterable[str], position: int) -> list[str]:
+        """Query terms that occur in one adapter's document (for the decision's reason)."""
+        return sorted(
+            term
+            for term in set(tokens)
+            if term in self.postings and position in self.postings[term][0]
+        )
+
+
+# --- embeddings ---------------------------------------------------------------------------
+
+
+@dataclass
+class Scores:
+    """Scores of the candidate adapters for one query (arrays aligned with ``candidates``)."""
+
+    candidates: np.ndarray
+    """Adapter positions in the index."""
+    embedding: np.ndarray
+    """Per-adapter embedding similarity (max, or mean of the top-k example similarities)."""
+    keyword: np.ndarray
+    """Saturated BM25 score in [0, 1)."""
+    combined: np.ndarray
+    """embedding + keyword_weight * keyword: what ranks the candidates."""
+
+
+class EmbeddingIndex:
+    """All adapters' text vectors in one matrix, grouped by adapter, plus one centroid each."""
+
+    def __init__(self, blocks: Sequence[np.ndarray], *, top_k: int = 1) -> None:
+        self.size = len(blocks)
+        self.top_k = top_k
+        counts = np.array([block.shape[0] for block in blocks], dtype=np.int64)
+        self.starts = np.zeros(self.size + 1, dtype=np.int64)
+        np.cumsum(counts, out=self.starts[1:])
+        dim = blocks[0].shape[1] if blocks else 0
+        self.rows = (
+            np.ascontiguousarray(np.concatenate(blocks), dtype=np.float32)
+            if blocks
+            else np.zeros((0, dim), dtype=np.float32)
+        )
+        if blocks:
+            sums = np.add.reduceat(self.rows, self.starts[:-1], axis=0)
+            self.centroids = normalize_rows(sums)
+        else:
+            self.centroids = np.zeros((0, dim), dtype=np.float32)
+        self.ranges = [np.arange(self.starts[i], self.starts[i + 1]) for i in range(self.size)]
+
+    def aggregate(self, sims: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        """Per-adapter score from the similarities of its rows (segments begin at ``starts``)."""
+        if self.top_k == 1:
+            return np.maximum.reduceat(sims, starts)
+        ends = [*starts[1:].tolist(), len(sims)]
+        out = np.empty(len(starts), dtype=np.float32)
+        for i, (begin, end) in enumerate(zip(starts.tolist(), ends, strict=True)):
+            segment = sims[begin:end]
+            k = min(self.top_k, len(segment))
+            out[i] = np.partition(segment, len(segment) - k)[len(segment) - k :].mean()
+        return out
+
+    def score_all(self, query: np.ndarray) -> np.ndarray:
+        """Exact per-adapter scores for every adapter (one product over every row)."""
+        return self.aggregate(self.rows @ query, self.starts[:-1])
+
+    def score_some(self, query: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """Exact per-adapter scores for the given adapters only."""
+        pieces = [self.ranges[i] for i in positions.tolist()]
+        lengths = np.array([len(piece) for piece in pieces], dtype=np.int64)
+        starts = np.zeros(len(pieces), dtype=np.int64)
+        np.cumsum(lengths[:-1], out=starts[1:])
+        sims = self.rows[np.concatenate(pieces)] @ query
+        return self.aggregate(sims, starts)
+
+    def shortlist(self, query: np.ndarray, size: int) -> np.ndarray:
+        """Positions of the ``size`` adapters whose centroid is nearest the query."""
+        coarse = self.centroids @ query
+        if size >= self.size:
+            return np.arange(self.size)
+        return np.argpartition(coarse, self.size - size)[self.size - size :]
+
+
+def fit_threshold(
+    block: np.ndarray,
+    *,
+    top_k: int,
+    quantile: float,
+    margin: float,
+    floor: float,
+    ceiling: float,
+    default: float,
+    min_examples: int,
+) -> float:
+    """SEMA-style threshold from an adapter's own examples (row 0 is the description).
+
+    Each example is scored against the adapter with that example left out; the threshold is
+    a low quantile of those scores minus a margin, kept within [floor, ceiling]. Adapters with
+    too few examples get ``default``.
+    """
+    examples = block.shape[0] - 1
+    if examples < min_examples:
+        return default
+    sims = block @ block.T
+    np.fill_diagonal(sims, -np.inf)
+    own = sims[1:]
+    k = min(top_k, block.shape[0] - 1)
+    top = -np.sort(-own, axis=1)[:, :k]
+    scores = top.mean(axis=1)
+    value = float(np.quantile(scores, quantile)) - margin
+    return float(min(max(value, floor), ceiling))
+
+
+def saturate(bm25: np.ndarray, half: float) -> np.ndarray:
+    """Map BM25 scores to [0, 1): ``half`` is the score that maps to 0.5."""
+    return bm25 / (bm25 + np.float32(half))

@@ -1,0 +1,202 @@
+"""The act step: the LLM, through the routed adapter, chooses one concrete skill call.
+
+Output is constrained by a JSON schema, so it is always executable: for an environment
+step the action must be one of the environment's current valid actions (an enum); for a
+catalogue step the skill name is an enum of registered skills, each with its own argument
+schema. :func:`build_act_prompt` is a pure function so that training data is built with
+exactly the prompts the runtime uses.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from adapters import LLMBackend, LLMRequest, LLMResult, SamplingParams
+from agent.errors import UnknownSkillError
+from memory.errors import ModelRetry, TrellisError
+from planners import SkillSpec
+
+__all__ = [
+    "ChosenCall",
+    "act_json_schema",
+    "build_act_prompt",
+    "choose_call",
+]
+
+_MAX_OBSERVATION_CHARS = 600
+_MAX_HISTORY = 6
+
+
+def build_act_prompt(
+    *,
+    goal: str,
+    step: str,
+    skills: Sequence[SkillSpec] = (),
+    observation: str | None = None,
+    valid_actions: Sequence[str] | None = None,
+    history: Sequence[str] = (),
+    cues: Sequence[str] = (),
+    context: str = "",
+    feedback: str | None = None,
+) -> str:
+    """The act prompt: short, because every prompt token costs time on a small CPU model.
+
+    With ``valid_actions`` the model answers ``{"action": ...}``; otherwise
+    ``{"skill": ..., "args": {...}}`` over ``skills``.
+    """
+    lines = [f"Goal: {goal.strip()}", f"Step: {step.strip()}"]
+    if cues:
+        lines.append("Rules: " + "; ".join(c.strip() for c in cues))
+    if context.strip():
+        lines.append(context.strip())
+    if history:
+        lines.append("Done so far: " + "; ".join(list(history)[-_MAX_HISTORY:]))
+    if observation is not None:
+        text = " ".join(observation.split())
+        if len(text) > _MAX_OBSERVATION_CHARS:
+            text = text[:_MAX_OBSERVATION_CHARS] + "..."
+        lines.append(f"You see: {text}")
+    if valid_actions is not None:
+        lines.append("Actions: " + "; ".join(valid_actions))
+        answer = 'Answer with JSON {"action": one of the actions}.'
+    else:
+        lines.append("Skills:")
+        lines.extend(f"- {spec.signature()}" for spec in skills)
+        answer = 'Answer with JSON {"skill": name, "args": {...}}.'
+    if feedback:
+        lines.append(f"Your last answer was wrong: {feedback}")
+    lines.append(answer)
+    lines.append("JSON:")
+    return "\n".join(lines)
+
+
+def act_json_schema(
+    skills: Sequence[SkillSpec] = (), *, valid_actions: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """The constrained output schema of the act step."""
+    if valid_actions is not None:
+        return {
+            "type": "object",
+            "properties": {"action": {"enum": list(valid_actions)}},
+            "required": ["action"],
+            "additionalProperties": False,
+        }
+    variants: list[dict[str, Any]] = []
+    defs: dict[str, Any] = {}
+    for spec in skills:
+        args = spec.args_schema()
+        defs.update(args.pop("$defs", {}))
+        args.setdefault("additionalProperties", False)
+        variants.append(
+            {
+                "type": "object",
+                "properties": {"skill": {"const": spec.name}, "args": args},
+                "required": ["skill", "args"],
+                "additionalProperties": False,
+            }
+        )
+    schema: dict[str, Any] = variants[0] if len(variants) == 1 else {"anyOf": variants}
+    if defs:
+        schema = {**schema, "$defs": defs}
+    return schema
+
+
+class ChosenCall(BaseModel):
+    """What the act step decided, with the model calls it took."""
+
+    model_config = ConfigDict(frozen=True)
+
+    skill: str | None
+    """The chosen skill (None when no usable answer came back)."""
+    args: dict[str, Any]
+    """Its arguments (validated against the skill when ``error`` is None)."""
+    error: str | None = None
+    """Why no call could be chosen, recorded on the node."""
+    error_type: str | None = None
+    """The error class name."""
+    llm: list[LLMResult] = []
+    """Every model result, in order (for token accounting and traces)."""
+
+
+async def choose_call(
+    backend: LLMBackend,
+    *,
+    prompt_args: dict[str, Any],
+    skills: Sequence[SkillSpec],
+    adapter: str | None,
+    env_skill: str | None = None,
+    valid_actions: Sequence[str] | None = None,
+    max_tokens: int = 48,
+    attempts: int = 2,
+    timeout_s: float = 120.0,
+) -> ChosenCall:
+    """Ask the model for one call; an unusable answer is retried once with feedback.
+
+    ``env_skill`` with ``valid_actions``: the answer is an action for that skill.
+    """
+    catalogue = {s.name: s for s in skills}
+    results: list[LLMResult] = []
+    feedback: str | None = None
+    last_error: TrellisError = ModelRetry("the model was not asked")
+    for _attempt in range(max(1, attempts)):
+        prompt = build_act_prompt(
+            skills=skills, valid_actions=valid_actions, feedback=feedback, **prompt_args
+        )
+        request = LLMRequest(
+            prompt=prompt,
+            adapter=adapter,
+            json_schema=act_json_schema(skills, valid_actions=valid_actions),
+            sampling=SamplingParams(max_tokens=max_tokens, stop=("\n",)),
+            timeout_s=timeout_s,
+        )
+        result = await backend.generate(request)
+        results.append(result)
+        try:
+            skill, args = _interpret(result, catalogue, env_skill, valid_actions)
+        except ModelRetry as exc:
+            last_error = exc
+            feedback = exc.feedback
+            continue
+        return ChosenCall(skill=skill, args=args, llm=results)
+    return ChosenCall(
+        skill=None,
+        args={},
+        error=str(last_error),
+        error_type=type(last_error).__name__,
+        llm=results,
+    )
+
+
+def _interpret(
+    result: LLMResult,
+    catalogue: dict[str, SkillSpec],
+    env_skill: str | None,
+    valid_actions: Sequence[str] | None,
+) -> tuple[str, dict[str, Any]]:
+    value = result.parsed
+    if value is None:
+        detail = result.json_error or "no JSON object"
+        raise ModelRetry(f"the answer is not valid JSON ({detail}): {result.text[:120]!r}")
+    if not isinstance(value, dict):
+        raise ModelRetry(f"the answer must be a JSON object, got {json.dumps(value)[:80]}")
+    if valid_actions is not None and env_skill is not None:
+        action = value.get("action")
+        if action not in valid_actions:
+            raise ModelRetry(
+                f"{action!r} is not one of the valid actions; choose one of: "
+                + "; ".join(valid_actions)
+            )
+        return env_skill, {"action": action}
+    name = value.get("skill")
+    if not isinstance(name, str) or name not in catalogue:
+        raise UnknownSkillError(str(name), list(catalogue))
+    args = value.get("args") or {}
+    try:
+        catalogue[name].validate_args(args)
+    except TrellisError as exc:
+        raise ModelRetry(str(exc)) from exc
+    return name, dict(args)

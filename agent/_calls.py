@@ -1,0 +1,110 @@
+"""The exactly-once record of side-effecting skill calls.
+
+Before a side-effecting skill runs, a row keyed by (task, node, attempt) is committed with
+status ``started``; after it returns, the row becomes ``finished`` with the outcome. A
+resumed run that meets a ``finished`` row reuses the recorded outcome instead of calling
+again; one that meets a ``started`` row (the process died during the call) does not call
+again either: the outcome is unknown, so the row becomes ``unknown`` and the node fails
+with that recorded, letting the planner decide.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from sqlalchemy import JSON, DateTime, Engine, Integer, String, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Mapped, mapped_column
+
+from memory import Base, make_sessionmaker
+
+__all__ = ["CallRecord", "SkillCallLog", "SkillCallRow"]
+
+CallStatus = Literal["started", "finished", "unknown"]
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class SkillCallRow(Base):
+    """One side-effecting skill call (table ``agent_skill_calls``)."""
+
+    __tablename__ = "agent_skill_calls"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    task_id: Mapped[str] = mapped_column(String(64), index=True)
+    node_id: Mapped[int] = mapped_column(Integer)
+    call_key: Mapped[str] = mapped_column(String(200), unique=True)
+    skill: Mapped[str] = mapped_column(String(64))
+    args: Mapped[Any] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16))
+    outcome: Mapped[Any] = mapped_column(JSON, nullable=True)
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class CallRecord:
+    """An immutable view of a row."""
+
+    __slots__ = ("args", "call_key", "node_id", "outcome", "skill", "status", "task_id")
+
+    def __init__(self, row: SkillCallRow) -> None:
+        self.task_id: str = row.task_id
+        self.node_id: int = row.node_id
+        self.call_key: str = row.call_key
+        self.skill: str = row.skill
+        self.args: Any = row.args
+        self.status: str = row.status
+        self.outcome: Any = row.outcome
+
+
+class SkillCallLog:
+    """Reads and writes the exactly-once records on the Trellis database."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._sessions = make_sessionmaker(engine)
+
+    def get(self, call_key: str) -> CallRecord | None:
+        with self._sessions() as session:
+            row = session.scalar(select(SkillCallRow).where(SkillCallRow.call_key == call_key))
+            return CallRecord(row) if row is not None else None
+
+    def start(
+        self, *, task_id: str, node_id: int, call_key: str, skill: str, args: Any
+    ) -> CallRecord | None:
+        """Commit a ``started`` row; returns the existing record instead when there is one."""
+        try:
+            with self._sessions.begin() as session:
+                session.add(
+                    SkillCallRow(
+                        task_id=task_id,
+                        node_id=node_id,
+                        call_key=call_key,
+                        skill=skill,
+                        args=args,
+                        status="started",
+                    )
+                )
+        except IntegrityError:
+            return self.get(call_key)
+        return None
+
+    def finish(self, call_key: str, outcome: Any, *, status: CallStatus = "finished") -> None:
+        """Record the outcome of a started call."""
+        with self._sessions.begin() as session:
+            session.execute(
+                update(SkillCallRow)
+                .where(SkillCallRow.call_key == call_key)
+                .values(status=status, outcome=outcome, finished_at=_now())
+            )
+
+    def calls(self, task_id: str, *, skill_prefix: str = "") -> list[CallRecord]:
+        """Every record of a task in call order (optionally only skills starting with a prefix)."""
+        with self._sessions() as session:
+            query = select(SkillCallRow).where(SkillCallRow.task_id == task_id)
+            if skill_prefix:
+                query = query.where(SkillCallRow.skill.startswith(skill_prefix))
+            rows = session.scalars(query.order_by(SkillCallRow.id)).all()
+            return [CallRecord(r) for r in rows]

@@ -1,0 +1,656 @@
+"""The stages of the agent loop, as plain functions over a small state.
+
+The LangGraph state holds ids and counters only; the Task Memory Tree is the durable
+record. Every stage is safe to run again after a crash: structural writes check what is
+already in the tree, status changes skip when the node is already there, and
+side-effecting skill calls go through the exactly-once record (:mod:`agent._calls`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol, TypedDict
+
+from langgraph.types import interrupt
+
+from adapters import LLMBackend, LLMResult
+from agent._act import choose_call
+from agent._calls import SkillCallLog
+from agent._config import AgentConfig
+from agent._events import (
+    ApprovalRequested,
+    CuesMade,
+    EventBase,
+    LLMCall,
+    LLMToken,
+    NodeStatusChanged,
+    PlanMade,
+    RouteDecided,
+    SkillCalled,
+    SkillFinished,
+    TaskFinished,
+)
+from agent._skills import SkillContext, SkillOutcome, SkillRegistry
+from agent.errors import EnvironmentFailure
+from memory import NodeSpec, NodeStatus, TaskStatus, TaskStore, run_sync
+from memory.errors import RuntimeFailure, TrellisError
+
+__all__ = ["Environment", "LoopDeps", "LoopState", "Stages"]
+
+_SATISFIED = {NodeStatus.DONE, NodeStatus.SKIPPED}
+
+
+class LoopState(TypedDict, total=False):
+    """The checkpointed state: ids and counters (the tree holds everything else)."""
+
+    task_id: str
+    cues: list[str]
+    next: str
+    node_id: int | None
+    plan_target: int | None
+    failed_node: int | None
+    adapter: str | None
+    call: dict[str, Any] | None
+    decision: str | None
+    outcome: dict[str, Any] | None
+    steps: int
+    replans: int
+    elapsed_s: float
+    prompt_tokens: int
+    completion_tokens: int
+    adapters: list[str]
+    result: dict[str, Any] | None
+
+
+class Environment(Protocol):
+    """What the loop needs from an environment (see :class:`agent.TwcEnvironment`)."""
+
+    @property
+    def state(self) -> Any: ...
+
+    def replay(self, actions: list[str]) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+class LoopDeps:
+    """Everything the stages use; one per agent, shared by its tasks."""
+
+    def __init__(
+        self,
+        *,
+        store: TaskStore,
+        skills: SkillRegistry,
+        backend: LLMBackend,
+        planner: Any,
+        router: Any,
+        reminder_adapter: Any,
+        config: AgentConfig,
+        env_factory: Callable[[dict[str, Any]], tuple[Any, str]] | None,
+        skill_context: dict[str, Any],
+    ) -> None:
+        self.store = store
+        self.skills = skills
+        self.backend = backend
+        self.planner = planner
+        self.router = router
+        self.reminder_adapter = reminder_adapter
+        self.config = config
+        self.env_factory = env_factory
+        self.skill_context = skill_context
+        self.calls = SkillCallLog(store.engine)
+        self.sinks: dict[str, Callable[[EventBase], None]] = {}
+        self.envs: dict[str, tuple[Any, str]] = {}
+        self.prune: Callable[[str, int], None] | None = None
+        """Set by the graph: keep only the newest N checkpoints of a task."""
+
+
+def _timed(stage: Callable[[Stages, LoopState], dict[str, Any]]) -> Any:
+    def wrapper(self: Stages, state: LoopState) -> dict[str, Any]:
+        started = time.perf_counter()
+        update = stage(self, state)
+        update["elapsed_s"] = (
+            update.get("elapsed_s", state.get("elapsed_s", 0.0)) + time.perf_counter() - started
+        )
+        return update
+
+    wrapper.__name__ = stage.__name__
+    return wrapper
+
+
+class Stages:
+    """The graph's node functions (sync: LangGraph runs them in the run's worker thread)."""
+
+    def __init__(self, deps: LoopDeps) -> None:
+        self.d = deps
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def emit(self, event: EventBase) -> None:
+        sink = self.d.sinks.get(event.task_id)
+        if sink is not None:
+            sink(event)
+
+    def _set_status(
+        self, task_id: str, node_id: int, status: NodeStatus, *, cause: str, **fields: Any
+    ) -> None:
+        node = self.d.store.get_node(node_id)
+        if node.status is status:
+            return  # already there: this stage ran before a crash
+        if status is NodeStatus.RUNNING and node.status is NodeStatus.FAILED:
+            self.d.store.transition(node_id, NodeStatus.PENDING, cause=cause)
+        node = self.d.store.transition(node_id, status, cause=cause, **fields)
+        self.emit(
+            NodeStatusChanged(
+                task_id=task_id,
+                node_id=node_id,
+                title=node.title,
+                status=node.status.value,
+                error=node.error if status is NodeStatus.FAILED else None,
+            )
+        )
+
+    def _check_database(self) -> None:
+        url = self.d.store.engine.url
+        if url.get_backend_name() != "sqlite":
+            return
+        database = url.database or ""
+        if database and database != ":memory:" and not database.startswith("file::memory:"):
+            if not Path(database).expanduser().exists():
+                raise RuntimeFailure(
+                    f"the database file {database} was removed while the task ran; nothing more "
+                    "can be recorded. Restore the file (the run stopped at its last checkpoint) "
+                    "and `trellis resume` the task"
+                )
+
+    def environment(self, task_id: str) -> tuple[Any, str] | None:
+        """The task's environment and its action skill, rebuilt from its history if needed."""
+        if task_id in self.d.envs:
+            return self.d.envs[task_id]
+        spec = (self.d.store.get_task(task_id).metadata or {}).get("env")
+        if not spec:
+            return None
+        if self.d.env_factory is None:
+            raise EnvironmentFailure(f"task {task_id} needs environment {spec!r}; none is known")
+        env, action_skill = self.d.env_factory(spec)
+        actions = [
+            str(c.args.get("action"))
+            for c in self.d.calls.calls(task_id)
+            if c.skill == action_skill
+            and c.status == "finished"
+            and isinstance(c.outcome, dict)
+            and c.outcome.get("ok")
+        ]
+        env.replay(actions)
+        self.d.envs[task_id] = (env, action_skill)
+        return self.d.envs[task_id]
+
+    def _account(self, state: LoopState, results: list[LLMResult], **where: Any) -> dict[str, Any]:
+        prompt = state.get("prompt_tokens", 0)
+        completion = state.get("completion_tokens", 0)
+        adapters = list(state.get("adapters", []))
+        for result in results:
+            prompt += result.prompt_tokens
+            completion += result.completion_tokens
+            name = result.adapter or "base"
+            if name not in adapters:
+                adapters.append(name)
+            self.emit(
+                LLMToken(
+                    task_id=state["task_id"],
+                    node_id=where.get("node_id"),
+                    stage=where["stage"],
+                    text=result.text,
+                )
+            )
+            self.emit(
+                LLMCall(
+                    task_id=state["task_id"],
+                    node_id=where.get("node_id"),
+                    stage=where["stage"],
+                    adapter=result.adapter,
+                    prompt_tokens=result.prompt_tokens,
+                    completion_tokens=result.completion_tokens,
+                    latency_s=result.latency_s,
+                )
+            )
+        return {"prompt_tokens": prompt, "completion_tokens": completion, "adapters": adapters}
+
+    # --- stages ----------------------------------------------------------------------------
+
+    @_timed
+    def remind(self, state: LoopState) -> dict[str, Any]:
+        task_id = state["task_id"]
+        task = self.d.store.get_task(task_id)
+        reminders = [str(r) for r in (task.metadata or {}).get("reminders", [])]
+        cues: list[str] = []
+        update: dict[str, Any] = {}
+        for reminder in reminders:
+            if self.d.reminder_adapter is None:
+                cues.append(reminder.strip())
+                continue
+            extracted = run_sync(self.d.reminder_adapter.extract(reminder, scope="task"))
+            cues.extend(c.render() for c in extracted.cues)
+            update.update(self._account({**state, **update}, extracted.llm_results, stage="remind"))
+        if cues:
+            self.emit(CuesMade(task_id=task_id, cues=cues))
+        root = self.d.store.root(task_id)
+        if root.status is not NodeStatus.RUNNING:
+            self._set_status(task_id, root.id, NodeStatus.RUNNING, cause="task started")
+        if task.status is not TaskStatus.RUNNING:
+            self.d.store.set_task_status(task_id, TaskStatus.RUNNING, cause="run started")
+        return {**update, "cues": cues}
+
+    @_timed
+    def plan(self, state: LoopState) -> dict[str, Any]:
+        task_id = state["task_id"]
+        store = self.d.store
+        env = self.environment(task_id)
+        root = store.root(task_id)
+        if env is not None:
+            children = store.children(root.id)
+            if any(c.status in (NodeStatus.PENDING, NodeStatus.READY) for c in children):
+                return {"next": "select"}  # this move was planned before a crash
+            move = len(children) + 1
+            created = store.add_children(
+                task_id,
+                root.id,
+                [
+                    NodeSpec(
+                        key=f"move{move}",
+                        title=f"move {move}: choose and take one action in the game",
+                        kind="env",
+                        input={"skill": env[1], "args": {}},
+                    )
+                ],
+                cause="next move",
+            )
+            self.emit(
+                PlanMade(
+                    task_id=task_id,
+                    parent_id=root.id,
+                    node_ids=[n.id for n in created],
+                    titles=[n.title for n in created],
+                )
+            )
+            return {"next": "select"}
+        target_id = state.get("plan_target") or root.id
+        target = store.get_node(target_id)
+        if store.children(target_id):
+            return {"next": "select", "plan_target": None}  # planned before a crash
+        if target_id != root.id and target.status is not NodeStatus.RUNNING:
+            self._set_status(task_id, target_id, NodeStatus.RUNNING, cause="decompose")
+        steps, results = self._call_planner(state, target_id, failed=None)
+        update = self._account(state, results, stage="plan", node_id=target_id)
+        created = store.add_children(task_id, target_id, steps, cause="plan")
+        self.emit(
+            PlanMade(
+                task_id=task_id,
+                parent_id=target_id,
+                node_ids=[n.id for n in created if n.parent_id == target_id],
+                titles=[n.title for n in created if n.parent_id == target_id],
+            )
+        )
+        return {**update, "next": "select", "plan_target": None}
+
+    def _call_planner(
+        self, state: LoopState, node_id: int, failed: int | None
+    ) -> tuple[list[NodeSpec], list[LLMResult]]:
+        from agent._planning import plan_specs
+
+        return plan_specs(self.d, state, node_id, failed=failed)
+
+    @_timed
+    def select(self, state: LoopState) -> dict[str, Any]:
+        self._check_database()
+        task_id = state["task_id"]
+        config = self.d.config
+        finish = {"next": "finish", "node_id": None}
+        if state.get("steps", 0) >= config.max_steps:
+            return {**finish, "result": _ending("budget_exhausted", "max_steps reached")}
+        if state.get("elapsed_s", 0.0) >= config.wall_time_s:
+            return {**finish, "result": _ending("budget_exhausted", "wall time used up")}
+        env = self.environment(task_id)
+        if env is not None:
+            game = env[0].state
+            if game.done:
+                outcome = "success" if game.success else "failed"
+                return {**finish, "result": _ending(outcome, f"game over, score {game.score:g}")}
+        else:
+            self._close_containers(task_id)
+            root = self.d.store.root(task_id)
+            if root.status is NodeStatus.DONE:
+                return {**finish, "result": _ending("success", "every step is done")}
+        ready = [n for n in self.d.store.ready_nodes(task_id) if n.parent_id is not None]
+        if ready:
+            node = ready[0]
+            if node.kind == "decompose" or (node.input or {}).get("skill") == "decompose":
+                return {"next": "plan", "plan_target": node.id, "node_id": None}
+            return {"next": "route", "node_id": node.id}
+        if env is not None:
+            return {"next": "plan", "node_id": None}
+        failed = [
+            n for n in self.d.store.nodes(task_id) if n.status is NodeStatus.FAILED and n.parent_id
+        ]
+        if failed:
+            if state.get("replans", 0) >= config.max_replans:
+                reason = f"step {failed[0].id} failed and max_replans is used up"
+                return {**finish, "result": _ending("failed", reason)}
+            return {"next": "replan", "failed_node": failed[0].id, "node_id": None}
+        return {**finish, "result": _ending("failed", "no step can run: the plan is stuck")}
+
+    def _close_containers(self, task_id: str) -> None:
+        # A running node with children (the root, a decomposed or replanned step) is done
+        # when all its live children are; deepest first so that completion propagates up.
+        nodes = self.d.store.nodes(task_id)
+        children: dict[int, list[Any]] = {}
+        for n in nodes:
+            if n.parent_id is not None:
+                children.setdefault(n.parent_id, []).append(n)
+        status = {n.id: n.status for n in nodes}
+        for node in sorted(nodes, key=lambda n: -n.depth):
+            kids = children.get(node.id)
+            if status[node.id] is NodeStatus.RUNNING and kids:
+                if all(status[k.id] in _SATISFIED for k in kids):
+                    self._set_status(task_id, node.id, NodeStatus.DONE, cause="children done")
+                    status[node.id] = NodeStatus.DONE
+
+    @_timed
+    def route(self, state: LoopState) -> dict[str, Any]:
+        task_id, node_id = state["task_id"], _require(state.get("node_id"))
+        node = self.d.store.get_node(node_id)
+        adapter: str | None = None
+        route_record: dict[str, Any] = {"adapter": None, "reason": "no router configured"}
+        if self.d.router is not None:
+            from adapters import StepContext
+
+            context = StepContext(
+                text=node.title,
+                node_kind=node.kind,
+                skill=(node.input or {}).get("skill"),
+                task_id=task_id,
+                node_id=node_id,
+            )
+            decision = run_sync(self.d.router.route(context))
+            adapter = decision.adapter
+            route_record = decision.model_dump(mode="json")
+            self.emit(
+                RouteDecided(
+                    task_id=task_id,
+                    node_id=node_id,
+                    adapter=adapter,
+                    score=decision.score,
+                    reason=decision.reason,
+                )
+            )
+        else:
+            self.emit(RouteDecided(task_id=task_id, node_id=node_id, adapter=None, reason=""))
+        self._set_status(
+            task_id,
+            node_id,
+            NodeStatus.RUNNING,
+            cause="act",
+            adapter=adapter,
+            route=route_record,
+        )
+        return {"adapter": adapter, "next": "act"}
+
+    @_timed
+    def act(self, state: LoopState) -> dict[str, Any]:
+        task_id, node_id = state["task_id"], _require(state.get("node_id"))
+        node = self.d.store.get_node(node_id)
+        planned = node.input or {}
+        name = planned.get("skill")
+        args = planned.get("args") or {}
+        env = self.environment(task_id)
+        registry = self.d.skills
+        if env is not None and name == env[1]:
+            game = env[0].state
+            history = [
+                str(c.args.get("action")) for c in self.d.calls.calls(task_id) if c.skill == env[1]
+            ]
+            chosen = run_sync(
+                choose_call(
+                    self.d.backend,
+                    prompt_args={
+                        "goal": self.d.store.get_task(task_id).goal,
+                        "step": "take the next action",
+                        "observation": game.observation,
+                        "history": history,
+                        "cues": state.get("cues", []),
+                    },
+                    skills=[registry.get(env[1]).spec],
+                    adapter=state.get("adapter"),
+                    env_skill=env[1],
+                    valid_actions=game.valid_actions,
+                    max_tokens=self.d.config.act_max_tokens,
+                    attempts=self.d.config.act_attempts,
+                    timeout_s=self.d.config.llm_timeout_s,
+                )
+            )
+        else:
+            if isinstance(name, str) and name in registry and self.d.config.use_plan_args:
+                try:
+                    registry.get(name).spec.validate_args(args)
+                    return {"call": {"skill": name, "args": dict(args)}, "next": "approve"}
+                except TrellisError:
+                    pass  # let the model fill in the arguments
+            if isinstance(name, str) and name not in registry:
+                error = registry_error(registry, name)
+                return {"call": {"skill": name, "args": args, **error}, "next": "approve"}
+            specs = [registry.get(name).spec] if isinstance(name, str) else registry.specs()
+            context = self.d.store.build_context(node_id, budget_chars=self.d.config.context_chars)
+            chosen = run_sync(
+                choose_call(
+                    self.d.backend,
+                    prompt_args={
+                        "goal": self.d.store.get_task(task_id).goal,
+                        "step": node.title,
+                        "cues": state.get("cues", []),
+                        "context": str(getattr(context, "text", context)),
+                    },
+                    skills=specs,
+                    adapter=state.get("adapter"),
+                    max_tokens=self.d.config.act_max_tokens,
+                    attempts=self.d.config.act_attempts,
+                    timeout_s=self.d.config.llm_timeout_s,
+                )
+            )
+        update = self._account(state, chosen.llm, stage="act", node_id=node_id)
+        call: dict[str, Any] = {"skill": chosen.skill, "args": chosen.args}
+        if chosen.error is not None:
+            call.update(error=chosen.error, error_type=chosen.error_type)
+        return {**update, "call": call, "next": "approve"}
+
+    def approve(self, state: LoopState) -> dict[str, Any]:
+        call = state.get("call") or {}
+        name = call.get("skill")
+        if call.get("error") or not isinstance(name, str) or name not in self.d.skills:
+            return {"decision": None, "next": "execute"}
+        if not self.d.skills.get(name).spec.needs_approval:
+            return {"decision": None, "next": "execute"}
+        node_id = _require(state.get("node_id"))
+        request = {"task_id": state["task_id"], "node_id": node_id, "skill": name, "args": call["args"]}
+        self.emit(ApprovalRequested(**request))
+        answer = interrupt(request)
+        approved = answer is True or (isinstance(answer, dict) and answer.get("approved") is True)
+        return {"decision": "approved" if approved else "rejected", "next": "execute"}
+
+    @_timed
+    def execute(self, state: LoopState) -> dict[str, Any]:
+        task_id, node_id = state["task_id"], _require(state.get("node_id"))
+        call = state.get("call") or {}
+        name = str(call.get("skill"))
+        steps = state.get("steps", 0) + 1
+        if call.get("error"):
+            outcome = SkillOutcome(
+                skill=name, ok=False, error_type=call.get("error_type"), error=call["error"]
+            )
+            return {"outcome": outcome.model_dump(mode="json"), "steps": steps, "next": "observe"}
+        if state.get("decision") == "rejected":
+            outcome = SkillOutcome(
+                skill=name,
+                ok=False,
+                error_type="ApprovalRejected",
+                error=f"a human rejected the call to {name!r}; the step was not run",
+            )
+            return {"outcome": outcome.model_dump(mode="json"), "steps": steps, "next": "observe"}
+        skill = self.d.skills.get(name)
+        args = call.get("args") or {}
+        env = self.environment(task_id)
+        context = SkillContext(
+            task_id=task_id,
+            node_id=node_id,
+            env=env[0] if env is not None else None,
+            extra=self.d.skill_context,
+        )
+        node = self.d.store.get_node(node_id)
+        key = f"{task_id}:{node_id}:{node.attempts}"
+        reused = False
+        if skill.spec.side_effects:
+            existing = self.d.calls.start(
+                task_id=task_id, node_id=node_id, call_key=key, skill=name, args=args
+            )
+            if existing is not None and existing.status in ("finished", "unknown"):
+                outcome = SkillOutcome.model_validate(existing.outcome)
+                reused = True
+            elif existing is not None:
+                # Started before a crash, never finished: it may or may not have acted.
+                outcome = SkillOutcome(
+                    skill=name,
+                    ok=False,
+                    error_type="SkillOutcomeUnknown",
+                    error=(
+                        f"the process stopped while {name!r} was running; it is not run again "
+                        "because it has side effects. Check the world and replan."
+                    ),
+                )
+                self.d.calls.finish(key, outcome.model_dump(mode="json"), status="unknown")
+            else:
+                self.emit(SkillCalled(task_id=task_id, node_id=node_id, skill=name, args=args))
+                outcome = run_sync(skill.invoke(args, context))
+                self.d.calls.finish(key, outcome.model_dump(mode="json"))
+        else:
+            self.emit(SkillCalled(task_id=task_id, node_id=node_id, skill=name, args=args))
+            outcome = run_sync(skill.invoke(args, context))
+        self.emit(
+            SkillFinished(
+                task_id=task_id,
+                node_id=node_id,
+                skill=name,
+                ok=outcome.ok,
+                result=outcome.result,
+                error=outcome.error,
+                duration_s=outcome.duration_s,
+                reused=reused,
+            )
+        )
+        return {"outcome": outcome.model_dump(mode="json"), "steps": steps, "next": "observe"}
+
+    @_timed
+    def observe(self, state: LoopState) -> dict[str, Any]:
+        task_id, node_id = state["task_id"], _require(state.get("node_id"))
+        outcome = SkillOutcome.model_validate(state.get("outcome") or {"skill": "", "ok": False})
+        if outcome.ok:
+            self._set_status(
+                task_id,
+                node_id,
+                NodeStatus.DONE,
+                cause="skill finished",
+                output={"skill": outcome.skill, "result": outcome.result},
+            )
+        else:
+            self._set_status(
+                task_id,
+                node_id,
+                NodeStatus.FAILED,
+                cause="skill failed",
+                error=f"{outcome.error_type}: {outcome.error}",
+                output={"skill": outcome.skill, "error": outcome.error_record()},
+            )
+        keep = self.d.config.keep_checkpoints_running
+        every = self.d.config.prune_every_steps
+        if keep is not None and self.d.prune is not None and state.get("steps", 0) % every == 0:
+            self.d.prune(task_id, keep)
+        return {"next": "select", "call": None, "outcome": None, "decision": None}
+
+    @_timed
+    def replan(self, state: LoopState) -> dict[str, Any]:
+        task_id = state["task_id"]
+        failed_id = state.get("failed_node")
+        failed = self.d.store.get_node(_require(failed_id))
+        replans = state.get("replans", 0) + 1
+        if failed.status is NodeStatus.RUNNING:
+            return {"next": "select", "failed_node": None, "replans": replans}  # done pre-crash
+        steps, results = self._call_planner(state, failed_id, failed=failed_id)
+        update = self._account(state, results, stage="plan", node_id=failed_id)
+        self.d.store.transition(failed_id, NodeStatus.PENDING, cause="replan")
+        created = self.d.store.replace_subtree(failed_id, steps, cause="replan")
+        self._set_status(task_id, failed_id, NodeStatus.RUNNING, cause="replanned")
+        self.emit(
+            PlanMade(
+                task_id=task_id,
+                parent_id=failed_id,
+                node_ids=[n.id for n in created if n.parent_id == failed_id],
+                titles=[n.title for n in created if n.parent_id == failed_id],
+                replan=True,
+            )
+        )
+        return {**update, "next": "select", "failed_node": None, "replans": replans}
+
+    @_timed
+    def finish(self, state: LoopState) -> dict[str, Any]:
+        task_id = state["task_id"]
+        result = dict(state.get("result") or _ending("failed", "finished without a result"))
+        success = result["outcome"] == "success"
+        root = self.d.store.root(task_id)
+        if root.status not in (NodeStatus.DONE, NodeStatus.FAILED):
+            if root.status is not NodeStatus.RUNNING:
+                self._set_status(task_id, root.id, NodeStatus.RUNNING, cause="finish")
+            final = NodeStatus.DONE if success else NodeStatus.FAILED
+            error = None if success else f"{result['outcome']}: {result['reason']}"
+            self._set_status(task_id, root.id, final, cause=result["reason"], error=error)
+        status = TaskStatus.DONE if success else TaskStatus.FAILED
+        if self.d.store.get_task(task_id).status is not status:
+            self.d.store.set_task_status(task_id, status, cause=result["reason"])
+        env = self.d.envs.pop(task_id, None)
+        if env is not None:
+            env[0].close()
+        self.emit(
+            TaskFinished(
+                task_id=task_id,
+                outcome=result["outcome"],
+                success=success,
+                steps=state.get("steps", 0),
+                replans=state.get("replans", 0),
+                adapters=list(state.get("adapters", [])),
+                prompt_tokens=state.get("prompt_tokens", 0),
+                completion_tokens=state.get("completion_tokens", 0),
+                elapsed_s=state.get("elapsed_s", 0.0),
+                reason=result["reason"],
+            )
+        )
+        return {"result": result, "next": "end"}
+
+
+def _require(node_id: int | None) -> int:
+    # The graph's edges only lead to these stages with a node selected.
+    if node_id is None:
+        raise RuntimeFailure("the loop reached a node stage without a selected node")
+    return node_id
+
+
+def _ending(outcome: str, reason: str) -> dict[str, Any]:
+    return {"outcome": outcome, "reason": reason}
+
+
+def registry_error(registry: SkillRegistry, name: str) -> dict[str, Any]:
+    """The recorded error for a skill name that is not registered."""
+    try:
+        registry.get(name)
+    except TrellisError as exc:
+        return {"error": str(exc), "error_type": type(exc).__name__}
+    return {}
+

@@ -1,0 +1,225 @@
+"""TextWorldExpress ``twc`` (put household objects where they belong) as a skill pack.
+
+A :class:`TwcEnvironment` is one game for one task, fully determined by a
+:class:`TwcConfig` (seed, fold, game parameters): the same config and the same action
+history rebuild the same state, which is how a resumed or replayed task gets its
+environment back. The environment judges success itself (``tasksuccess``). Only the
+``train`` and ``dev`` folds are available here: ``test`` is the held-out measure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from agent._skills import Skill, SkillContext, skill
+from agent.errors import EnvironmentFailure, ForbiddenFoldError
+
+__all__ = [
+    "TWC_ACT",
+    "TwcConfig",
+    "TwcEnvironment",
+    "TwcState",
+    "twc_skills",
+]
+
+TWC_ACT = "twc_act"
+"""Name of the skill that sends one action to the game."""
+
+# The Java bridge of textworld-express is not safe to drive from several threads at once.
+_BRIDGE_LOCK = threading.Lock()
+
+
+class TwcConfig(BaseModel):
+    """Which twc game to play. Everything needed to rebuild the game is here."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    seed: int = Field(default=1, ge=0)
+    """Game seed within the fold."""
+    fold: Literal["train", "dev"] = "dev"
+    """Data fold. ``test`` is refused: it is the held-out measure, never tuned on."""
+    num_locations: int = Field(default=1, ge=1, le=11)
+    """Rooms in the house."""
+    num_items: int = Field(default=1, ge=1, le=10)
+    """Objects to put away."""
+    include_doors: bool = False
+    """Whether rooms are separated by doors that must be opened."""
+    step_limit: int = Field(default=50, ge=1, le=1000)
+    """The environment's own move limit."""
+
+    @field_validator("fold", mode="before")
+    @classmethod
+    def _refuse_test(cls, value: Any) -> Any:
+        if value == "test":
+            raise ForbiddenFoldError(
+                "the twc 'test' fold is the held-out measure and is not available to runs, "
+                "training or tuning; use fold 'train' or 'dev'"
+            )
+        return value
+
+    def game_params(self) -> str:
+        """The ``gameParams`` string textworld-express expects."""
+        return (
+            f"numLocations={self.num_locations},numItemsToPutAway={self.num_items},"
+            f"includeDoors={int(self.include_doors)},limitInventorySize=0"
+        )
+
+
+class TwcState(BaseModel):
+    """What the game shows after the last action."""
+
+    model_config = ConfigDict(frozen=True)
+
+    observation: str
+    """Text the game printed."""
+    valid_actions: list[str]
+    """Commands the game accepts now."""
+    task_description: str
+    """The game's own statement of the goal."""
+    score: float
+    """Normalised score in [0, 1]."""
+    success: bool
+    """The environment judges the task done."""
+    failure: bool
+    """The environment judges the task failed (e.g. an object broken or the move limit hit)."""
+    done: bool
+    """No more actions are possible."""
+    moves: int
+    """Actions taken."""
+
+
+class TwcEnvironment:
+    """One twc game. Create it with a config, then ``reset`` (or ``replay`` a history)."""
+
+    def __init__(self, config: TwcConfig | None = None) -> None:
+        self.config = config or TwcConfig()
+        self.actions: list[str] = []
+        self._env: Any = None
+        self._state: TwcState | None = None
+
+    def _backend(self) -> Any:
+        if self._env is None:
+            try:
+                from textworld_express import TextWorldExpressEnv
+            except ImportError as exc:
+                raise EnvironmentFailure(
+                    "textworld-express is not installed: pip install 'trellis-agent[embedded]' "
+                    "(it also needs Java 17 or newer)"
+                ) from exc
+            try:
+                with _BRIDGE_LOCK:
+                    self._env = TextWorldExpressEnv(envStepLimit=self.config.step_limit)
+            except Exception as exc:
+                raise EnvironmentFailure(
+                    f"could not start TextWorldExpress ({exc}); it needs Java 17 or newer on PATH"
+                ) from exc
+        return self._env
+
+    def reset(self) -> TwcState:
+        """Start the game from the beginning."""
+        env = self._backend()
+        with _BRIDGE_LOCK:
+            _obs, infos = env.reset(
+                seed=self.config.seed,
+                gameFold=self.config.fold,
+                gameName="twc",
+                gameParams=self.config.game_params(),
+                generateGoldPath=True,
+            )
+        self.actions = []
+        self._state = self._to_state(infos)
+        return self._state
+
+    def replay(self, actions: Sequence[str]) -> TwcState:
+        """Reset, then apply ``actions`` in order: the state a task had after them."""
+        state = self.reset()
+        for action in actions:
+            state = self.step(action)
+        return state
+
+    @property
+    def state(self) -> TwcState:
+        """The current state (resets the game on first use)."""
+        if self._state is None:
+            return self.reset()
+        return self._state
+
+    def step(self, action: str) -> TwcState:
+        """Send one action; refuses an action that the game does not accept now."""
+        current = self.state
+        if current.done:
+            raise EnvironmentFailure(
+                f"the game is over (success={current.success}); start a new task to play again"
+            )
+        if action not in current.valid_actions:
+            raise EnvironmentFailure(
+                f"{action!r} is not a valid action now; valid actions: "
+                + ", ".join(current.valid_actions)
+            )
+        with _BRIDGE_LOCK:
+            _obs, _reward, _done, infos = self._backend().step(action)
+        self.actions.append(action)
+        self._state = self._to_state(infos)
+        return self._state
+
+    def gold_actions(self) -> list[str]:
+        """A winning action sequence from the start (for tests, baselines and training data)."""
+        self.state  # noqa: B018 - makes sure the game exists
+        with _BRIDGE_LOCK:
+            return list(self._backend().getGoldActionSequence())
+
+    def close(self) -> None:
+        """Stop the game's Java side."""
+        if self._env is not None:
+            # Closing a bridge whose Java side already died is not an error.
+            with _BRIDGE_LOCK, contextlib.suppress(Exception):
+                self._env.close()
+            self._env = None
+
+    @staticmethod
+    def _to_state(infos: dict[str, Any]) -> TwcState:
+        success = bool(infos.get("tasksuccess", False))
+        failure = bool(infos.get("taskfailure", False))
+        return TwcState(
+            observation=str(infos.get("observation", "")).strip(),
+            valid_actions=[str(a) for a in infos.get("validActions", [])],
+            task_description=str(infos.get("taskDescription", "")),
+            score=float(infos.get("score", 0.0)),
+            success=success,
+            failure=failure,
+            done=bool(infos.get("done", False)) or success or failure,
+            moves=int(infos.get("numMoves", 0)),
+        )
+
+
+def _environment(context: SkillContext) -> TwcEnvironment:
+    if not isinstance(context.env, TwcEnvironment):
+        raise EnvironmentFailure(
+            "this task has no twc environment: start it with env=TwcConfig(...) "
+            "(CLI: --env twc --seed N)"
+        )
+    return context.env
+
+
+@skill(name=TWC_ACT, side_effects=True, timeout_s=30.0)
+def twc_act(action: str, ctx: SkillContext) -> dict[str, Any]:
+    """Send one command to the household game and return what it shows next."""
+    state = _environment(ctx).step(action)
+    return {
+        "action": action,
+        "observation": state.observation,
+        "score": state.score,
+        "success": state.success,
+        "done": state.done,
+        "moves": state.moves,
+    }
+
+
+def twc_skills() -> list[Skill]:
+    """The skill pack: register these to let an agent play twc."""
+    return [twc_act]

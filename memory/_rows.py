@@ -1,0 +1,174 @@
+"""Row-level helpers shared by the store modules: tables, payload checks, snapshot building."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, RowMapping, Table, select
+
+from memory._models import EdgeRow, EventRow, NodeRow, TaskRow
+from memory._records import EventRecord, NodeRecord, NodeStatus, TaskRecord, TaskStatus
+from memory.errors import NotSerializableError, PayloadTooLargeError, UsageError
+
+NODES: Table = NodeRow.__table__  # type: ignore[assignment]
+TASKS: Table = TaskRow.__table__  # type: ignore[assignment]
+EDGES: Table = EdgeRow.__table__  # type: ignore[assignment]
+EVENTS: Table = EventRow.__table__  # type: ignore[assignment]
+
+# Bound parameters per IN list: well under SQLite's 32766 and PostgreSQL's 65535.
+CHUNK = 5_000
+
+T = TypeVar("T")
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def aware(value: datetime | None) -> datetime | None:
+    """SQLite returns naive datetimes; everything Trellis stores is UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def check_json(field: str, value: Any, limit: int) -> Any:
+    """Validate a JSON payload before any write; return it as it will read back."""
+    if value is None:
+        return None
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        size = len(text.encode("utf-8"))
+    except (TypeError, ValueError) as exc:  # ValueError: NaN, circular, lone surrogates
+        raise NotSerializableError(field, str(exc)) from exc
+    if "\\u0000" in text:
+        raise NotSerializableError(field, "it contains a NUL character, which PostgreSQL rejects")
+    if size > limit:
+        raise PayloadTooLargeError(field, size, limit)
+    # Tuples become lists and non-string keys become strings: return what a read gives back.
+    return json.loads(text)
+
+
+def check_text(field: str, value: Any, limit: int, *, max_chars: int | None = None) -> str:
+    """Validate a text column (title, goal, error)."""
+    if not isinstance(value, str):
+        raise UsageError(f"{field} must be a string, got {type(value).__name__}")
+    if "\x00" in value:
+        raise NotSerializableError(field, "it contains a NUL character, which PostgreSQL rejects")
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise NotSerializableError(field, str(exc)) from exc
+    if max_chars is not None and len(value) > max_chars:
+        raise PayloadTooLargeError(field, size, max_chars)
+    if size > limit:
+        raise PayloadTooLargeError(field, size, limit)
+    return value
+
+
+def task_record(row: RowMapping) -> TaskRecord:
+    return TaskRecord(
+        id=row["id"],
+        goal=row["goal"],
+        user_id=row["user_id"],
+        status=TaskStatus(row["status"]),
+        metadata=row["metadata"],
+        root_id=row["root_id"],
+        created_at=aware(row["created_at"]),  # type: ignore[arg-type]
+        updated_at=aware(row["updated_at"]),  # type: ignore[arg-type]
+        version=row["version"],
+    )
+
+
+def node_record(row: RowMapping, depends_on: Iterable[int] = ()) -> NodeRecord:
+    return NodeRecord(
+        id=row["id"],
+        task_id=row["task_id"],
+        parent_id=row["parent_id"],
+        key=row["key"],
+        kind=row["kind"],
+        title=row["title"],
+        status=NodeStatus(row["status"]),
+        input=row["input"],
+        output=row["output"],
+        error=row["error"],
+        adapter=row["adapter"],
+        route=row["route"],
+        attempts=row["attempts"],
+        position=row["position"],
+        depth=row["depth"],
+        superseded=bool(row["superseded"]),
+        created_at=aware(row["created_at"]),  # type: ignore[arg-type]
+        updated_at=aware(row["updated_at"]),  # type: ignore[arg-type]
+        started_at=aware(row["started_at"]),
+        finished_at=aware(row["finished_at"]),
+        version=row["version"],
+        depends_on=tuple(sorted(depends_on)),
+    )
+
+
+def event_record(row: RowMapping) -> EventRecord:
+    return EventRecord(
+        id=row["id"],
+        task_id=row["task_id"],
+        node_id=row["node_id"],
+        field=row["field"],
+        old=row["old"],
+        new=row["new"],
+        cause=row["cause"],
+        at=aware(row["at"]),  # type: ignore[arg-type]
+    )
+
+
+def dependencies_of(conn: Connection, node_ids: Sequence[int]) -> dict[int, list[int]]:
+    """``node id -> ids it depends on`` for the given nodes."""
+    found: dict[int, list[int]] = {}
+    for part in chunks(list(node_ids)):
+        rows = conn.execute(
+            select(EDGES.c.node_id, EDGES.c.depends_on_id).where(EDGES.c.node_id.in_(part))
+        )
+        for node_id, dep_id in rows:
+            found.setdefault(node_id, []).append(dep_id)
+    return found
+
+
+def records_for(conn: Connection, rows: Sequence[RowMapping]) -> list[NodeRecord]:
+    """Snapshots of ``rows`` with their dependency lists (one extra query)."""
+    deps = dependencies_of(conn, [r["id"] for r in rows])
+    return [node_record(r, deps.get(r["id"], ())) for r in rows]
+
+
+def fetch_node_rows(conn: Connection, node_ids: Sequence[int]) -> dict[int, RowMapping]:
+    found: dict[int, RowMapping] = {}
+    for part in chunks(list(node_ids)):
+        for row in conn.execute(select(NODES).where(NODES.c.id.in_(part))).mappings():
+            found[row["id"]] = row
+    return found
+
+
+def event_row(
+    task_id: str,
+    node_id: int | None,
+    field: str,
+    old: Any,
+    new: Any,
+    cause: str | None,
+    at: datetime,
+) -> dict[str, Any]:
+    return {
+        "task_id": task_id,
+        "node_id": node_id,
+        "field": field,
+        "old": old,
+        "new": new,
+        "cause": cause,
+        "at": at,
+    }
