@@ -105,11 +105,11 @@ class RouterConfig(BaseModel):
 
     rules: tuple[RouteRule, ...] = ()
     """Pinned routes, checked in order before anything else; the first match wins."""
-    top_k: int = Field(default=1, ge=1, le=16)
+    top_k: int = Field(default=3, ge=1, le=16)
     """Adapter embedding score = mean of its top-k example similarities (1: the best one)."""
     shortlist: int = Field(default=64, ge=1)
     """Above this many adapters, exact scores are computed only for the nearest centroids."""
-    keyword_weight: float = Field(default=0.15, ge=0.0, le=1.0)
+    keyword_weight: float = Field(default=0.2, ge=0.0, le=1.0)
     """Weight of the saturated BM25 score added to the embedding score (0 disables it)."""
     keyword_half: float = Field(default=4.0, gt=0.0)
     """BM25 score that counts as a half-strength keyword match."""
@@ -117,7 +117,7 @@ class RouterConfig(BaseModel):
     """Fitting: quantile of leave-one-out example scores the threshold starts from."""
     threshold_margin: float = Field(default=0.05, ge=0.0, le=0.5)
     """Fitting: subtracted from that quantile, to admit paraphrases a bit further out."""
-    threshold_floor: float = Field(default=0.3, ge=-1.0, le=1.0)
+    threshold_floor: float = Field(default=0.25, ge=-1.0, le=1.0)
     """Fitting: no threshold goes below this (unrelated text must stay uncovered)."""
     threshold_ceiling: float = Field(default=0.6, ge=-1.0, le=1.0)
     """Fitting: no threshold goes above this (tight adapters must stay reachable)."""
@@ -414,7 +414,7 @@ class Router:
         keyword_all = bm25.scores(tokens) if config.keyword_weight > 0 and tokens else None
         if index.size <= config.shortlist:
             candidates = np.arange(index.size)
-            embedding = index.score_all(vector)
+            embedding = index.score(vector)
         else:
             candidates = index.shortlist(vector, config.shortlist)
             if keyword_all is not None:
@@ -422,7 +422,7 @@ class Router:
                 strongest = np.argpartition(keyword_all, index.size - 8)[index.size - 8 :]
                 strongest = strongest[keyword_all[strongest] > 0]
                 candidates = np.union1d(candidates, strongest)
-            embedding = index.score_some(vector, candidates)
+            embedding = index.score(vector, candidates)
         if keyword_all is not None:
             keyword = saturate(keyword_all[candidates], config.keyword_half)
         else:

@@ -1,3 +1,76 @@
 """The agent: skills, the LangGraph loop, the SDK, the CLI and the service."""
 
-__all__: list[str] = []
+from agent._act import ChosenCall, act_json_schema, build_act_prompt, choose_call
+from agent._config import AgentConfig
+from agent._events import (
+    AgentEvent,
+    ApprovalRequested,
+    CuesMade,
+    EventBase,
+    LLMCall,
+    LLMToken,
+    NodeStatusChanged,
+    PlanMade,
+    RouteDecided,
+    SkillCalled,
+    SkillFinished,
+    TaskFinished,
+    TaskStarted,
+)
+from agent._sdk import Agent, RunResult, TaskTree
+from agent._skills import Skill, SkillContext, SkillOutcome, SkillRegistry, skill
+from agent._twc import TWC_ACT, TwcConfig, TwcEnvironment, TwcState, twc_skills
+from agent.errors import (
+    ApprovalPendingError,
+    BudgetExhaustedError,
+    EnvironmentFailure,
+    ForbiddenFoldError,
+    NoPendingApprovalError,
+    SkillFailedError,
+    SkillResultNotSerializableError,
+    SkillTimeoutError,
+    UnknownSkillError,
+)
+
+__all__ = [
+    "TWC_ACT",
+    "Agent",
+    "AgentConfig",
+    "AgentEvent",
+    "ApprovalPendingError",
+    "ApprovalRequested",
+    "BudgetExhaustedError",
+    "ChosenCall",
+    "CuesMade",
+    "EnvironmentFailure",
+    "EventBase",
+    "ForbiddenFoldError",
+    "LLMCall",
+    "LLMToken",
+    "NoPendingApprovalError",
+    "NodeStatusChanged",
+    "PlanMade",
+    "RouteDecided",
+    "RunResult",
+    "Skill",
+    "SkillCalled",
+    "SkillContext",
+    "SkillFailedError",
+    "SkillFinished",
+    "SkillOutcome",
+    "SkillRegistry",
+    "SkillResultNotSerializableError",
+    "SkillTimeoutError",
+    "TaskFinished",
+    "TaskStarted",
+    "TaskTree",
+    "TwcConfig",
+    "TwcEnvironment",
+    "TwcState",
+    "UnknownSkillError",
+    "act_json_schema",
+    "build_act_prompt",
+    "choose_call",
+    "skill",
+    "twc_skills",
+]

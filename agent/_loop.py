@@ -32,6 +32,7 @@ from agent._events import (
     SkillFinished,
     TaskFinished,
 )
+from agent._planning import plan_specs, render_cues
 from agent._skills import SkillContext, SkillOutcome, SkillRegistry
 from agent.errors import EnvironmentFailure
 from memory import NodeSpec, NodeStatus, TaskStatus, TaskStore, run_sync
@@ -46,7 +47,7 @@ class LoopState(TypedDict, total=False):
     """The checkpointed state: ids and counters (the tree holds everything else)."""
 
     task_id: str
-    cues: list[str]
+    cues: list[dict[str, Any]]
     next: str
     node_id: int | None
     plan_target: int | None
@@ -157,13 +158,13 @@ class Stages:
         if url.get_backend_name() != "sqlite":
             return
         database = url.database or ""
-        if database and database != ":memory:" and not database.startswith("file::memory:"):
-            if not Path(database).expanduser().exists():
-                raise RuntimeFailure(
-                    f"the database file {database} was removed while the task ran; nothing more "
-                    "can be recorded. Restore the file (the run stopped at its last checkpoint) "
-                    "and `trellis resume` the task"
-                )
+        in_memory = database in ("", ":memory:") or database.startswith("file::memory:")
+        if not in_memory and not Path(database).expanduser().exists():
+            raise RuntimeFailure(
+                f"the database file {database} was removed while the task ran; nothing more "
+                "can be recorded. Restore the file (the run stopped at its last checkpoint) "
+                "and `trellis resume` the task"
+            )
 
     def environment(self, task_id: str) -> tuple[Any, str] | None:
         """The task's environment and its action skill, rebuilt from its history if needed."""
@@ -225,17 +226,15 @@ class Stages:
         task_id = state["task_id"]
         task = self.d.store.get_task(task_id)
         reminders = [str(r) for r in (task.metadata or {}).get("reminders", [])]
-        cues: list[str] = []
+        cues: list[dict[str, Any]] = []
         update: dict[str, Any] = {}
         for reminder in reminders:
-            if self.d.reminder_adapter is None:
-                cues.append(reminder.strip())
-                continue
             extracted = run_sync(self.d.reminder_adapter.extract(reminder, scope="task"))
-            cues.extend(c.render() for c in extracted.cues)
-            update.update(self._account({**state, **update}, extracted.llm_results, stage="remind"))
+            cues.extend(c.model_dump(mode="json") for c in extracted.cues)
+            merged: Any = {**state, **update}
+            update.update(self._account(merged, extracted.llm_results, stage="remind"))
         if cues:
-            self.emit(CuesMade(task_id=task_id, cues=cues))
+            self.emit(CuesMade(task_id=task_id, cues=render_cues(cues)))
         root = self.d.store.root(task_id)
         if root.status is not NodeStatus.RUNNING:
             self._set_status(task_id, root.id, NodeStatus.RUNNING, cause="task started")
@@ -282,8 +281,12 @@ class Stages:
             return {"next": "select", "plan_target": None}  # planned before a crash
         if target_id != root.id and target.status is not NodeStatus.RUNNING:
             self._set_status(task_id, target_id, NodeStatus.RUNNING, cause="decompose")
-        steps, results = self._call_planner(state, target_id, failed=None)
+        steps, results, error = self._call_planner(state, target_id, failed=None)
         update = self._account(state, results, stage="plan", node_id=target_id)
+        if steps is None:
+            reason = f"planning failed: {error}"
+            self._set_status(task_id, target_id, NodeStatus.FAILED, cause="plan", error=reason)
+            return {**update, "next": "finish", "result": _ending("failed", reason)}
         created = store.add_children(task_id, target_id, steps, cause="plan")
         self.emit(
             PlanMade(
@@ -297,9 +300,7 @@ class Stages:
 
     def _call_planner(
         self, state: LoopState, node_id: int, failed: int | None
-    ) -> tuple[list[NodeSpec], list[LLMResult]]:
-        from agent._planning import plan_specs
-
+    ) -> tuple[list[NodeSpec] | None, list[LLMResult], str | None]:
         return plan_specs(self.d, state, node_id, failed=failed)
 
     @_timed
@@ -352,10 +353,13 @@ class Stages:
         status = {n.id: n.status for n in nodes}
         for node in sorted(nodes, key=lambda n: -n.depth):
             kids = children.get(node.id)
-            if status[node.id] is NodeStatus.RUNNING and kids:
-                if all(status[k.id] in _SATISFIED for k in kids):
-                    self._set_status(task_id, node.id, NodeStatus.DONE, cause="children done")
-                    status[node.id] = NodeStatus.DONE
+            if (
+                status[node.id] is NodeStatus.RUNNING
+                and kids
+                and all(status[k.id] in _SATISFIED for k in kids)
+            ):
+                self._set_status(task_id, node.id, NodeStatus.DONE, cause="children done")
+                status[node.id] = NodeStatus.DONE
 
     @_timed
     def route(self, state: LoopState) -> dict[str, Any]:
@@ -364,7 +368,7 @@ class Stages:
         adapter: str | None = None
         route_record: dict[str, Any] = {"adapter": None, "reason": "no router configured"}
         if self.d.router is not None:
-            from adapters import StepContext
+            from adapters._router import StepContext
 
             context = StepContext(
                 text=node.title,
@@ -419,7 +423,7 @@ class Stages:
                         "step": "take the next action",
                         "observation": game.observation,
                         "history": history,
-                        "cues": state.get("cues", []),
+                        "cues": render_cues(state.get("cues", [])),
                     },
                     skills=[registry.get(env[1]).spec],
                     adapter=state.get("adapter"),
@@ -448,7 +452,7 @@ class Stages:
                     prompt_args={
                         "goal": self.d.store.get_task(task_id).goal,
                         "step": node.title,
-                        "cues": state.get("cues", []),
+                        "cues": render_cues(state.get("cues", [])),
                         "context": str(getattr(context, "text", context)),
                     },
                     skills=specs,
@@ -472,7 +476,12 @@ class Stages:
         if not self.d.skills.get(name).spec.needs_approval:
             return {"decision": None, "next": "execute"}
         node_id = _require(state.get("node_id"))
-        request = {"task_id": state["task_id"], "node_id": node_id, "skill": name, "args": call["args"]}
+        request = {
+            "task_id": state["task_id"],
+            "node_id": node_id,
+            "skill": name,
+            "args": call["args"],
+        }
         self.emit(ApprovalRequested(**request))
         answer = interrupt(request)
         approved = answer is True or (isinstance(answer, dict) and answer.get("approved") is True)
@@ -580,12 +589,21 @@ class Stages:
     def replan(self, state: LoopState) -> dict[str, Any]:
         task_id = state["task_id"]
         failed_id = state.get("failed_node")
-        failed = self.d.store.get_node(_require(failed_id))
+        failed_id = _require(failed_id)
+        failed = self.d.store.get_node(failed_id)
         replans = state.get("replans", 0) + 1
         if failed.status is NodeStatus.RUNNING:
             return {"next": "select", "failed_node": None, "replans": replans}  # done pre-crash
-        steps, results = self._call_planner(state, failed_id, failed=failed_id)
+        steps, results, error = self._call_planner(state, failed_id, failed=failed_id)
         update = self._account(state, results, stage="plan", node_id=failed_id)
+        if steps is None:
+            reason = f"replanning step {failed_id} failed: {error}"
+            return {
+                **update,
+                "next": "finish",
+                "replans": replans,
+                "result": _ending("failed", reason),
+            }
         self.d.store.transition(failed_id, NodeStatus.PENDING, cause="replan")
         created = self.d.store.replace_subtree(failed_id, steps, cause="replan")
         self._set_status(task_id, failed_id, NodeStatus.RUNNING, cause="replanned")
@@ -653,4 +671,3 @@ def registry_error(registry: SkillRegistry, name: str) -> dict[str, Any]:
     except TrellisError as exc:
         return {"error": str(exc), "error_type": type(exc).__name__}
     return {}
-

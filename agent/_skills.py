@@ -16,6 +16,7 @@ import inspect
 import json
 import threading
 import time
+import types
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, get_type_hints, overload
@@ -206,7 +207,15 @@ def _build_skill(
     text = description or inspect.getdoc(function) or ""
     summary = text.strip().split("\n\n")[0].replace("\n", " ").strip()
     try:
-        hints = get_type_hints(function)
+        # Only the parameters matter: a return annotation naming a local class must not fail.
+        target = function.__func__ if inspect.ismethod(function) else function
+        params_only = types.SimpleNamespace(
+            __annotations__={
+                k: v for k, v in getattr(target, "__annotations__", {}).items() if k != "return"
+            },
+            __module__=getattr(target, "__module__", None),
+        )
+        hints = get_type_hints(params_only, globalns=getattr(target, "__globals__", None))
     except Exception as exc:
         raise SkillDefinitionError(
             f"skill {skill_name!r}: cannot resolve its type hints ({exc}); import the annotated "

@@ -30,6 +30,11 @@ __all__ = [
 TWC_ACT = "twc_act"
 """Name of the skill that sends one action to the game."""
 
+_TEST_FOLD = (
+    "the twc 'test' fold is the held-out measure and is not available to runs, training or "
+    "tuning; use fold 'train' or 'dev'"
+)
+
 # The Java bridge of textworld-express is not safe to drive from several threads at once.
 _BRIDGE_LOCK = threading.Lock()
 
@@ -52,14 +57,17 @@ class TwcConfig(BaseModel):
     step_limit: int = Field(default=50, ge=1, le=1000)
     """The environment's own move limit."""
 
+    def __init__(self, **data: Any) -> None:
+        # Raised directly (not wrapped in a ValidationError) so callers can catch it by type.
+        if data.get("fold") == "test":
+            raise ForbiddenFoldError(_TEST_FOLD)
+        super().__init__(**data)
+
     @field_validator("fold", mode="before")
     @classmethod
     def _refuse_test(cls, value: Any) -> Any:
         if value == "test":
-            raise ForbiddenFoldError(
-                "the twc 'test' fold is the held-out measure and is not available to runs, "
-                "training or tuning; use fold 'train' or 'dev'"
-            )
+            raise ForbiddenFoldError(_TEST_FOLD)
         return value
 
     def game_params(self) -> str:

@@ -13,6 +13,8 @@ __all__ = [
     "SkillFailedError",
     "SkillResultNotSerializableError",
     "SkillTimeoutError",
+    "TraceFormatError",
+    "TraceVersionError",
     "UnknownSkillError",
 ]
 
@@ -95,3 +97,11 @@ class ForbiddenFoldError(UsageError):
 
 class EnvironmentFailure(RuntimeFailure):
     """An environment (such as TextWorldExpress) failed or was used wrongly."""
+
+
+class TraceFormatError(UsageError):
+    """A trace file is not a Trellis trace, or is truncated or corrupted (the line is named)."""
+
+
+class TraceVersionError(TraceFormatError):
+    """A trace was written in a format major version this Trellis does not read."""

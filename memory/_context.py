@@ -55,7 +55,7 @@ class PromptContext(str):
 
 @dataclass
 class _Section:
-    node_id: int
+    node_id: int | None  # None: the goal line (the task's, not a node's)
     priority: int
     order: int
     text: str
@@ -105,8 +105,7 @@ def synthesize(
     current = path[-1]
     ancestors = path[:-1]
     sections: list[_Section] = []
-    root_id = path[0].id
-    sections.append(_Section(root_id, 0, 0, f"Goal: {goal}"))
+    sections.append(_Section(None, 0, 0, f"Goal: {goal}"))
     sections.append(
         _Section(current.id, 1, 10_000, _node_line("Current step", current, with_output=False))
     )
@@ -139,8 +138,8 @@ def synthesize(
         )
 
     kept: list[_Section] = []
-    truncated: list[int] = []
-    omitted: list[int] = []
+    truncated: list[int | None] = []
+    omitted: list[int | None] = []
     sep = "\n"
 
     def render(parts: list[_Section], note: str = "") -> str:
@@ -160,16 +159,17 @@ def synthesize(
             omitted.append(section.node_id)
 
     note = f"[{len(omitted)} more item(s) omitted to fit the budget]" if omitted else ""
+    shown = sorted(kept, key=lambda s: s.order)
     text = render(kept, note)
     if note and size(text) > budget:
         text = render(kept)
     if size(text) > budget:  # only possible when even one section cannot fit
-        text = ""
+        text, shown = "", []
     return PromptContext(
         text,
-        node_ids=tuple(s.node_id for s in sorted(kept, key=lambda s: s.order)),
-        truncated=tuple(truncated),
-        omitted=tuple(omitted),
+        node_ids=tuple(s.node_id for s in shown if s.node_id is not None),
+        truncated=tuple(n for n in truncated if n is not None),
+        omitted=tuple(n for n in omitted if n is not None),
     )
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, RowMapping, Table, select
+from sqlalchemy import JSON, Connection, DateTime, RowMapping, Table, select
 
 from memory._models import EdgeRow, EventRow, NodeRow, TaskRow
 from memory._records import EventRecord, NodeRecord, NodeStatus, TaskRecord, TaskStatus
@@ -172,3 +172,65 @@ def event_row(
         "cause": cause,
         "at": at,
     }
+
+
+def _json_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def bulk_insert(
+    conn: Connection, table: Table, rows: Sequence[dict[str, Any]], *, batch: int = CHUNK
+) -> None:
+    """Insert many rows through the driver's executemany.
+
+    SQLAlchemy's per-value bind processing dominates large batched inserts; here JSON is
+    serialised once per value, a timestamp shared by the batch is converted once, and the
+    values reach the driver as plain tuples. Every row must have the same keys.
+    """
+    if not rows:
+        return
+    dialect = conn.dialect
+    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    postgres = dialect.name == "postgresql"
+    columns = list(rows[0])
+    converters: list[Callable[[Any], Any] | None] = []
+    placeholders: list[str] = []
+    for name in columns:
+        column_type = table.c[name].type
+        if isinstance(column_type, JSON):
+            converters.append(_json_text)
+            placeholders.append(f"CAST({mark} AS JSONB)" if postgres else mark)
+        elif isinstance(column_type, DateTime):
+            converters.append(_memoized(column_type.bind_processor(dialect)))
+            placeholders.append(mark)
+        else:
+            converters.append(None)
+            placeholders.append(mark)
+    quote = dialect.identifier_preparer.quote
+    sql = (
+        f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) "
+        f"VALUES ({', '.join(placeholders)})"
+    )
+    pairs = list(zip(columns, converters, strict=True))
+    params = [
+        tuple(row[name] if convert is None else convert(row[name]) for name, convert in pairs)
+        for row in rows
+    ]
+    for part in chunks(params, batch):
+        conn.exec_driver_sql(sql, list(part))
+
+
+def _memoized(process: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
+    """Convert a timestamp once per distinct value (a batch shares one)."""
+    last: list[Any] = [object(), None]
+
+    def convert(value: Any) -> Any:
+        if value is None:
+            return None
+        if value is not last[0]:
+            last[0], last[1] = value, (process(value) if process else value)
+        return last[1]
+
+    return convert

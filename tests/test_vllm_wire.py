@@ -18,9 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters import LLMRequest, Message, SamplingParams
-from adapters._vllm import VLLMBackend
-from adapters._vllm_pool import VLLMConfig, parse_lora_metrics
+from adapters import LLMRequest, Message, SamplingParams, VLLMBackend, VLLMConfig
+from adapters._vllm_pool import parse_lora_metrics
 from adapters.errors import (
     AdapterMismatchError,
     AdapterValidationError,
@@ -46,6 +45,9 @@ class FakeVLLM:
         self.runtime_updates = runtime_updates
         self.calls: list[tuple[str, dict[str, Any] | None]] = []
         self.faults: list[Callable[[httpx.Request], httpx.Response]] = []
+        """Answers for the next generation requests, in order (instead of serving them)."""
+        self.admin_faults: list[Callable[[httpx.Request], httpx.Response]] = []
+        """The same for the other endpoints."""
         self.reply_model: str | None = None
         self.delay_s = 0.0
         self.in_flight = 0
@@ -63,8 +65,9 @@ class FakeVLLM:
         path = request.url.path
         body = json.loads(request.content) if request.content else None
         self.calls.append((path, body))
-        if self.faults:
-            return self.faults.pop(0)(request)
+        faults = self.faults if path.endswith("completions") else self.admin_faults
+        if faults:
+            return faults.pop(0)(request)
         if path == "/v1/models":
             data = [
                 {"id": BASE, "object": "model", "owned_by": "vllm", "root": "/models/gemma",
@@ -93,36 +96,60 @@ class FakeVLLM:
             name = body["lora_name"]
             if path.startswith("/v1/load"):
                 if name in self.adapters:
-                    msg = f"The lora adapter '{name}' has already been loaded."
+                    msg = (
+                        f"The lora adapter '{name}' has already been loaded. If you want to load "
+                        "the adapter in place, set 'load_inplace' to True."
+                    )
                     return self._error(400, "InvalidUserInput", msg)
                 self.adapters[name] = body["lora_path"]
-                return httpx.Response(200, text=f"Success: LoRA adapter '{name}' added successfully.")
+                return httpx.Response(
+                    200, text=f"Success: LoRA adapter '{name}' added successfully."
+                )
             if name not in self.adapters:
-                return self._error(404, "NotFoundError", f"The lora adapter '{name}' cannot be found.")
+                return self._error(
+                    404, "NotFoundError", f"The lora adapter '{name}' cannot be found."
+                )
             del self.adapters[name]
             return httpx.Response(200, text=f"Success: LoRA adapter '{name}' removed successfully.")
         if path in ("/v1/completions", "/v1/chat/completions"):
             assert body is not None
             model = body["model"]
             if model != BASE and model not in self.adapters:
-                return self._error(404, "NotFoundError", f"The model `{model}` does not exist.")
+                return self._error(
+                    404,
+                    "NotFoundError",
+                    f"The model `{model}` does not exist. Valid aliases: {BASE}.",
+                )
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             try:
                 await asyncio.sleep(self.delay_s)
             finally:
                 self.in_flight -= 1
-            text = json.dumps({"answer": model}) if body.get("structured_outputs") else f"hi from {model}"
+            text = (
+                json.dumps({"answer": model})
+                if body.get("structured_outputs")
+                else f"hi from {model}"
+            )
             if "response_format" in body:
                 text = json.dumps({"answer": model})
             usage = {"prompt_tokens": 5, "total_tokens": 8, "completion_tokens": 3}
-            common = {"id": "cmpl-1", "created": 1, "model": self.reply_model or model, "usage": usage}
+            common = {
+                "id": "cmpl-1",
+                "created": 1,
+                "model": self.reply_model or model,
+                "usage": usage,
+            }
             if path == "/v1/completions":
                 choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": "length"}
-                return httpx.Response(200, json={**common, "object": "text_completion", "choices": [choice]})
+                return httpx.Response(
+                    200, json={**common, "object": "text_completion", "choices": [choice]}
+                )
             message = {"role": "assistant", "content": text, "tool_calls": []}
             choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}
-            return httpx.Response(200, json={**common, "object": "chat.completion", "choices": [choice]})
+            return httpx.Response(
+                200, json={**common, "object": "chat.completion", "choices": [choice]}
+            )
         return httpx.Response(404, json={"detail": "Not Found"})
 
 
@@ -149,8 +176,12 @@ def connection_refused(request: httpx.Request) -> httpx.Response:
     raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
 
 
-def status(code: int, body: dict[str, Any] | None = None) -> Callable[[httpx.Request], httpx.Response]:
-    return lambda request: httpx.Response(code, json=body or {"error": {"message": "boom", "code": code}})
+def status(
+    code: int, body: dict[str, Any] | None = None
+) -> Callable[[httpx.Request], httpx.Response]:
+    return lambda request: httpx.Response(
+        code, json=body or {"error": {"message": "boom", "code": code}}
+    )
 
 
 A = "http://127.0.0.1:9001"
@@ -162,14 +193,16 @@ def adapter_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "kitchen"
     folder.mkdir()
     (folder / "adapter_config.json").write_text(json.dumps({"r": 8, "peft_type": "LORA"}))
-    return folder
+    return folder.resolve()
 
 
 async def test_completion_sends_the_adapter_as_model_and_reports_usage() -> None:
     server = FakeVLLM(A, ("kitchen",))
     backend = Cluster(server).backend()
     request = LLMRequest(
-        prompt="Say hi", adapter="kitchen", sampling=SamplingParams(max_tokens=7, stop=("\n",), seed=3)
+        prompt="Say hi",
+        adapter="kitchen",
+        sampling=SamplingParams(max_tokens=7, stop=("\n",), seed=3),
     )
     result = await backend.generate(request)
     await backend.aclose()
@@ -185,7 +218,11 @@ async def test_completion_sends_the_adapter_as_model_and_reports_usage() -> None
 async def test_chat_with_schema_uses_structured_outputs_and_parses() -> None:
     server = FakeVLLM(A)
     backend = Cluster(server).backend()
-    schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"type": "string"}},
+        "required": ["answer"],
+    }
     request = LLMRequest(messages=(Message(role="user", content="hi"),), json_schema=schema)
     result = await backend.generate(request)
     await backend.aclose()
@@ -232,7 +269,9 @@ async def test_4xx_is_never_retried() -> None:
     server = FakeVLLM(A)
     backend = Cluster(server).backend(base_model=BASE)
     message = "This model's maximum context length is 1024 tokens."
-    server.faults = [status(400, {"error": {"message": message, "type": "BadRequestError", "code": 400}})]
+    server.faults = [
+        status(400, {"error": {"message": message, "type": "BadRequestError", "code": 400}})
+    ]
     with pytest.raises(BackendRequestError, match="maximum context length") as caught:
         await backend.generate(LLMRequest(prompt="x"))
     await backend.aclose()
@@ -244,7 +283,9 @@ async def test_schema_rejection_is_a_schema_error() -> None:
     server = FakeVLLM(A)
     backend = Cluster(server).backend(base_model=BASE)
     message = "The provided JSON schema contains features not supported by xgrammar."
-    server.faults = [status(400, {"error": {"message": message, "type": "BadRequestError", "code": 400}})]
+    server.faults = [
+        status(400, {"error": {"message": message, "type": "BadRequestError", "code": 400}})
+    ]
     with pytest.raises(SchemaCompileError, match="not supported"):
         await backend.generate(LLMRequest(prompt="x", json_schema={"type": "object"}))
     await backend.aclose()
@@ -253,7 +294,7 @@ async def test_schema_rejection_is_a_schema_error() -> None:
 async def test_unknown_adapter_is_a_specific_error_and_not_retried() -> None:
     server = FakeVLLM(A, ("kitchen",))
     backend = Cluster(server).backend()
-    with pytest.raises(UnknownAdapterError, match="'garage'.*kitchen"):
+    with pytest.raises(UnknownAdapterError, match=r"'garage'.*kitchen"):
         await backend.generate(LLMRequest(prompt="x", adapter="garage"))
     await backend.aclose()
     assert len(server.completion_calls()) == 1
@@ -277,7 +318,7 @@ async def test_all_servers_down_is_unavailable() -> None:
     first = FakeVLLM(A)
     backend = Cluster(first).backend(base_model=BASE, max_retries=2)
     first.faults = [connection_refused] * 10
-    with pytest.raises(BackendUnavailableError, match="unreachable.*gave up after 3 tries"):
+    with pytest.raises(BackendUnavailableError, match=r"unreachable.*gave up after 3 tries"):
         await backend.generate(LLMRequest(prompt="x"))
     await backend.aclose()
 
@@ -313,7 +354,7 @@ async def test_adapter_is_loaded_on_first_use(adapter_dir: Path) -> None:
     result = await backend.generate(LLMRequest(prompt="x", adapter="kitchen"))
     await backend.aclose()
     loads = [body for path, body in server.calls if path == "/v1/load_lora_adapter"]
-    assert loads == [{"lora_name": "kitchen", "lora_path": str(adapter_dir.resolve())}]
+    assert loads == [{"lora_name": "kitchen", "lora_path": str(adapter_dir)}]
     assert result.adapter == "kitchen"
 
 
@@ -366,12 +407,16 @@ async def test_load_refusals(adapter_dir: Path, tmp_path: Path) -> None:
     backend = Cluster(server).backend()
     with pytest.raises(BackendRequestError, match="VLLM_ALLOW_RUNTIME_LORA_UPDATING"):
         await backend.load_adapter("kitchen", adapter_dir)
-    with pytest.raises(AdapterValidationError, match="no adapter_config.json"):
+    with pytest.raises(AdapterValidationError, match=r"no adapter_config.json"):
         await backend.load_adapter("kitchen", tmp_path)
     with pytest.raises(AdapterValidationError, match="not allowed"):
         await backend.load_adapter("../etc", adapter_dir)
     await backend.aclose()
-    assert not [p for p, _ in server.calls if p == "/v1/load_lora_adapter" and _ and _["lora_name"] != "kitchen"]
+    assert not [
+        p
+        for p, _ in server.calls
+        if p == "/v1/load_lora_adapter" and _ and _["lora_name"] != "kitchen"
+    ]
 
 
 async def test_a_substituted_model_is_never_accepted() -> None:
@@ -392,11 +437,16 @@ async def test_a_substituted_model_is_never_accepted() -> None:
             lambda r: httpx.Response(200, json={"model": BASE, "choices": [{"text": "x"}]}),
             "without token usage",
         ),
-        (lambda r: httpx.Response(200, json={"model": BASE, "choices": [{"index": 0}]}), "without text"),
+        (
+            lambda r: httpx.Response(200, json={"model": BASE, "choices": [{"index": 0}]}),
+            "without text",
+        ),
         (lambda r: httpx.Response(200, json=[1, 2]), "not a JSON object"),
     ],
 )
-async def test_malformed_responses(reply: Callable[[httpx.Request], httpx.Response], match: str) -> None:
+async def test_malformed_responses(
+    reply: Callable[[httpx.Request], httpx.Response], match: str
+) -> None:
     server = FakeVLLM(A)
     backend = Cluster(server).backend(base_model=BASE)
     server.faults = [reply]
@@ -409,14 +459,14 @@ async def test_timeout_is_a_timeout_error() -> None:
     server = FakeVLLM(A)
     server.delay_s = 5.0
     backend = Cluster(server).backend(base_model=BASE)
-    with pytest.raises(BackendTimeoutError, match="within 0.2 s"):
+    with pytest.raises(BackendTimeoutError, match=r"within 0.2 s"):
         await backend.generate(LLMRequest(prompt="x", timeout_s=0.2))
     await backend.aclose()
 
 
 async def test_malformed_model_list() -> None:
     server = FakeVLLM(A)
-    server.faults = [lambda r: httpx.Response(200, json={"object": "list"})]
+    server.admin_faults = [lambda r: httpx.Response(200, json={"object": "list"})]
     backend = Cluster(server).backend()
     with pytest.raises(MalformedResponseError, match="without a 'data' list"):
         await backend.list_models()

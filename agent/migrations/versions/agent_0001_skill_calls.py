@@ -1,6 +1,6 @@
 """agent: exactly-once records of side-effecting skill calls
 
-Revision ID: a1_agent_calls
+Revision ID: agent_0001
 Revises:
 Create Date: 2026-11-28
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "a1_agent_calls"
+revision = "agent_0001"
 down_revision = None
 branch_labels = ("agent",)
 depends_on = None

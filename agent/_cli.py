@@ -1,0 +1,274 @@
+"""`trellis run`, `resume`, `approve`, `reject`, `tasks` and `tree`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import typer
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+from rich.tree import Tree
+
+if TYPE_CHECKING:
+    from agent._sdk import Agent
+    from memory import NodeRecord
+
+console = Console()
+errors = Console(stderr=True)
+
+_STYLE = {
+    "pending": "dim",
+    "ready": "cyan",
+    "running": "yellow",
+    "done": "green",
+    "failed": "red",
+    "skipped": "dim",
+    "cancelled": "dim",
+}
+
+
+def _node_label(node: NodeRecord) -> Text:
+    label = Text()
+    label.append(f"[{node.status.value}] ", style=_STYLE.get(node.status.value, ""))
+    label.append(node.title or node.key)
+    output = node.output if isinstance(node.output, dict) else {}
+    result = output.get("result")
+    if isinstance(result, dict) and "action" in result:
+        label.append(f"  > {result['action']}", style="bold")
+    if node.adapter:
+        label.append(f"  ({node.adapter})", style="magenta")
+    if node.error:
+        label.append(f"  {node.error[:120]}", style="red")
+    if node.superseded:
+        label.stylize("strike")
+    return label
+
+
+def render_tree(agent: Agent, task_id: str, *, last: int | None = 12) -> Tree:
+    """A rich tree of the task; with ``last``, only the newest children of each node."""
+    view = agent.tree(task_id)
+    by_parent: dict[int | None, list[NodeRecord]] = {}
+    for node in view.nodes:
+        by_parent.setdefault(node.parent_id, []).append(node)
+    roots = by_parent.get(None, [])
+    if not roots:
+        return Tree(view.task.goal)
+    tree = Tree(_node_label(roots[0]))
+
+    def add(branch: Tree, parent_id: int) -> None:
+        children = by_parent.get(parent_id, [])
+        if last is not None and len(children) > last:
+            branch.add(Text(f"... {len(children) - last} earlier steps", style="dim"))
+            children = children[-last:]
+        for child in children:
+            add(branch.add(_node_label(child)), child.id)
+
+    add(tree, roots[0].id)
+    return tree
+
+
+def _summary(result: Any) -> Table:
+    table = Table(title="summary", show_header=False)
+    table.add_row("task", result.task_id)
+    style = "green" if result.success else "red"
+    table.add_row("outcome", Text(f"{result.outcome} (success={result.success})", style=style))
+    table.add_row("reason", result.reason)
+    table.add_row("steps", str(result.steps))
+    table.add_row("replans", str(result.replans))
+    table.add_row("adapters used", ", ".join(result.adapters) or "none (no model call)")
+    table.add_row("tokens", f"{result.prompt_tokens} prompt + {result.completion_tokens} generated")
+    table.add_row("time", f"{result.elapsed_s:.1f} s in the loop")
+    if result.pending_approval:
+        table.add_row(
+            "waiting for",
+            f"approval of {result.pending_approval.get('skill')} "
+            f"{result.pending_approval.get('args')}: trellis approve|reject {result.task_id}",
+        )
+    return table
+
+
+async def _show(agent: Agent, events: AsyncIterator[Any]) -> Any:
+    from agent._events import LLMCall, TaskFinished, TaskStarted
+
+    task_id: str | None = None
+    status = Text("starting")
+    started = time.perf_counter()
+    finished: TaskFinished | None = None
+    with Live(status, console=console, refresh_per_second=4, transient=False) as live:
+        async for event in events:
+            if isinstance(event, TaskStarted):
+                task_id = event.task_id
+            if isinstance(event, TaskFinished):
+                finished = event
+            line = Text(f"{time.perf_counter() - started:6.1f}s  {event.type}", style="dim")
+            if isinstance(event, LLMCall):
+                line.append(f"  {event.stage}: {event.completion_tokens} tokens")
+            if task_id is not None:
+                live.update(Group(render_tree(agent, task_id), line))
+    if finished is None or task_id is None:
+        raise typer.Exit(1)
+    return finished
+
+
+def _agent(database_url: str | None, max_steps: int | None) -> Agent:
+    from agent._config import AgentConfig
+    from agent._sdk import Agent
+
+    options: dict[str, Any] = {"database_url": database_url}
+    if max_steps is not None:
+        options["max_steps"] = max_steps
+    return Agent(config=AgentConfig(**options))
+
+
+def _finish(agent: Agent, finished: Any) -> None:
+    from agent._sdk import RunResult
+
+    result = RunResult(
+        **finished.model_dump(exclude={"type", "at"}),
+        pending_approval=agent.pending_approval(finished.task_id),
+    )
+    console.print(_summary(result))
+    agent.close()
+    if not result.success and result.outcome != "interrupted":
+        raise typer.Exit(1)
+
+
+def run(
+    goal: str | None = typer.Argument(
+        None, help="What to achieve (default with --env: the game's own task)."
+    ),
+    reminder: list[str] = typer.Option(
+        [], "--reminder", "-r", help="A rule or preference; repeat for several."
+    ),
+    env: str | None = typer.Option(
+        None, help="Environment to act in: twc (TextWorldExpress household)."
+    ),
+    seed: int = typer.Option(1, help="Game seed (with --env)."),
+    fold: str = typer.Option("dev", help="Game fold: train or dev (test is held out)."),
+    max_steps: int | None = typer.Option(
+        None, help="Skill calls allowed (default 12 with --env, else 30)."
+    ),
+    user: str = typer.Option("default", help="User id the task and its reminders belong to."),
+    database_url: str | None = typer.Option(
+        None, envvar="TRELLIS_DATABASE_URL", help="Database URL."
+    ),
+) -> None:
+    """Run a goal (or a household game) with a live tree, then print a summary."""
+    from agent._twc import TwcConfig
+
+    environment = None
+    if env is not None:
+        if env != "twc":
+            errors.print(f"[red]unknown --env {env!r}[/red]; available: twc")
+            raise typer.Exit(2)
+        environment = TwcConfig.model_validate({"seed": seed, "fold": fold})
+        max_steps = max_steps or 12
+    elif not goal:
+        errors.print("[red]give a GOAL[/red] (or --env twc to play a household game)")
+        raise typer.Exit(2)
+    agent = _agent(database_url, max_steps)
+    finished = asyncio.run(
+        _show(agent, agent.stream(goal, reminders=reminder, user_id=user, env=environment))
+    )
+    _finish(agent, finished)
+
+
+def resume(
+    task_id: str = typer.Argument(..., help="The task to continue."),
+    database_url: str | None = typer.Option(
+        None, envvar="TRELLIS_DATABASE_URL", help="Database URL."
+    ),
+) -> None:
+    """Continue a task from its last checkpoint (after a crash or a stop)."""
+    agent = _agent(database_url, None)
+    finished = asyncio.run(_show(agent, agent.stream_resume(task_id)))
+    _finish(agent, finished)
+
+
+def _decide(task_id: str, database_url: str | None, approved: bool) -> None:
+    from langgraph.types import Command
+
+    from agent.errors import NoPendingApprovalError
+
+    agent = _agent(database_url, None)
+    if agent.pending_approval(task_id) is None:
+        raise NoPendingApprovalError(task_id)
+    command: Command[Any] = Command(resume={"approved": approved})
+    finished = asyncio.run(_show(agent, agent.stream_resume(task_id, command=command)))
+    _finish(agent, finished)
+
+
+def approve(
+    task_id: str = typer.Argument(..., help="The task waiting for approval."),
+    database_url: str | None = typer.Option(
+        None, envvar="TRELLIS_DATABASE_URL", help="Database URL."
+    ),
+) -> None:
+    """Approve the call a task waits for, and continue it."""
+    _decide(task_id, database_url, True)
+
+
+def reject(
+    task_id: str = typer.Argument(..., help="The task waiting for approval."),
+    database_url: str | None = typer.Option(
+        None, envvar="TRELLIS_DATABASE_URL", help="Database URL."
+    ),
+) -> None:
+    """Reject the call a task waits for (the step fails), and continue it."""
+    _decide(task_id, database_url, False)
+
+
+def tasks(
+    limit: int = typer.Option(20, help="How many, newest first."),
+    user: str | None = typer.Option(None, help="Only this user's tasks."),
+    database_url: str | None = typer.Option(
+        None, envvar="TRELLIS_DATABASE_URL", help="Database URL."
+    ),
+) -> None:
+    """List recent tasks."""
+    from memory import TaskStore
+
+    store = TaskStore.open(database_url)
+    table = Table("task", "status", "created", "user", "goal")
+    for task in store.list_tasks(user_id=user, limit=limit):
+        table.add_row(
+            task.id,
+            Text(task.status.value, style=_STYLE.get(task.status.value, "")),
+            task.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            task.user_id,
+            task.goal[:80],
+        )
+    console.print(table)
+    store.close()
+
+
+def tree(
+    task_id: str = typer.Argument(..., help="The task to show."),
+    all_steps: bool = typer.Option(False, "--all", help="Show every step, not only the newest."),
+    database_url: str | None = typer.Option(
+        None, envvar="TRELLIS_DATABASE_URL", help="Database URL."
+    ),
+) -> None:
+    """Show a task's tree with statuses, actions, adapters and errors."""
+    agent = _agent(database_url, None)
+    console.print(render_tree(agent, task_id, last=None if all_steps else 30))
+    pending = agent.pending_approval(task_id)
+    if pending:
+        console.print(
+            f"[yellow]waiting for approval[/yellow] of {pending.get('skill')} {pending.get('args')}"
+        )
+    agent.close()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run)
+    app.command("resume")(resume)
+    app.command("approve")(approve)
+    app.command("reject")(reject)
+    app.command("tasks")(tasks)
+    app.command("tree")(tree)

@@ -1,0 +1,120 @@
+"""The LangGraph StateGraph of the loop, its checkpointer, and how one run is driven.
+
+remind -> plan -> select -> route -> act -> approve -> execute -> observe -> select ...
+select also leads to plan (decompose a step, or the next environment move), replan (a
+step failed) and finish. The thread id is the task id; the checkpointer lives in the same
+database as the Task Memory Tree.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Hashable
+from typing import Any, cast
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import Command
+
+from agent._checkpoint import CheckpointHandle, open_checkpointer, prune_checkpoints
+from agent._loop import LoopDeps, LoopState, Stages
+
+__all__ = ["LoopGraph"]
+
+_SELECT_ROUTES: dict[Hashable, str] = {
+    "route": "route",
+    "plan": "plan",
+    "replan": "replan",
+    "finish": "finish",
+}
+
+_AFTER_PLAN: dict[Hashable, str] = {"select": "select", "finish": "finish"}
+
+
+def _next(state: LoopState) -> str:
+    return state.get("next", "finish")
+
+
+class LoopGraph:
+    """The compiled loop graph on the Trellis database, and the operations on a task's thread."""
+
+    def __init__(self, deps: LoopDeps) -> None:
+        self.deps = deps
+        self.handle: CheckpointHandle = open_checkpointer(deps.store.engine)
+        self._prune_lock = threading.Lock()
+        deps.prune = self.prune
+        stages = Stages(deps)
+        graph = StateGraph(LoopState)
+        for name in ("remind", "plan", "select", "route", "act", "approve", "execute"):
+            graph.add_node(name, getattr(stages, name))
+        for name in ("observe", "replan", "finish"):
+            graph.add_node(name, getattr(stages, name))
+        graph.add_edge(START, "remind")
+        graph.add_edge("remind", "plan")
+        graph.add_conditional_edges("plan", _next, _AFTER_PLAN)
+        graph.add_conditional_edges("select", _next, _SELECT_ROUTES)
+        graph.add_edge("route", "act")
+        graph.add_edge("act", "approve")
+        graph.add_edge("approve", "execute")
+        graph.add_edge("execute", "observe")
+        graph.add_edge("observe", "select")
+        graph.add_conditional_edges("replan", _next, _AFTER_PLAN)
+        graph.add_edge("finish", END)
+        self.graph = graph.compile(checkpointer=self.handle.saver)
+
+    def config(self, task_id: str) -> RunnableConfig:
+        # Each act step passes through about 7 graph nodes; leave room for plans and replans.
+        limit = 8 * self.deps.config.max_steps + 12 * (self.deps.config.max_replans + 1) + 50
+        return cast(
+            RunnableConfig, {"configurable": {"thread_id": task_id}, "recursion_limit": limit}
+        )
+
+    def drive(self, task_id: str, command: Any) -> None:
+        """Run the task's thread until it finishes or waits for an approval (blocking)."""
+        if command is None:
+            payload: Any = None
+        elif isinstance(command, Command):
+            payload = command
+        else:
+            payload = {"task_id": task_id, **command}
+        for _update in self.graph.stream(
+            cast(Any, payload),
+            self.config(task_id),
+            stream_mode="updates",
+            durability=self.deps.config.durability,
+        ):
+            pass
+        if self.finished_result(task_id) is not None:
+            keep = self.deps.config.keep_checkpoints
+            if keep is not None:
+                self.prune(task_id, keep)
+
+    def values(self, task_id: str) -> dict[str, Any]:
+        """The latest checkpointed state of the task (empty when it has none)."""
+        snapshot = self.graph.get_state(self.config(task_id))
+        return dict(snapshot.values or {})
+
+    def has_checkpoint(self, task_id: str) -> bool:
+        return self.handle.saver.get_tuple(self.config(task_id)) is not None
+
+    def pending_approval(self, task_id: str) -> dict[str, Any] | None:
+        """The call waiting for approval, if the task is paused on one."""
+        snapshot = self.graph.get_state(self.config(task_id))
+        for task in snapshot.tasks:
+            for pending in task.interrupts:
+                value = pending.value
+                return dict(value) if isinstance(value, dict) else {"value": value}
+        return None
+
+    def finished_result(self, task_id: str) -> dict[str, Any] | None:
+        values = self.values(task_id)
+        if values.get("next") == "end" and values.get("result"):
+            return dict(values["result"])
+        return None
+
+    def prune(self, task_id: str, keep: int) -> None:
+        with self._prune_lock:
+            prune_checkpoints(self.handle, task_id, keep)
+
+    def close(self) -> None:
+        self.handle.close()

@@ -1,0 +1,490 @@
+"""Deterministic replay: re-run a recorded task with the trace's answers, compare decisions.
+
+The real loop runs again (the same ``Agent``, graph and Task Memory Tree code) on an
+in-memory database, but every model answer, plan (for non-LLM planners), route and skill
+result is taken from the trace, so no model is loaded and no skill touches the world. The
+replayed run is recorded too, and its decision events (cues, plans, routes, model requests,
+skill calls and results, status changes, the final tree) are compared one by one with the
+recording; the first difference is reported with its event number, the field, the recorded
+value and the replayed one. Node ids are compared by order of appearance, so a replay on a
+database with other tasks still matches.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, create_model, model_validator
+
+from adapters import LLMBackend, LLMRequest, LLMResult
+from adapters.errors import ReplayMismatchError
+from agent._config import AgentConfig
+from agent._skills import Skill, SkillContext, SkillOutcome
+from agent._trace import (
+    CuesEvent,
+    EndEvent,
+    InterruptEvent,
+    LLMEvent,
+    MemoryTraceSink,
+    PlanEvent,
+    RouteEvent,
+    SkillCallEvent,
+    SkillInfo,
+    SkillResultEvent,
+    TaskStartEvent,
+    Trace,
+    TreeEvent,
+)
+from agent._trace_record import TraceRecorder
+from memory import TaskStore, run_sync
+from planners import SkillSpec
+
+__all__ = ["Divergence", "ReplayResult", "compare_traces", "replay", "replay_sync"]
+
+PlannerFactory = Callable[[LLMBackend], Any]
+
+
+class Divergence(BaseModel):
+    """Where a replay first differs from the recording."""
+
+    model_config = ConfigDict(frozen=True)
+
+    seq: int | None
+    """Recorded event number (None: the replay produced more events than were recorded)."""
+    replay_seq: int | None
+    """Event number in the replayed run (None: the replay stopped earlier)."""
+    type: str
+    """Recorded event type (or the replayed one when the recording had none)."""
+    field: str
+    """Which part differs."""
+    expected: Any
+    """The recorded value."""
+    got: Any
+    """The replayed value."""
+
+    def describe(self) -> str:
+        """One paragraph naming the event, the field and both values."""
+        where = f"event {self.seq}" if self.seq is not None else "after the last recorded event"
+        return (
+            f"replay diverged at {where} ({self.type}), field {self.field}:\n"
+            f"  expected: {_short(self.expected)}\n  got:      {_short(self.got)}"
+        )
+
+
+class ReplayResult(BaseModel):
+    """The outcome of one replay."""
+
+    model_config = ConfigDict(frozen=True)
+
+    source: str
+    """The trace replayed."""
+    ok: bool
+    """True when every decision matched."""
+    events: int
+    """Events in the recording."""
+    replayed_events: int
+    """Events the replay produced."""
+    divergence: Divergence | None = None
+    """The first difference, when there is one."""
+    error: str | None = None
+    """An exception that stopped the replayed run."""
+    duration_s: float = 0.0
+    """Seconds the replay took."""
+
+    @property
+    def events_per_s(self) -> float:
+        """Recorded events replayed per second."""
+        return self.events / self.duration_s if self.duration_s > 0 else 0.0
+
+
+def _short(value: Any, limit: int = 300) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"
+
+
+# --- the recorded world --------------------------------------------------------------------
+
+
+class _ReplayBackend:
+    """Answers model calls with the recorded responses, in order."""
+
+    def __init__(self, events: list[LLMEvent], name: str) -> None:
+        self._queue = deque(e for e in events if e.stage != "route")
+        self.name = name or "replay"
+
+    async def generate(self, request: LLMRequest) -> LLMResult:
+        if not self._queue:
+            raise ReplayMismatchError(
+                "the replayed run asked the model more often than the recording did; "
+                "the decisions before this call already differ"
+            )
+        event = self._queue.popleft()
+        return LLMResult(
+            text=event.text,
+            parsed=event.parsed,
+            json_error=event.json_error,
+            prompt_tokens=event.prompt_tokens,
+            completion_tokens=event.completion_tokens,
+            latency_s=event.latency_s,
+            adapter=event.served_adapter,
+            backend=event.backend,
+            finish_reason="length" if event.finish_reason == "length" else "stop",
+        )
+
+    async def stream(self, request: LLMRequest) -> Any:
+        result = await self.generate(request)
+        yield result.text
+
+    async def aclose(self) -> None:
+        return None
+
+
+class _ReplayPlanner:
+    """Returns the recorded plan outcomes in order (for planners that are not LLM planners)."""
+
+    def __init__(self, events: list[PlanEvent]) -> None:
+        self._queue = deque(events)
+        self.name = events[0].planner if events else "replay"
+
+    async def plan(self, request: Any) -> Any:
+        from planners import Plan, PlanOutcome
+
+        if not self._queue:
+            return PlanOutcome(planner=self.name, error="the recording has no further plan")
+        event = self._queue.popleft()
+        return PlanOutcome(
+            plan=Plan.model_validate(event.plan) if event.plan is not None else None,
+            attempts=max(1, len(event.raw_outputs)),
+            errors=list(event.errors),
+            raw_outputs=list(event.raw_outputs),
+            error=event.error,
+            planner=event.planner,
+        )
+
+    def plan_sync(self, request: Any) -> Any:
+        return run_sync(self.plan(request))
+
+
+class _ReplayRouter:
+    """Returns the recorded route decisions in order."""
+
+    def __init__(self, events: list[RouteEvent]) -> None:
+        self._queue = deque(events)
+
+    async def route(self, context: Any) -> Any:
+        from adapters._router import RouteDecision
+
+        if not self._queue:
+            raise ReplayMismatchError("the replayed run routed more steps than were recorded")
+        event = self._queue.popleft()
+        return RouteDecision(
+            adapter=event.adapter,
+            score=event.score if event.score is not None else 0.0,
+            policy="rule",
+            reason=event.reason,
+        )
+
+
+def _args_model(info: SkillInfo) -> type[BaseModel]:
+    schema = info.args_schema
+    required = set(schema.get("required", ()))
+    known = set(schema.get("properties", {}))
+    closed = schema.get("additionalProperties") is False or bool(known)
+
+    def check(cls: type[BaseModel], value: Any) -> Any:
+        if isinstance(value, dict):
+            missing = sorted(required - set(value))
+            if missing:
+                raise ValueError(f"missing required argument(s) {', '.join(missing)}")
+            unknown = sorted(set(value) - known) if closed else []
+            if unknown:
+                raise ValueError(f"unexpected argument(s) {', '.join(unknown)}")
+        return value
+
+    model = create_model(
+        "".join(p.title() for p in info.name.split("_")) + "Args",
+        __config__=ConfigDict(extra="allow"),
+        __validators__={"check": model_validator(mode="before")(check)},  # type: ignore[dict-item]
+    )
+    # Prompts render the recorded schema, so the replayed prompts equal the recorded ones.
+    model.model_json_schema = classmethod(lambda cls, *a, **k: dict(schema))  # type: ignore[method-assign,assignment]
+    return model
+
+
+class _ReplaySkill(Skill):
+    """A skill whose calls return the recorded outcomes, in order."""
+
+    def __init__(self, info: SkillInfo, results: list[SkillResultEvent]) -> None:
+        spec = SkillSpec(
+            name=info.name,
+            description=info.description,
+            args_model=_args_model(info),
+            side_effects=info.side_effects,
+            needs_approval=info.needs_approval,
+            timeout_s=info.timeout_s,
+        )
+        super().__init__(_never_called, spec, context_param=None, model_param=None)
+        self._results = deque(r for r in results if r.skill == info.name and not r.reused)
+
+    async def invoke(self, args: Any, context: SkillContext) -> SkillOutcome:
+        if not self._results:
+            return SkillOutcome(
+                skill=self.name,
+                ok=False,
+                error_type="ReplayMismatchError",
+                error=f"the recording has no further result of {self.name!r}",
+            )
+        event = self._results.popleft()
+        return SkillOutcome(
+            skill=self.name,
+            ok=event.ok,
+            result=event.result,
+            error_type=event.error_type,
+            error=event.error,
+            duration_s=event.duration_s,
+        )
+
+
+def _never_called() -> None:
+    return None
+
+
+# --- comparing -----------------------------------------------------------------------------
+
+
+class _Ids:
+    """Node ids by order of first appearance (ids differ between databases)."""
+
+    def __init__(self) -> None:
+        self.map: dict[int, int] = {}
+
+    def __call__(self, node_id: int | None) -> int | None:
+        if node_id is None:
+            return None
+        if node_id not in self.map:
+            self.map[node_id] = len(self.map)
+        return self.map[node_id]
+
+
+def _view(event: Any, ids: _Ids) -> dict[str, Any] | None:
+    """The decision content of an event (None for events that carry no decision)."""
+    if isinstance(event, TaskStartEvent):
+        return {"goal": event.goal, "reminders": event.reminders, "env": event.env}
+    if isinstance(event, CuesEvent):
+        return {"cues": event.cues}
+    if isinstance(event, TreeEvent):
+        return {"node": ids(event.node_id), "status": event.status, "error": event.error}
+    if isinstance(event, LLMEvent):
+        return {
+            "stage": event.stage,
+            "node": ids(event.node_id),
+            "adapter": event.adapter,
+            "prompt": event.prompt,
+            "messages": event.messages,
+            "schema_sha256": event.schema_sha256,
+            "max_tokens": event.sampling.get("max_tokens"),
+        }
+    if isinstance(event, PlanEvent):
+        return {
+            "parent": ids(event.parent_id),
+            "replan": event.replan,
+            "nodes": [ids(n) for n in event.node_ids],
+            "plan": event.plan,
+            "error": event.error,
+        }
+    if isinstance(event, RouteEvent):
+        return {"node": ids(event.node_id), "adapter": event.adapter}
+    if isinstance(event, SkillCallEvent):
+        return {"node": ids(event.node_id), "skill": event.skill, "args": event.args}
+    if isinstance(event, SkillResultEvent):
+        return {
+            "node": ids(event.node_id),
+            "skill": event.skill,
+            "ok": event.ok,
+            "result": event.result,
+            "error": event.error,
+        }
+    if isinstance(event, InterruptEvent):
+        return {"node": ids(event.node_id), "skill": event.skill, "args": event.args}
+    if isinstance(event, EndEvent):
+        tree = [
+            {
+                "node": ids(n.id),
+                "parent": ids(n.parent_id),
+                "key": n.key,
+                "kind": n.kind,
+                "title": n.title,
+                "status": n.status,
+                "skill": n.skill,
+                "args": n.args,
+                "adapter": n.adapter,
+                "depends_on": [ids(d) for d in n.depends_on],
+                "superseded": n.superseded,
+            }
+            for n in sorted(event.tree, key=lambda n: n.id)
+        ]
+        return {
+            "outcome": event.outcome,
+            "steps": event.steps,
+            "replans": event.replans,
+            "tree": tree,
+        }
+    return None
+
+
+def _first_difference(expected: Any, got: Any, path: str) -> tuple[str, Any, Any] | None:
+    if isinstance(expected, dict) and isinstance(got, dict):
+        for key in list(expected) + [k for k in got if k not in expected]:
+            found = _first_difference(expected.get(key), got.get(key), f"{path}.{key}")
+            if found is not None:
+                return found
+        return None
+    if isinstance(expected, list) and isinstance(got, list):
+        for index, (a, b) in enumerate(zip(expected, got, strict=False)):
+            found = _first_difference(a, b, f"{path}[{index}]")
+            if found is not None:
+                return found
+        if len(expected) != len(got):
+            return f"{path} (length)", len(expected), len(got)
+        return None
+    if expected != got:
+        if isinstance(expected, str) and isinstance(got, str):
+            # Point at the first differing character: prompts are long.
+            at = next(
+                (i for i, (a, b) in enumerate(zip(expected, got, strict=False)) if a != b),
+                min(len(expected), len(got)),
+            )
+            start = max(0, at - 40)
+            return f"{path} (from character {at})", expected[start : at + 80], got[start : at + 80]
+        return path, expected, got
+    return None
+
+
+def compare_traces(recorded: list[Any], replayed: list[Any]) -> Divergence | None:
+    """The first decision that differs between two event lists, or None."""
+    ids_a, ids_b = _Ids(), _Ids()
+    a = [(e, _view(e, ids_a)) for e in recorded]
+    b = [(e, _view(e, ids_b)) for e in replayed]
+    a = [(e, v) for e, v in a if v is not None]
+    b = [(e, v) for e, v in b if v is not None]
+    for (ea, va), (eb, vb) in zip(a, b, strict=False):
+        if ea.type != eb.type:
+            return Divergence(
+                seq=ea.seq, replay_seq=eb.seq, type=ea.type, field="type",
+                expected=ea.type, got=eb.type,
+            )  # fmt: skip
+        found = _first_difference(va, vb, ea.type)
+        if found is not None:
+            field, expected, got = found
+            return Divergence(
+                seq=ea.seq, replay_seq=eb.seq, type=ea.type, field=field,
+                expected=expected, got=got,
+            )  # fmt: skip
+    if len(a) > len(b):
+        ea = a[len(b)][0]
+        return Divergence(
+            seq=ea.seq, replay_seq=None, type=ea.type, field="type",
+            expected=ea.type, got="(the replay ended)",
+        )  # fmt: skip
+    if len(b) > len(a):
+        eb = b[len(a)][0]
+        return Divergence(
+            seq=None, replay_seq=eb.seq, type=eb.type, field="type",
+            expected="(the recording ended)", got=eb.type,
+        )  # fmt: skip
+    return None
+
+
+# --- running -------------------------------------------------------------------------------
+
+
+async def replay(
+    trace: Trace,
+    *,
+    planner_factory: PlannerFactory | None = None,
+    database_url: str = "sqlite://",
+) -> ReplayResult:
+    """Re-run the recorded task with recorded answers and compare every decision.
+
+    ``planner_factory(backend)`` replaces the recorded planner (to check what a planner
+    change does to recorded runs). ``database_url`` is where the replayed tree lives
+    (an in-memory SQLite database by default).
+    """
+    from agent._sdk import Agent
+    from agent._twc import TwcConfig, twc_skills
+
+    started = time.perf_counter()
+    start = trace.start
+    llm_events = trace.of_type(LLMEvent)
+    recorder = TraceRecorder(MemoryTraceSink())
+    # The planner gets the recording wrapper too, so its model calls land in the replay trace.
+    backend = recorder.backend(_ReplayBackend(llm_events, start.backend))  # type: ignore[arg-type]
+    if planner_factory is not None:
+        planner = planner_factory(backend)
+    elif start.planner.get("kind") == "llm":
+        from planners import LLMPlanner, PlannerConfig
+
+        planner = LLMPlanner(
+            backend,
+            adapter=start.planner.get("adapter"),
+            config=PlannerConfig.model_validate(start.planner.get("config") or {}),
+        )
+    else:
+        planner = _ReplayPlanner(trace.of_type(PlanEvent))
+    routes = trace.of_type(RouteEvent)
+    router = _ReplayRouter(routes) if any(r.adapter or r.reason for r in routes) else None
+    env = None
+    if start.env and start.env.get("kind") == "twc":
+        env = TwcConfig.model_validate({k: v for k, v in start.env.items() if k != "kind"})
+    results = trace.of_type(SkillResultEvent)
+    # With a recreated environment its own skills run (the prompts show its state).
+    env_names = {s.name for s in twc_skills()} if env is not None else set()
+    skills = [_ReplaySkill(info, results) for info in start.skills if info.name not in env_names]
+    config = AgentConfig.model_validate(
+        {
+            **start.config,
+            "database_url": database_url,
+            # Checkpoint frequency does not change decisions; replays need no crash safety.
+            "durability": "exit",
+            "keep_checkpoints": 0,
+        }
+    )
+    store = TaskStore.open(database_url)
+    agent = Agent(
+        config=config,
+        skills=recorder.skills(skills),
+        backend=backend,
+        planner=recorder.planner(planner),
+        router=router,
+        store=store,
+    )
+    error: str | None = None
+    try:
+        await recorder.arun(
+            agent, start.goal, reminders=start.reminders, env=env, raise_errors=False
+        )
+    except Exception as exc:  # a replay reports failures; it never raises for a bad run
+        error = f"{type(exc).__name__}: {exc}"
+    finally:
+        agent.close()
+    end = recorder.events[-1] if recorder.events else None
+    if error is None and isinstance(end, EndEvent):
+        error = end.error
+    divergence = compare_traces(trace.events, recorder.events)
+    return ReplayResult(
+        source=trace.source,
+        ok=divergence is None and error is None,
+        events=len(trace.events),
+        replayed_events=len(recorder.events),
+        divergence=divergence,
+        error=error,
+        duration_s=time.perf_counter() - started,
+    )
+
+
+def replay_sync(trace: Trace, **kwargs: Any) -> ReplayResult:
+    """Blocking :func:`replay`."""
+    return run_sync(replay(trace, **kwargs))

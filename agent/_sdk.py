@@ -1,0 +1,351 @@
+"""The Python SDK: ``Agent`` runs goals through the loop on the Trellis database.
+
+Three lines run a task with the embedded defaults (SQLite file in TRELLIS_HOME, the
+prepared gemma-3-270m in process, the registered adapters)::
+
+    from agent import Agent
+    result = Agent().run("put the dirty mug in the dishwasher")
+    print(result.success, result.steps)
+
+Apps register their own skills (``@skill``), adapters and reminders; tests and fixed
+procedures pass a scripted model (``adapters.FunctionBackend``) and a scripted planner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from langgraph.types import Command
+from pydantic import BaseModel, ConfigDict
+
+from adapters import LLMBackend
+from agent._config import AgentConfig
+from agent._defaults import default_reminder_adapter
+from agent._events import AgentEvent, EventBase, TaskFinished, TaskStarted
+from agent._graph import LoopGraph
+from agent._loop import LoopDeps
+from agent._skills import Skill, SkillLike, SkillRegistry
+from agent._twc import TwcConfig, TwcEnvironment, twc_skills
+from agent.errors import ApprovalPendingError, EnvironmentFailure, NoPendingApprovalError
+from memory import NodeRecord, TaskRecord, TaskStore, run_sync
+from memory.errors import UsageError
+
+__all__ = ["Agent", "RunResult", "TaskTree"]
+
+
+class RunResult(BaseModel):
+    """How a run ended."""
+
+    model_config = ConfigDict(frozen=True)
+
+    task_id: str
+    """The task (use it with ``resume``, ``tree``, ``approve``)."""
+    outcome: str
+    """``success``, ``failed``, ``budget_exhausted`` or ``interrupted`` (waiting for approval)."""
+    success: bool
+    """Whether the goal was achieved."""
+    steps: int
+    """Skill calls made."""
+    replans: int
+    """Plan repairs."""
+    adapters: list[str]
+    """Adapters used (``base``: the base model)."""
+    prompt_tokens: int
+    """Prompt tokens over all model calls."""
+    completion_tokens: int
+    """Generated tokens."""
+    elapsed_s: float
+    """Seconds in the loop over all resumes."""
+    reason: str
+    """Why it ended."""
+    pending_approval: dict[str, Any] | None = None
+    """The call waiting for a human, when ``outcome`` is ``interrupted``."""
+
+
+@dataclass(frozen=True)
+class TaskTree:
+    """A task and its nodes (superseded ones included, marked), as stored."""
+
+    task: TaskRecord
+    nodes: list[NodeRecord]
+
+    def live(self) -> list[NodeRecord]:
+        """Nodes not replaced by replanning."""
+        return [n for n in self.nodes if not n.superseded]
+
+
+def _env_factory(spec: dict[str, Any]) -> tuple[Any, str]:
+    kind = spec.get("kind")
+    if kind == "twc":
+        config = TwcConfig.model_validate({k: v for k, v in spec.items() if k != "kind"})
+        return TwcEnvironment(config), "twc_act"
+    raise EnvironmentFailure(f"unknown environment kind {kind!r}; known: twc")
+
+
+class Agent:
+    """Runs goals as tasks: plan, route, act, observe, replan, with durable state."""
+
+    def __init__(
+        self,
+        *,
+        config: AgentConfig | None = None,
+        skills: Iterable[SkillLike] = (),
+        backend: LLMBackend | None = None,
+        planner: Any = None,
+        router: Any = None,
+        reminder_adapter: Any = None,
+        store: TaskStore | None = None,
+        skill_context: dict[str, Any] | None = None,
+    ) -> None:
+        self.config = config or AgentConfig()
+        self.store = store or TaskStore.open(self.config.database_url)
+        self.skills = SkillRegistry(skills)
+        self._backend = backend
+        self._planner = planner
+        self._router = router
+        self.deps = LoopDeps(
+            store=self.store,
+            skills=self.skills,
+            backend=backend,  # type: ignore[arg-type]  # filled lazily by _ensure_defaults
+            planner=planner,
+            router=router,
+            reminder_adapter=reminder_adapter or default_reminder_adapter(),
+            config=self.config,
+            env_factory=_env_factory,
+            skill_context=dict(skill_context or {}),
+        )
+        self.loop_graph = LoopGraph(self.deps)
+
+    # --- defaults --------------------------------------------------------------------------
+
+    def _ensure_defaults(self) -> None:
+        if self.deps.backend is None:
+            from agent._defaults import default_backend
+
+            self.deps.backend = default_backend()
+        if self.deps.planner is None:
+            from agent._defaults import default_planner
+
+            self.deps.planner = default_planner(self.deps.backend)
+        if self.deps.router is None and self._router is None:
+            from agent._defaults import default_router
+
+            self.deps.router = default_router(self.store.engine, self.deps.backend)
+
+    def register(self, item: SkillLike, *, replace: bool = False) -> Skill:
+        """Add a skill (or a plain typed function) to this agent."""
+        return self.skills.register(item, replace=replace)
+
+    # --- running ---------------------------------------------------------------------------
+
+    def _new_task(self, goal: str | None, reminders: Iterable[str], user_id: str, env: Any) -> str:
+        metadata: dict[str, Any] = {"reminders": [str(r) for r in reminders]}
+        environment: TwcEnvironment | None = None
+        if env is not None:
+            if not isinstance(env, TwcConfig):
+                raise UsageError(f"env must be a TwcConfig, got {type(env).__name__}")
+            for item in twc_skills():
+                if item.name not in self.skills:
+                    self.skills.register(item)
+            environment = TwcEnvironment(env)
+            state = environment.reset()
+            goal = goal or state.task_description
+            metadata["env"] = {"kind": "twc", **env.model_dump()}
+        if not goal or not goal.strip():
+            raise UsageError("the goal is empty: say what the task should achieve")
+        task = self.store.create_task(goal.strip(), user_id=user_id, metadata=metadata)
+        if environment is not None:
+            self.deps.envs[task.id] = (environment, "twc_act")
+        return task.id
+
+    async def stream(
+        self,
+        goal: str | None = None,
+        *,
+        reminders: Iterable[str] = (),
+        user_id: str = "default",
+        env: TwcConfig | None = None,
+    ) -> AsyncIterator[AgentEvent]:
+        """Run a new task, yielding typed events; the last one is :class:`TaskFinished`."""
+        task_id = self._new_task(goal, reminders, user_id, env)
+        async for event in self._drive(task_id, {}):
+            yield event
+
+    async def stream_resume(
+        self, task_id: str, *, command: Any = None
+    ) -> AsyncIterator[AgentEvent]:
+        """Continue a task from its last checkpoint, yielding events."""
+        self.store.get_task(task_id)  # UnknownTaskError names the fix
+        if command is None:
+            pending = self.loop_graph.pending_approval(task_id)
+            if pending is not None:
+                raise ApprovalPendingError(task_id, str(pending.get("skill")))
+            if self.loop_graph.finished_result(task_id) is not None:
+                yield self._finished_event(task_id)
+                return
+            start: Any = None if self.loop_graph.has_checkpoint(task_id) else {}
+        else:
+            start = command
+        async for event in self._drive(task_id, start, resumed=True):
+            yield event
+
+    async def _drive(
+        self, task_id: str, start: Any, *, resumed: bool = False
+    ) -> AsyncIterator[AgentEvent]:
+        self._ensure_defaults()
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[EventBase | None] = asyncio.Queue()
+
+        def sink(event: EventBase) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, event)
+
+        self.deps.sinks[task_id] = sink
+        goal = self.store.get_task(task_id).goal
+        yield TaskStarted(task_id=task_id, goal=goal, resumed=resumed)
+
+        def work() -> None:
+            try:
+                self.loop_graph.drive(task_id, start)
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, None)
+
+        job = loop.run_in_executor(None, work)
+        finished = False
+        try:
+            while True:
+                event = await queue.get()
+                if event is None:
+                    break
+                finished = finished or isinstance(event, TaskFinished)
+                yield event  # type: ignore[misc]
+            await job  # re-raises a failure of the run
+        finally:
+            self.deps.sinks.pop(task_id, None)
+            if not job.done():
+                with contextlib.suppress(Exception):
+                    await job
+        if not finished:
+            yield self._finished_event(task_id)
+
+    def _finished_event(self, task_id: str) -> TaskFinished:
+        values = self.loop_graph.values(task_id)
+        result = self.loop_graph.finished_result(task_id)
+        pending = self.loop_graph.pending_approval(task_id)
+        if result is None:
+            outcome = "interrupted"
+            reason = (
+                f"waiting for approval of {pending.get('skill')!r}"
+                if pending
+                else "stopped before finishing"
+            )
+            result = {"outcome": outcome, "reason": reason}
+        return TaskFinished(
+            task_id=task_id,
+            outcome=result["outcome"],
+            success=result["outcome"] == "success",
+            steps=values.get("steps", 0),
+            replans=values.get("replans", 0),
+            adapters=list(values.get("adapters", [])),
+            prompt_tokens=values.get("prompt_tokens", 0),
+            completion_tokens=values.get("completion_tokens", 0),
+            elapsed_s=values.get("elapsed_s", 0.0),
+            reason=result["reason"],
+        )
+
+    async def _collect(self, events: AsyncIterator[AgentEvent]) -> RunResult:
+        last: TaskFinished | None = None
+        async for event in events:
+            if isinstance(event, TaskFinished):
+                last = event
+        if last is None:  # _drive always ends with TaskFinished; this guards API misuse
+            raise UsageError("the run produced no result")
+        return RunResult(
+            task_id=last.task_id,
+            outcome=last.outcome,
+            success=last.success,
+            steps=last.steps,
+            replans=last.replans,
+            adapters=last.adapters,
+            prompt_tokens=last.prompt_tokens,
+            completion_tokens=last.completion_tokens,
+            elapsed_s=last.elapsed_s,
+            reason=last.reason,
+            pending_approval=self.loop_graph.pending_approval(last.task_id),
+        )
+
+    async def arun(
+        self,
+        goal: str | None = None,
+        *,
+        reminders: Iterable[str] = (),
+        user_id: str = "default",
+        env: TwcConfig | None = None,
+    ) -> RunResult:
+        """Run a new task to its end (or to an approval it waits for)."""
+        return await self._collect(self.stream(goal, reminders=reminders, user_id=user_id, env=env))
+
+    def run(
+        self,
+        goal: str | None = None,
+        *,
+        reminders: Iterable[str] = (),
+        user_id: str = "default",
+        env: TwcConfig | None = None,
+    ) -> RunResult:
+        """Blocking :meth:`arun`."""
+        return run_sync(self.arun(goal, reminders=reminders, user_id=user_id, env=env))
+
+    async def aresume(self, task_id: str) -> RunResult:
+        """Continue a task from its last checkpoint (after a crash or a stop)."""
+        return await self._collect(self.stream_resume(task_id))
+
+    def resume(self, task_id: str) -> RunResult:
+        """Blocking :meth:`aresume`."""
+        return run_sync(self.aresume(task_id))
+
+    async def adecide(self, task_id: str, approved: bool) -> RunResult:
+        """Answer the approval a task waits for, and continue it."""
+        if self.loop_graph.pending_approval(task_id) is None:
+            raise NoPendingApprovalError(task_id)
+        command: Command[Any] = Command(resume={"approved": approved})
+        return await self._collect(self.stream_resume(task_id, command=command))
+
+    def approve(self, task_id: str) -> RunResult:
+        """Approve the waiting call and continue the task."""
+        return run_sync(self.adecide(task_id, True))
+
+    def reject(self, task_id: str) -> RunResult:
+        """Reject the waiting call (the step fails, the planner may repair) and continue."""
+        return run_sync(self.adecide(task_id, False))
+
+    def pending_approval(self, task_id: str) -> dict[str, Any] | None:
+        """The call a task waits for, or None."""
+        return self.loop_graph.pending_approval(task_id)
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def tree(self, task_id: str) -> TaskTree:
+        """The task and all its nodes."""
+        return TaskTree(
+            task=self.store.get_task(task_id),
+            nodes=self.store.nodes(task_id, include_superseded=True),
+        )
+
+    def tasks(self, *, user_id: str | None = None, limit: int = 50) -> list[TaskRecord]:
+        """Recent tasks, newest first."""
+        return self.store.list_tasks(user_id=user_id, limit=limit)
+
+    def close(self) -> None:
+        """Release the checkpointer connection and the database."""
+        self.loop_graph.close()
+        self.store.close()
+
+    def __enter__(self) -> Agent:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()

@@ -1,0 +1,121 @@
+"""``trellis serve`` (HTTP API + workers) and ``trellis worker`` (workers only)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from agent._service_errors import ServiceConfigError
+from agent._service_settings import ServiceSettings
+
+__all__ = ["register", "run_worker"]
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", help="Settings file (JSON or TOML); TRELLIS_* variables override it."),
+]
+DbOption = Annotated[
+    str | None, typer.Option("--db", help="Database URL (postgresql://... for several processes).")
+]
+WorkersOption = Annotated[
+    int | None, typer.Option("--workers", "-w", help="Concurrent task loops in this process.")
+]
+
+
+def _settings(config: Path | None, **overrides: Any) -> ServiceSettings:
+    try:
+        settings = ServiceSettings.load(config, **overrides)
+        settings.user_tokens()
+    except ServiceConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    return settings
+
+
+def serve(
+    workers: WorkersOption = None,
+    host: Annotated[str | None, typer.Option(help="Interface to bind.")] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port.")] = None,
+    db: DbOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Run the HTTP API and N task loops (several processes may share one PostgreSQL)."""
+    import uvicorn
+
+    from agent._service import create_app
+    from agent._service_runtime import configure_logging
+
+    settings = _settings(config, workers=workers, host=host, port=port, database_url=db)
+    configure_logging(settings.log_level)
+    app = create_app(settings)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 5,
+    )
+
+
+def worker(
+    workers: WorkersOption = None,
+    db: DbOption = None,
+    config: ConfigOption = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus metrics on this port.")
+    ] = None,
+) -> None:
+    """Run N task loops without the HTTP API (scale out on more processes or machines)."""
+    from agent._service_runtime import configure_logging
+
+    settings = _settings(config, workers=workers, database_url=db, metrics_port=metrics_port)
+    configure_logging(settings.log_level)
+    asyncio.run(run_worker(settings))
+
+
+async def run_worker(settings: ServiceSettings) -> list[str]:
+    """Run a worker pool until SIGTERM or SIGINT; returns the tasks handed back unfinished."""
+    from agent._metrics import ServiceMetrics
+    from agent._queue import TaskQueue
+    from agent._service_runtime import open_database
+    from agent._worker import WorkerPool
+
+    engine = await asyncio.to_thread(open_database, settings)
+    queue = TaskQueue(engine, lease_s=settings.lease_s)
+    metrics = ServiceMetrics(queue.counts)
+    if settings.metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port, addr=settings.host, registry=metrics.registry)
+    pool = WorkerPool(settings, engine, metrics=metrics)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, pool.stop)
+    try:
+        return await pool.run()
+    finally:
+        await pool.close()
+        engine.dispose()
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``serve`` and ``worker`` to the ``trellis`` command line."""
+    app.command("serve")(serve)
+    app.command("worker")(worker)
+
+
+def main() -> None:
+    """``python -m agent._service_cli serve|worker`` (the same commands as ``trellis``)."""
+    cli = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False)
+    register(cli)
+    cli()
+
+
+if __name__ == "__main__":
+    main()

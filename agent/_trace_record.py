@@ -1,0 +1,527 @@
+"""Recording a run as a trace: wrappers at the model, planner and skill boundaries.
+
+The loop itself is not changed. :class:`TraceRecorder` wraps the LLM backend, the planner
+and the skills; what they see (requests, responses, plan outcomes, skill outcomes) waits in
+a queue until the agent's own event stream says where it belongs (stage, node), and is then
+written in the stream's order::
+
+    recorder = TraceRecorder(TraceWriter("run.jsonl"))
+    backend = recorder.backend(my_backend)
+    agent = Agent(backend=backend, planner=recorder.planner(LLMPlanner(backend)),
+                  skills=recorder.skills([look, pick_up]))
+    result = recorder.run(agent, "tidy the kitchen", reminders=["mugs go in the dishwasher"])
+
+One recorder records one run at a time (the wrappers do not know which task a call is for).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Iterable
+from typing import TYPE_CHECKING, Any, cast
+
+from pydantic import BaseModel
+
+from adapters import LLMBackend, LLMRequest, LLMResult
+from agent._events import (
+    ApprovalRequested,
+    CuesMade,
+    LLMCall,
+    NodeStatusChanged,
+    PlanMade,
+    RouteDecided,
+    SkillCalled,
+    SkillFinished,
+    TaskFinished,
+    TaskStarted,
+)
+from agent._skills import Skill, SkillContext, SkillLike, SkillOutcome, SkillRegistry
+from agent._trace import (
+    CuesEvent,
+    EndEvent,
+    InterruptEvent,
+    LLMEvent,
+    PlanEvent,
+    RouteEvent,
+    SkillCallEvent,
+    SkillInfo,
+    SkillResultEvent,
+    TaskStartEvent,
+    TraceHeader,
+    TraceSink,
+    TreeEvent,
+    TreeNode,
+    event_line,
+    folder_sha256,
+    header_line,
+    json_sha256,
+)
+from memory import run_sync
+
+if TYPE_CHECKING:
+    from agent._sdk import Agent, RunResult
+    from agent._twc import TwcConfig
+
+__all__ = ["RecordingBackend", "RecordingPlanner", "TraceRecorder", "skill_info"]
+
+
+def skill_info(skill: Skill) -> SkillInfo:
+    """The trace form of a skill's spec."""
+    spec = skill.spec
+    return SkillInfo(
+        name=spec.name,
+        description=spec.description,
+        args_schema=spec.args_model.model_json_schema(),
+        side_effects=spec.side_effects,
+        needs_approval=spec.needs_approval,
+        timeout_s=spec.timeout_s,
+    )
+
+
+class RecordingBackend:
+    """An LLM backend that passes requests to ``inner`` and remembers each call."""
+
+    def __init__(self, inner: LLMBackend, recorder: TraceRecorder) -> None:
+        self.inner = inner
+        self.name = getattr(inner, "name", "backend")
+        self._recorder = recorder
+
+    async def generate(self, request: LLMRequest) -> LLMResult:
+        result = await self.inner.generate(request)
+        self._recorder._llm_done(request, result)
+        return result
+
+    async def stream(self, request: LLMRequest) -> AsyncIterator[str]:
+        # Streamed text is recorded as one call: the loop consumes whole results.
+        result = await self.generate(request)
+        yield result.text
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+class RecordingPlanner:
+    """A planner that passes requests to ``inner`` and remembers each outcome."""
+
+    def __init__(self, inner: Any, recorder: TraceRecorder) -> None:
+        self.inner = inner
+        self._recorder = recorder
+
+    async def plan(self, request: Any) -> Any:
+        outcome = await self.inner.plan(request)
+        self._recorder._plan_done(outcome)
+        return outcome
+
+    def plan_sync(self, request: Any) -> Any:
+        return run_sync(self.plan(request))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+class _RecordingSkill(Skill):
+    _recorder: TraceRecorder
+    _inner: Skill
+
+    async def invoke(self, args: Any, context: SkillContext) -> SkillOutcome:
+        outcome = await self._inner.invoke(args, context)
+        self._recorder._skill_done(context.node_id, outcome)
+        return outcome
+
+
+def _planner_info(planner: Any) -> dict[str, Any]:
+    inner = planner.inner if isinstance(planner, RecordingPlanner) else planner
+    from planners import LLMPlanner
+
+    if isinstance(inner, LLMPlanner):
+        return {
+            "kind": "llm",
+            "name": inner.name,
+            "adapter": inner.adapter,
+            "config": inner.config.model_dump(mode="json"),
+        }
+    info: dict[str, Any] = {"kind": type(inner).__name__, "name": getattr(inner, "name", "")}
+    config = getattr(inner, "config", None)
+    if isinstance(config, BaseModel):
+        info["config"] = config.model_dump(mode="json")
+    return info
+
+
+class TraceRecorder:
+    """Turns one run (agent events + model, planner and skill calls) into trace events."""
+
+    def __init__(self, sink: TraceSink, *, metadata: dict[str, Any] | None = None) -> None:
+        self.sink = sink
+        self.metadata = dict(metadata or {})
+        self.events: list[BaseModel] = []
+        self._lock = threading.Lock()
+        self._llm: deque[tuple[LLMRequest, LLMResult]] = deque()
+        self._plans: deque[Any] = deque()
+        self._skills: deque[tuple[int | None, SkillOutcome]] = deque()
+        self._plan_llm: list[int] = []
+        self._started = time.perf_counter()
+        self._header_written = False
+        self._wrapped_backend: RecordingBackend | None = None
+
+    # --- wrappers ----------------------------------------------------------------------------
+
+    def backend(self, inner: LLMBackend) -> RecordingBackend:
+        """``inner`` with every call recorded (give the same wrapper to the planner)."""
+        wrapped = inner if isinstance(inner, RecordingBackend) else RecordingBackend(inner, self)
+        self._wrapped_backend = wrapped
+        return wrapped
+
+    def planner(self, inner: Any) -> RecordingPlanner:
+        """``inner`` with every plan outcome recorded."""
+        return inner if isinstance(inner, RecordingPlanner) else RecordingPlanner(inner, self)
+
+    def skills(self, items: Iterable[SkillLike]) -> list[Skill]:
+        """The skills with every outcome recorded (error types included)."""
+        wrapped: list[Skill] = []
+        for item in SkillRegistry(items):
+            if isinstance(item, _RecordingSkill):
+                wrapped.append(item)
+                continue
+            copy = _RecordingSkill.__new__(_RecordingSkill)
+            copy.__dict__.update(item.__dict__)
+            copy._recorder = self
+            copy._inner = item
+            wrapped.append(copy)
+        return wrapped
+
+    def _llm_done(self, request: LLMRequest, result: LLMResult) -> None:
+        with self._lock:
+            self._llm.append((request, result))
+
+    def _plan_done(self, outcome: Any) -> None:
+        with self._lock:
+            self._plans.append(outcome)
+
+    def _skill_done(self, node_id: int | None, outcome: SkillOutcome) -> None:
+        with self._lock:
+            self._skills.append((node_id, outcome))
+
+    # --- writing -----------------------------------------------------------------------------
+
+    def _write(self, cls: type[BaseModel], **fields: Any) -> BaseModel:
+        if not self._header_written:
+            self.sink.write_line(header_line(TraceHeader()))
+            self._header_written = True
+        event = cls(
+            seq=len(self.events) + 1,
+            ts=time.time(),
+            t=round(time.perf_counter() - self._started, 6),
+            **fields,
+        )
+        self.events.append(event)
+        self.sink.write_line(event_line(event))
+        return event
+
+    def _write_llm(
+        self, stage: str, node_id: int | None, item: tuple[LLMRequest, LLMResult]
+    ) -> int:
+        request, result = item
+        event = self._write(
+            LLMEvent,
+            stage=stage,
+            node_id=node_id,
+            adapter=request.adapter,
+            prompt=request.prompt,
+            messages=[m.model_dump() for m in request.messages] if request.messages else None,
+            sampling=request.sampling.model_dump(mode="json"),
+            schema_sha256=json_sha256(request.json_schema) if request.json_schema else None,
+            text=result.text,
+            parsed=result.parsed,
+            json_error=result.json_error,
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
+            latency_s=result.latency_s,
+            served_adapter=result.adapter,
+            backend=result.backend,
+            finish_reason=result.finish_reason,
+        )
+        return int(getattr(event, "seq", 0))
+
+    def _take_llm(self, call: LLMCall) -> tuple[LLMRequest, LLMResult] | None:
+        with self._lock:
+            for index, (_req, res) in enumerate(self._llm):
+                if (
+                    res.prompt_tokens == call.prompt_tokens
+                    and res.completion_tokens == call.completion_tokens
+                    and res.adapter == call.adapter
+                ):
+                    del self._llm[index]
+                    return _req, res
+            return self._llm.popleft() if self._llm else None
+
+    def _flush_llm(self, stage: str, node_id: int | None) -> None:
+        while True:
+            with self._lock:
+                item = self._llm.popleft() if self._llm else None
+            if item is None:
+                return
+            self._write_llm(stage, node_id, item)
+
+    def _write_plan(self, event: PlanMade | None) -> None:
+        with self._lock:
+            outcome = self._plans.popleft() if self._plans else None
+        plan = getattr(outcome, "plan", None)
+        self._write(
+            PlanEvent,
+            parent_id=event.parent_id if event is not None else None,
+            replan=event.replan if event is not None else False,
+            node_ids=list(event.node_ids) if event is not None else [],
+            titles=list(event.titles) if event is not None else [],
+            plan=plan.model_dump(mode="json") if isinstance(plan, BaseModel) else None,
+            raw_outputs=list(getattr(outcome, "raw_outputs", [])),
+            errors=list(getattr(outcome, "errors", [])),
+            error=getattr(outcome, "error", None),
+            planner=str(getattr(outcome, "planner", "")),
+            llm_seqs=self._plan_llm,
+        )
+        self._plan_llm = []
+
+    def _flush_failed_plans(self) -> None:
+        with self._lock:
+            failed = bool(self._plans) and getattr(self._plans[0], "plan", None) is None
+        if failed:
+            self._write_plan(None)
+
+    def _start(self, agent: Agent, event: TaskStarted) -> None:
+        task = agent.store.get_task(event.task_id)
+        metadata = task.metadata or {}
+        backend = agent.deps.backend
+        inner = backend.inner if isinstance(backend, RecordingBackend) else backend
+        self._write(
+            TaskStartEvent,
+            task_id=event.task_id,
+            goal=event.goal,
+            reminders=[str(r) for r in metadata.get("reminders", [])],
+            env=metadata.get("env"),
+            config=agent.config.model_dump(mode="json"),
+            planner=_planner_info(agent.deps.planner),
+            backend=str(getattr(inner, "name", "")),
+            model=_model_info(inner),
+            adapters=_adapter_infos(agent),
+            skills=[skill_info(s) for s in agent.skills],
+            metadata=self.metadata,
+        )
+
+    def on_event(self, agent: Agent, event: Any) -> None:
+        """Turn one agent event into trace events (in the stream's order)."""
+        if isinstance(event, TaskStarted):
+            self._start(agent, event)
+        elif isinstance(event, LLMCall):
+            item = self._take_llm(event)
+            if item is not None:
+                seq = self._write_llm(event.stage, event.node_id, item)
+                if event.stage == "plan":
+                    self._plan_llm.append(seq)
+        elif isinstance(event, PlanMade):
+            self._write_plan(event)
+        elif isinstance(event, CuesMade):
+            self._write(CuesEvent, cues=list(event.cues))
+        elif isinstance(event, RouteDecided):
+            self._flush_failed_plans()
+            self._flush_llm("route", event.node_id)
+            self._write(
+                RouteEvent,
+                node_id=event.node_id,
+                adapter=event.adapter,
+                score=event.score,
+                reason=event.reason,
+            )
+        elif isinstance(event, SkillCalled):
+            self._write(SkillCallEvent, node_id=event.node_id, skill=event.skill, args=event.args)
+        elif isinstance(event, SkillFinished):
+            error_type = None
+            with self._lock:
+                for index, (node_id, outcome) in enumerate(self._skills):
+                    if node_id == event.node_id and outcome.skill == event.skill:
+                        error_type = outcome.error_type
+                        del self._skills[index]
+                        break
+            self._write(
+                SkillResultEvent,
+                node_id=event.node_id,
+                skill=event.skill,
+                ok=event.ok,
+                result=event.result,
+                error_type=error_type,
+                error=event.error,
+                duration_s=event.duration_s,
+                reused=event.reused,
+            )
+        elif isinstance(event, NodeStatusChanged):
+            self._flush_failed_plans()
+            self._write(
+                TreeEvent,
+                node_id=event.node_id,
+                title=event.title,
+                status=event.status,
+                error=event.error,
+            )
+        elif isinstance(event, ApprovalRequested):
+            self._write(InterruptEvent, node_id=event.node_id, skill=event.skill, args=event.args)
+
+    def finish(
+        self, agent: Agent, task_id: str, last: TaskFinished | None, error: str | None
+    ) -> None:
+        """Write the ``end`` event with the final tree, then flush the sink."""
+        self._flush_failed_plans()
+        self._flush_llm("unknown", None)
+        nodes = agent.store.nodes(task_id, include_superseded=True)
+        tree = [
+            TreeNode(
+                id=n.id,
+                parent_id=n.parent_id,
+                key=n.key,
+                kind=n.kind,
+                title=n.title,
+                status=n.status.value,
+                skill=(n.input or {}).get("skill") if isinstance(n.input, dict) else None,
+                args=dict((n.input or {}).get("args") or {}) if isinstance(n.input, dict) else {},
+                adapter=n.adapter,
+                depends_on=sorted(n.depends_on),
+                superseded=n.superseded,
+            )
+            for n in nodes
+        ]
+        latency = sum(e.latency_s for e in self.events if isinstance(e, LLMEvent))
+        self._write(
+            EndEvent,
+            outcome=last.outcome if last is not None else "failed",
+            success=last.success if last is not None else False,
+            steps=last.steps if last is not None else 0,
+            replans=last.replans if last is not None else 0,
+            adapters=list(last.adapters) if last is not None else [],
+            prompt_tokens=last.prompt_tokens if last is not None else 0,
+            completion_tokens=last.completion_tokens if last is not None else 0,
+            llm_latency_s=round(latency, 6),
+            elapsed_s=last.elapsed_s if last is not None else 0.0,
+            reason=last.reason if last is not None else (error or ""),
+            error=error,
+            tree=tree,
+        )
+        self.sink.flush()
+
+    # --- running -----------------------------------------------------------------------------
+
+    async def arun(
+        self,
+        agent: Agent,
+        goal: str | None = None,
+        *,
+        reminders: Iterable[str] = (),
+        env: TwcConfig | None = None,
+        user_id: str = "default",
+        raise_errors: bool = True,
+    ) -> RunResult:
+        """Run ``goal`` on ``agent`` and record it; the trace ends with an ``end`` event.
+
+        With ``raise_errors=False`` an exception that stops the run is recorded on the
+        ``end`` event and the result reports ``failed`` instead of raising.
+        """
+        from agent._sdk import RunResult
+
+        if env is not None:
+            from agent._twc import twc_skills
+
+            for item in self.skills(twc_skills()):
+                if item.name not in agent.skills:
+                    agent.register(item)
+        self._started = time.perf_counter()
+        task_id: str | None = None
+        last: TaskFinished | None = None
+        error: str | None = None
+        try:
+            async for event in agent.stream(goal, reminders=reminders, env=env, user_id=user_id):
+                if isinstance(event, TaskStarted):
+                    task_id = event.task_id
+                if isinstance(event, TaskFinished):
+                    last = event
+                self.on_event(agent, event)
+        except Exception as exc:
+            if task_id is None:
+                raise
+            error = f"{type(exc).__name__}: {exc}"
+            if raise_errors:
+                self.finish(agent, task_id, last, error)
+                raise
+        if task_id is None:  # stream() always starts with TaskStarted
+            raise RuntimeError("the run produced no events")
+        self.finish(agent, task_id, last, error)
+        end = cast(EndEvent, self.events[-1])  # written just above
+        return RunResult(
+            task_id=task_id,
+            outcome=end.outcome,
+            success=end.success,
+            steps=end.steps,
+            replans=end.replans,
+            adapters=end.adapters,
+            prompt_tokens=end.prompt_tokens,
+            completion_tokens=end.completion_tokens,
+            elapsed_s=end.elapsed_s,
+            reason=end.reason,
+        )
+
+    def run(
+        self,
+        agent: Agent,
+        goal: str | None = None,
+        *,
+        reminders: Iterable[str] = (),
+        env: TwcConfig | None = None,
+        user_id: str = "default",
+        raise_errors: bool = True,
+    ) -> RunResult:
+        """Blocking :meth:`arun`."""
+        return run_sync(
+            self.arun(
+                agent,
+                goal,
+                reminders=reminders,
+                env=env,
+                user_id=user_id,
+                raise_errors=raise_errors,
+            )
+        )
+
+
+def _model_info(backend: Any) -> dict[str, Any] | None:
+    for attribute in ("model_dir", "model_path"):
+        path = getattr(backend, attribute, None)
+        if path is None:
+            continue
+        from pathlib import Path
+
+        from adapters import model_identity
+
+        try:
+            return dict(model_identity(Path(path)))
+        except OSError:
+            return {"name": Path(path).name, "sha256": ""}
+    name = getattr(backend, "model", None)
+    return {"name": str(name), "sha256": ""} if isinstance(name, str) else None
+
+
+def _adapter_infos(agent: Agent) -> list[dict[str, Any]]:
+    from adapters import AdapterRegistry
+
+    try:
+        records = AdapterRegistry(agent.store.engine).list()
+    except Exception:  # a database without the registry tables has no adapters to record
+        return []
+    infos = []
+    for record in records:
+        try:
+            digest = folder_sha256(record.path)
+        except OSError:
+            digest = ""
+        infos.append({"name": record.name, "base_model": record.base_model, "sha256": digest})
+    return infos

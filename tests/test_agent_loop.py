@@ -1,0 +1,331 @@
+"""The agent loop end to end with a scripted model and planner, on every supported database."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from adapters import FunctionBackend, LLMRequest
+from agent import (
+    Agent,
+    AgentConfig,
+    ApprovalPendingError,
+    NoPendingApprovalError,
+    NodeStatusChanged,
+    SkillCalled,
+    SkillFinished,
+    TaskFinished,
+    skill,
+)
+from memory import NodeStatus, TaskStatus, run_sync
+from memory.errors import RuntimeFailure
+from planners import ScriptedPlanner
+
+LOG: list[str] = []
+
+
+@skill
+def wash(item: str) -> dict[str, str]:
+    """Wash one item."""
+    LOG.append(f"wash {item}")
+    return {"washed": item}
+
+
+@skill(side_effects=False)
+def look(room: str) -> str:
+    """Describe a room."""
+    return f"{room}: a mug and a plate"
+
+
+@skill
+def explode(item: str) -> None:
+    """Always fails."""
+    raise ValueError(f"cannot handle {item}")
+
+
+@skill(timeout_s=0.3, side_effects=False)
+def hang(seconds: float) -> None:
+    """Sleeps too long."""
+    time.sleep(seconds)
+
+
+@skill(side_effects=False)
+def weird() -> Any:
+    """Returns something that is not JSON."""
+    return {1, 2, 3}
+
+
+@skill(needs_approval=True)
+def pay(amount: int) -> dict[str, int]:
+    """Pay an amount (a human must approve)."""
+    LOG.append(f"pay {amount}")
+    return {"paid": amount}
+
+
+SKILLS = [wash, look, explode, hang, weird, pay]
+
+
+def step(sid: str, skill_name: str, args: dict[str, Any], deps: list[str] | None = None) -> dict:
+    title = f"{skill_name} {' '.join(str(v) for v in args.values())}".strip()
+    return {"id": sid, "title": title, "skill": skill_name, "args": args, "depends_on": deps or []}
+
+
+@pytest.fixture(autouse=True)
+def _clear_log() -> Iterator[None]:
+    LOG.clear()
+    yield
+    LOG.clear()
+
+
+def make_agent(
+    url: str,
+    plans: Any,
+    answer: Callable[[LLMRequest], str] | None = None,
+    **config: Any,
+) -> Agent:
+    backend = FunctionBackend(answer or (lambda request: "{}"), name="scripted")
+    return Agent(
+        config=AgentConfig(database_url=url, **config),
+        skills=SKILLS,
+        backend=backend,
+        planner=ScriptedPlanner(plans),
+    )
+
+
+def checkpoint_count(agent: Agent, task_id: str) -> int:
+    table = "checkpoints"
+    with agent.store.engine.connect() as conn:
+        return int(
+            conn.execute(
+                text(f"SELECT count(*) FROM {table} WHERE thread_id = :t"), {"t": task_id}
+            ).scalar_one()
+        )
+
+
+def test_scripted_run_end_to_end(database_url: str) -> None:
+    plans = {
+        "tidy the kitchen": {
+            "steps": [
+                step("a", "look", {"room": "kitchen"}),
+                step("b", "wash", {"item": "mug"}, ["a"]),
+                step("c", "wash", {"item": "plate"}, ["a"]),
+            ]
+        }
+    }
+    agent = make_agent(database_url, plans)
+    try:
+        events: list[Any] = []
+
+        async def collect() -> None:
+            async for event in agent.stream("tidy the kitchen"):
+                events.append(event)
+
+        run_sync(collect())
+        finished = events[-1]
+        assert isinstance(finished, TaskFinished)
+        assert finished.success and finished.outcome == "success"
+        assert finished.steps == 3 and finished.replans == 0
+        assert LOG == ["wash mug", "wash plate"]
+        view = agent.tree(finished.task_id)
+        assert view.task.status is TaskStatus.DONE
+        by_key = {n.key: n for n in view.nodes}
+        assert by_key["root"].status is NodeStatus.DONE
+        assert by_key["a"].output == {"skill": "look", "result": "kitchen: a mug and a plate"}
+        assert by_key["b"].status is NodeStatus.DONE
+        # Events: every skill call is announced and finished; node statuses are streamed.
+        called = [e.skill for e in events if isinstance(e, SkillCalled)]
+        assert called == ["look", "wash", "wash"]
+        assert all(e.ok for e in events if isinstance(e, SkillFinished))
+        statuses = [(e.node_id, e.status) for e in events if isinstance(e, NodeStatusChanged)]
+        assert (by_key["b"].id, "running") in statuses and (by_key["b"].id, "done") in statuses
+        # Retention: a finished task keeps only its latest checkpoint.
+        assert checkpoint_count(agent, finished.task_id) == 1
+        # Resuming a finished task does not run anything again.
+        again = agent.resume(finished.task_id)
+        assert again.success and LOG == ["wash mug", "wash plate"]
+    finally:
+        agent.close()
+
+
+def test_planner_inventing_a_skill_fails_clearly(tmp_path: Path) -> None:
+    plans = {"fly": {"steps": [step("a", "levitate", {})]}}
+    agent = make_agent(f"sqlite:///{tmp_path}/t.db", plans)
+    try:
+        result = agent.run("fly")
+        assert result.outcome == "failed"
+        assert "planning failed" in result.reason and "levitate" in result.reason
+        assert agent.tree(result.task_id).task.status is TaskStatus.FAILED
+    finally:
+        agent.close()
+
+
+@pytest.mark.parametrize(
+    ("bad_step", "error_type"),
+    [
+        (step("a", "explode", {"item": "vase"}), "SkillFailedError"),
+        (step("a", "hang", {"seconds": 5}), "SkillTimeoutError"),
+        (step("a", "weird", {}), "SkillResultNotSerializableError"),
+    ],
+)
+def test_bad_skills_are_recorded_then_replanned(
+    tmp_path: Path, bad_step: dict, error_type: str
+) -> None:
+    plans = {
+        "risky": {"steps": [bad_step, step("b", "wash", {"item": "cup"}, ["a"])]},
+        bad_step["title"]: {"steps": [step("alt", "look", {"room": "hall"})]},
+    }
+    agent = make_agent(f"sqlite:///{tmp_path}/t.db", plans)
+    try:
+        started = time.perf_counter()
+        result = agent.run("risky")
+        assert time.perf_counter() - started < 4  # the hang was cut at its timeout
+        assert result.success and result.replans == 1
+        assert LOG == ["wash cup"]
+        node = [n for n in agent.tree(result.task_id).nodes if n.key == "a"][0]
+        history = agent.store.events(result.task_id, node_id=node.id)
+        assert any(e.field == "error" and error_type in str(e.new) for e in history)
+    finally:
+        agent.close()
+
+
+def test_replan_budget_exhausted(tmp_path: Path) -> None:
+    plans = {"doomed": {"steps": [step("a", "explode", {"item": "x"})]},
+             "explode x": {"steps": [step("again", "explode", {"item": "y"})]}}
+    agent = make_agent(f"sqlite:///{tmp_path}/t.db", plans, max_replans=1)
+    try:
+        result = agent.run("doomed")
+        assert result.outcome == "failed" and result.replans == 1
+        assert "max_replans" in result.reason
+    finally:
+        agent.close()
+
+
+def test_step_budget_exhausted(tmp_path: Path) -> None:
+    plans = {"many": {"steps": [step(f"s{i}", "wash", {"item": f"i{i}"}) for i in range(5)]}}
+    agent = make_agent(f"sqlite:///{tmp_path}/t.db", plans, max_steps=2)
+    try:
+        result = agent.run("many")
+        assert result.outcome == "budget_exhausted" and not result.success
+        assert result.steps == 2 and len(LOG) == 2
+        assert agent.tree(result.task_id).task.status is TaskStatus.FAILED
+    finally:
+        agent.close()
+
+
+def test_wall_time_budget(tmp_path: Path) -> None:
+    plans = {"slow": {"steps": [step(f"s{i}", "hang", {"seconds": 0.2}) for i in range(4)]}}
+    agent = make_agent(f"sqlite:///{tmp_path}/t.db", plans, wall_time_s=0.3)
+    try:
+        result = agent.run("slow")
+        assert result.outcome == "budget_exhausted" and "wall time" in result.reason
+        assert result.steps < 4
+    finally:
+        agent.close()
+
+
+def test_approval_approve_and_reject(database_url: str) -> None:
+    plans = {"pay the bill": {"steps": [step("a", "pay", {"amount": 30})]},
+             "pay 30": {"steps": [step("b", "look", {"room": "office"})]}}
+    agent = make_agent(database_url, plans)
+    try:
+        first = agent.run("pay the bill")
+        assert first.outcome == "interrupted"
+        assert first.pending_approval is not None
+        assert first.pending_approval["skill"] == "pay" and first.pending_approval["args"] == {
+            "amount": 30
+        }
+        assert LOG == []
+        # A pending interrupt cannot be silently resumed past.
+        with pytest.raises(ApprovalPendingError, match="approve"):
+            agent.resume(first.task_id)
+        done = agent.approve(first.task_id)
+        assert done.success and LOG == ["pay 30"]
+        with pytest.raises(NoPendingApprovalError):
+            agent.approve(first.task_id)
+
+        second = agent.run("pay the bill")
+        assert second.outcome == "interrupted"
+        rejected = agent.reject(second.task_id)
+        assert LOG == ["pay 30"]  # the rejected call never ran
+        assert rejected.success and rejected.replans == 1  # the planner found another way
+        node = [n for n in agent.tree(second.task_id).nodes if n.key == "a"][0]
+        history = agent.store.events(second.task_id, node_id=node.id)
+        assert any(e.field == "error" and "rejected" in str(e.new) for e in history)
+    finally:
+        agent.close()
+
+
+def test_reminders_become_cues_for_the_planner(tmp_path: Path) -> None:
+    seen: list[Any] = []
+
+    def plans(request: Any) -> dict:
+        seen.append(request)
+        return {"steps": [step("a", "wash", {"item": "white plate"})]}
+
+    agent = Agent(
+        config=AgentConfig(database_url=f"sqlite:///{tmp_path}/t.db"),
+        skills=SKILLS,
+        backend=FunctionBackend(lambda request: "{}"),
+        planner=ScriptedPlanner(plans),
+    )
+    try:
+        result = agent.run("wash up", reminders=["never use the blue plates"])
+        assert result.success
+        cues = seen[0].cues
+        assert len(cues) == 1 and cues[0].polarity == "forbid"
+        assert "blue plates" in cues[0].subject
+    finally:
+        agent.close()
+
+
+def test_database_removed_mid_run(tmp_path: Path) -> None:
+    database = tmp_path / "gone.db"
+
+    @skill(name="remove_db", side_effects=False)
+    def remove_db() -> str:
+        """Deletes the database file (simulates an operator mistake)."""
+        for suffix in ("", "-wal", "-shm"):
+            path = Path(f"{database}{suffix}")
+            if path.exists():
+                os.remove(path)
+        return "removed"
+
+    plans = {"oops": {"steps": [step("a", "remove_db", {}), step("b", "wash", {"item": "x"}, ["a"])]}}
+    agent = make_agent(f"sqlite:///{database}", plans)
+    agent.register(remove_db)
+    try:
+        with pytest.raises(RuntimeFailure, match="was removed while the task ran"):
+            agent.run("oops")
+        assert LOG == []  # nothing ran after the database disappeared
+    finally:
+        agent.close()
+
+
+def test_events_are_json_round_trippable(tmp_path: Path) -> None:
+    from pydantic import TypeAdapter
+
+    from agent import AgentEvent
+
+    plans = {"peek": {"steps": [step("a", "look", {"room": "attic"})]}}
+    agent = make_agent(f"sqlite:///{tmp_path}/t.db", plans)
+    try:
+        events: list[Any] = []
+
+        async def collect() -> None:
+            async for event in agent.stream("peek"):
+                events.append(event)
+
+        run_sync(collect())
+        adapter: TypeAdapter[Any] = TypeAdapter(AgentEvent)
+        for event in events:
+            again = adapter.validate_json(json.dumps(event.model_dump(mode="json")))
+            assert type(again) is type(event)
+    finally:
+        agent.close()

@@ -1,0 +1,98 @@
+"""Migrations of the Task Memory Tree, schema checks, and the `trellis db`/`demo` commands."""
+
+from __future__ import annotations
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import inspect, text
+from typer.testing import CliRunner
+
+from agent.cli import app
+from memory import (
+    Base,
+    SchemaMismatchError,
+    TaskStore,
+    check_schema,
+    current_revisions,
+    make_engine,
+    upgrade,
+)
+
+TMT_TABLES = {"tmt_tasks", "tmt_nodes", "tmt_edges", "tmt_events"}
+
+
+def test_migration_creates_exactly_the_models(database_url: str) -> None:
+    engine = make_engine(database_url)
+    try:
+        upgrade(engine)
+        assert "memory_0001" in current_revisions(engine)
+        assert set(inspect(engine).get_table_names()) >= TMT_TABLES
+        with engine.connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+        # Only our tables: other packages' drift is theirs to test.
+        ours = [d for d in diff if TMT_TABLES & set(_tables_of(d))]
+        assert ours == []
+        upgrade(engine)  # idempotent
+    finally:
+        engine.dispose()
+
+
+def _tables_of(item: object) -> list[str]:
+    found: list[str] = []
+    stack = [item]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, list | tuple):
+            stack.extend(value)
+        elif hasattr(value, "table") and getattr(value.table, "name", None):
+            found.append(value.table.name)
+        elif hasattr(value, "name") and isinstance(value.name, str):
+            found.append(value.name)
+        elif isinstance(value, str):
+            found.append(value)
+    return found
+
+
+def test_open_without_upgrade_refuses_an_empty_database(tmp_path: object) -> None:
+    url = f"sqlite:///{tmp_path}/fresh.db"
+    with pytest.raises(SchemaMismatchError, match="trellis db upgrade"):
+        TaskStore.open(url, upgrade=False)
+    TaskStore.open(url).close()
+    with TaskStore.open(url, upgrade=False) as store:
+        assert store.create_task("ok").goal == "ok"
+
+
+def test_newer_schema_is_refused(database_url: str) -> None:
+    store = TaskStore.open(database_url)
+    task = store.create_task("written by today's code")
+    with store.engine.begin() as conn:
+        conn.execute(text("INSERT INTO alembic_version (version_num) VALUES ('memory_9999')"))
+    for refuse in (check_schema, upgrade):
+        with pytest.raises(SchemaMismatchError, match="newer Trellis") as info:
+            refuse(store.engine)
+        assert "memory_9999" in str(info.value)
+    if database_url != "sqlite://":  # in-memory databases are per engine
+        for upgrade_flag in (True, False):
+            with pytest.raises(SchemaMismatchError, match="memory_9999"):
+                TaskStore.open(database_url, upgrade=upgrade_flag)
+    # The refusal changed nothing.
+    assert store.get_task(task.id).goal == "written by today's code"
+    store.close()
+
+
+def test_db_commands_and_demo(tmp_path: object) -> None:
+    runner = CliRunner()
+    url = f"sqlite:///{tmp_path}/cli.db"
+    result = runner.invoke(app, ["db", "current", "--url", url])
+    assert result.exit_code == 1
+    result = runner.invoke(app, ["db", "upgrade", "--url", url])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["db", "current", "--url", url])
+    assert result.exit_code == 0 and "status:   current" in result.output
+    result = runner.invoke(app, ["demo", "--url", url])
+    assert result.exit_code == 0, result.output
+    assert "flowchart TD" in result.output and "root done" in result.output
+    with TaskStore.open(url) as store:
+        (task,) = store.list_tasks(user_id="demo")
+        assert all(n.status.value == "done" for n in store.nodes(task.id))

@@ -1,0 +1,195 @@
+"""The trace format: writing, reading, bad input, the JSON Schema file, database storage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from adapters import FunctionBackend
+from agent._config import AgentConfig
+from agent._sdk import Agent
+from agent._skills import skill
+from agent._trace import (
+    EndEvent,
+    LLMEvent,
+    MemoryTraceSink,
+    PlanEvent,
+    SkillResultEvent,
+    TaskStartEvent,
+    TraceWriter,
+    parse_trace_lines,
+    read_trace,
+    render_schema,
+    schema_path,
+)
+from agent._trace_record import TraceRecorder
+from agent._trace_store import TraceStore
+from agent.errors import TraceFormatError, TraceVersionError
+from memory import make_engine, upgrade
+from memory.errors import NotFoundError
+from planners import LLMPlanner, PlannerConfig
+
+PLAN = {
+    "steps": [
+        {"id": "a", "title": "look in the kitchen", "skill": "look",
+         "args": {"room": "kitchen"}, "depends_on": []},
+        {"id": "b", "title": "pick up the mug", "skill": "pick_up",
+         "args": {"item": "mug"}, "depends_on": ["a"]},
+    ]
+}  # fmt: skip
+
+
+@skill(side_effects=False)
+def look(room: str) -> dict[str, object]:
+    """Look around a room."""
+    return {"room": room, "items": ["mug"]}
+
+
+@skill
+def pick_up(item: str) -> str:
+    """Pick up an item."""
+    if item == "anvil":
+        raise ValueError("too heavy")
+    return f"holding {item}"
+
+
+def record(sink: object, *, plan: dict[str, object] = PLAN, goal: str = "tidy the kitchen") -> TraceRecorder:
+    recorder = TraceRecorder(sink, metadata={"family": "kitchen"})  # type: ignore[arg-type]
+    backend = recorder.backend(FunctionBackend(lambda request: json.dumps(plan)))
+    agent = Agent(
+        config=AgentConfig(database_url="sqlite://"),
+        backend=backend,
+        planner=recorder.planner(LLMPlanner(backend, config=PlannerConfig(max_tokens=160))),
+        skills=recorder.skills([look, pick_up]),
+    )
+    try:
+        recorder.run(agent, goal, reminders=["mugs go in the dishwasher"])
+    finally:
+        agent.close()
+    return recorder
+
+
+@pytest.fixture(scope="module")
+def recorded_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("traces") / "kitchen.jsonl"
+    writer = TraceWriter(path, fsync="event")
+    record(writer)
+    writer.close()
+    return path
+
+
+def test_a_recorded_run_has_every_kind_of_event_in_order(recorded_file: Path) -> None:
+    trace = read_trace(recorded_file)
+    assert trace.header.version == "1.0"
+    types = [e.type for e in trace.events]
+    assert types[0] == "task_start" and types[-1] == "end"
+    assert [e.seq for e in trace.events] == list(range(1, len(types) + 1))
+    for kind in ("cues", "llm", "plan", "route", "skill_call", "skill_result", "tree"):
+        assert kind in types, kind
+    start = trace.start
+    assert isinstance(start, TaskStartEvent)
+    assert start.goal == "tidy the kitchen"
+    assert start.reminders == ["mugs go in the dishwasher"]
+    assert {s.name for s in start.skills} == {"look", "pick_up"}
+    assert start.planner["kind"] == "llm"
+    assert start.metadata == {"family": "kitchen"}
+    llm = trace.of_type(LLMEvent)[0]
+    assert llm.stage == "plan" and llm.prompt and "tidy the kitchen" in llm.prompt
+    assert llm.schema_sha256 and len(llm.schema_sha256) == 64
+    plan = trace.of_type(PlanEvent)[0]
+    assert plan.llm_seqs == [llm.seq]
+    assert [s["id"] for s in (plan.plan or {})["steps"]] == ["a", "b"]
+    assert len(plan.node_ids) == 2
+    results = trace.of_type(SkillResultEvent)
+    assert results[0].result == {"room": "kitchen", "items": ["mug"]}
+    end = trace.end
+    assert isinstance(end, EndEvent)
+    assert end.success and end.steps == 2 and end.outcome == "success"
+    assert [n.status for n in end.tree] == ["done", "done", "done"]
+    assert all(e.ts >= trace.header.created - 1 for e in trace.events)
+
+
+def test_a_truncated_trace_names_the_line(recorded_file: Path, tmp_path: Path) -> None:
+    lines = recorded_file.read_text().splitlines()
+    broken = tmp_path / "cut.jsonl"
+    broken.write_text("\n".join(lines[:5]) + "\n" + lines[5][: len(lines[5]) // 2] + "\n")
+    with pytest.raises(TraceFormatError, match=r"cut.jsonl line 6 is not valid JSON"):
+        read_trace(broken)
+
+
+def test_a_corrupted_event_names_the_line_and_field(recorded_file: Path) -> None:
+    lines = recorded_file.read_text().splitlines()
+    event = json.loads(lines[3])
+    event["seq"] = "three"
+    lines[3] = json.dumps(event)
+    with pytest.raises(TraceFormatError, match=r"line 4 is not a valid trace event \(.*seq"):
+        parse_trace_lines(lines, source="x.jsonl")
+    lines = recorded_file.read_text().splitlines()
+    del lines[2]
+    with pytest.raises(TraceFormatError, match=r"line 3 has seq 3, expected 2"):
+        parse_trace_lines(lines)
+
+
+def test_a_newer_major_version_is_refused_clearly(recorded_file: Path) -> None:
+    lines = recorded_file.read_text().splitlines()
+    header = json.loads(lines[0])
+    header["version"] = "2.0"
+    with pytest.raises(TraceVersionError, match=r"version '2.0'.*reads version 1.x only.*Upgrade"):
+        parse_trace_lines([json.dumps(header), *lines[1:]])
+    header["version"] = "1.7"  # a newer minor version only adds fields: accepted
+    trace = parse_trace_lines([json.dumps(header), *lines[1:]])
+    assert trace.header.version == "1.7"
+
+
+def test_not_a_trace_and_empty_files_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(TraceFormatError, match="not a Trellis trace header"):
+        parse_trace_lines(['{"hello": 1}'])
+    with pytest.raises(TraceFormatError, match="is empty"):
+        parse_trace_lines([])
+    with pytest.raises(TraceFormatError, match="no trace file"):
+        read_trace(tmp_path / "missing.jsonl")
+
+
+def test_the_schema_file_is_up_to_date() -> None:
+    assert schema_path().read_text() == render_schema(), "run: python -m agent._trace"
+    schema = json.loads(render_schema())
+    kinds = set(schema["event"]["discriminator"]["mapping"])
+    assert kinds == {
+        "task_start", "cues", "plan", "route", "llm", "skill_call", "skill_result",
+        "tree", "interrupt", "end",
+    }  # fmt: skip
+
+
+def test_event_fsync_leaves_every_event_on_disk_before_close(tmp_path: Path) -> None:
+    path = tmp_path / "live.jsonl"
+    writer = TraceWriter(path, fsync="event")
+    recorder = record(writer)
+    # Not closed: what was written is already complete and readable.
+    assert len(read_trace(path).events) == len(recorder.events)
+    writer.close()
+
+
+def test_traces_are_stored_in_the_database(database_url: str) -> None:
+    sink = MemoryTraceSink()
+    record(sink)
+    engine = make_engine(database_url)
+    try:
+        upgrade(engine)
+        store = TraceStore(engine)
+        trace_id = store.save(sink.lines)
+        loaded = store.load(trace_id)
+        assert [e.model_dump() for e in loaded.events] == [
+            e.model_dump() for e in parse_trace_lines(sink.lines).events
+        ]
+        listed = store.list()
+        assert [(t.id, t.outcome, t.success, t.goal) for t in listed] == [
+            (trace_id, "success", True, "tidy the kitchen")
+        ]
+        with pytest.raises(NotFoundError, match="no stored trace"):
+            store.load("nope")
+        with pytest.raises(TraceFormatError):
+            store.save(['{"format": "trellis-trace", "version": "9.0"}'])
+    finally:
+        engine.dispose()

@@ -1,0 +1,121 @@
+"""The twc household environment as a skill pack, driven by the loop with a scripted model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from adapters import FunctionBackend, LLMRequest
+from agent import Agent, AgentConfig, ForbiddenFoldError, TwcConfig, TwcEnvironment
+from agent.errors import EnvironmentFailure
+from memory import NodeStatus
+from planners import ScriptedPlanner
+
+CONFIG = TwcConfig(seed=3, fold="dev")
+
+
+@pytest.fixture(scope="module")
+def gold() -> list[str]:
+    env = TwcEnvironment(CONFIG)
+    try:
+        return env.gold_actions()
+    finally:
+        env.close()
+
+
+def test_test_fold_is_refused() -> None:
+    with pytest.raises(ForbiddenFoldError, match="held-out"):
+        TwcConfig(seed=1, fold="test")
+    with pytest.raises(ValueError, match="held-out"):
+        TwcConfig.model_validate({"seed": 1, "fold": "test"})
+
+
+def test_replay_rebuilds_the_same_state(gold: list[str]) -> None:
+    env = TwcEnvironment(CONFIG)
+    other = TwcEnvironment(CONFIG)
+    try:
+        env.reset()
+        for action in gold[:2]:
+            state = env.step(action)
+        again = other.replay(gold[:2])
+        assert again == state
+        with pytest.raises(EnvironmentFailure, match="not a valid action"):
+            env.step("fly to the moon")
+        for action in gold[2:]:
+            state = env.step(action)
+        assert state.success and state.done and state.score == 1.0
+    finally:
+        env.close()
+        other.close()
+
+
+def _gold_player(gold: list[str], *, bad_first: int = 0, crash_at: int | None = None):  # noqa: ANN202
+    calls = {"n": 0}
+
+    def answer(request: LLMRequest) -> str:
+        calls["n"] += 1
+        prompt = request.prompt or ""
+        done = next((ln for ln in prompt.splitlines() if ln.startswith("Done so far: ")), "")
+        moves = len(done[len("Done so far: ") :].split("; ")) if done else 0
+        if crash_at is not None and moves == crash_at:
+            raise RuntimeError("simulated crash of the process")
+        if calls["n"] <= bad_first:
+            return '{"action": "fly to the moon"}'
+        return '{"action": "%s"}' % gold[moves]
+
+    return answer
+
+
+def _agent(url: str, answer, max_steps: int = 12) -> Agent:  # noqa: ANN001
+    return Agent(
+        config=AgentConfig(database_url=url, max_steps=max_steps),
+        backend=FunctionBackend(answer),
+        planner=ScriptedPlanner({}),
+    )
+
+
+def test_twc_run_is_judged_by_the_environment(tmp_path: Path, gold: list[str]) -> None:
+    agent = _agent(f"sqlite:///{tmp_path}/t.db", _gold_player(gold, bad_first=2))
+    try:
+        result = agent.run(env=CONFIG)
+        assert result.success and result.outcome == "success"
+        assert "score 1" in result.reason
+        view = agent.tree(result.task_id)
+        assert view.task.goal.startswith("Your task is to")  # the game's own description
+        moves = [n for n in view.nodes if n.kind == "env"]
+        # The first move failed (an action the game does not accept), then the gold path.
+        assert moves[0].status is NodeStatus.FAILED
+        assert "fly to the moon" in (moves[0].error or "")
+        done = [n.output["result"]["action"] for n in moves if n.status is NodeStatus.DONE]
+        assert done == gold
+        assert result.steps == len(gold) + 1
+    finally:
+        agent.close()
+
+
+def test_twc_budget(tmp_path: Path, gold: list[str]) -> None:
+    agent = _agent(f"sqlite:///{tmp_path}/t.db", _gold_player(gold), max_steps=2)
+    try:
+        result = agent.run(env=CONFIG)
+        assert result.outcome == "budget_exhausted" and result.steps == 2
+    finally:
+        agent.close()
+
+
+def test_resume_rebuilds_the_game_from_recorded_calls(tmp_path: Path, gold: list[str]) -> None:
+    url = f"sqlite:///{tmp_path}/t.db"
+    first = _agent(url, _gold_player(gold, crash_at=2))
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        first.run(env=CONFIG)
+    task_id = first.tasks()[0].id
+    first.close()
+    # A new agent (a new process, in effect) knows nothing of the game but the database.
+    second = _agent(url, _gold_player(gold))
+    try:
+        result = second.resume(task_id)
+        assert result.success and result.steps == len(gold)
+        calls = second.deps.calls.calls(task_id)
+        assert [c.args["action"] for c in calls] == gold  # no action was sent twice
+    finally:
+        second.close()
