@@ -11,6 +11,7 @@ from adapters._backend import (
     SyncBackend,
 )
 from adapters._embedded import BatchStats, EmbeddedBackend, EmbeddedConfig
+from adapters._embeddings import Embedder, HashingEmbedder, SentenceEmbedder
 from adapters._lora import create_lora_adapter
 from adapters._model import (
     DEFAULT_BASE_MODEL,
@@ -39,17 +40,23 @@ from adapters._reminders import (
     cue_json_schema,
     rule_extract,
 )
+from adapters._replay import RecordingBackend, ReplayBackend, request_fingerprint
+from adapters._router import RouteDecision, Router, RouterConfig, StepContext
+from adapters._router_eval import RouterEvaluation, evaluate_router, load_eval_rows
+from adapters._router_policies import AdapterProfile, RouteRule
 from adapters._vllm import VLLMBackend
 from adapters._vllm_pool import ServedModel, ServerResidency, VLLMConfig
 from adapters.errors import (
     AdapterMismatchError,
     AdapterPathError,
+    AdapterProfileError,
     AdapterValidationError,
     BackendError,
     BackendRequestError,
     BackendTimeoutError,
     BackendUnavailableError,
     DuplicateAdapterError,
+    EmbeddingModelMissingError,
     IncompatibleAdapterError,
     MalformedResponseError,
     ModelPreparationError,
@@ -64,6 +71,8 @@ __all__ = [
     "AdapterInfo",
     "AdapterMismatchError",
     "AdapterPathError",
+    "AdapterProfile",
+    "AdapterProfileError",
     "AdapterRecord",
     "AdapterRegistry",
     "AdapterValidationError",
@@ -78,8 +87,11 @@ __all__ = [
     "DuplicateAdapterError",
     "EmbeddedBackend",
     "EmbeddedConfig",
+    "Embedder",
+    "EmbeddingModelMissingError",
     "ExtractionResult",
     "FunctionBackend",
+    "HashingEmbedder",
     "IncompatibleAdapterError",
     "LLMBackend",
     "LLMRequest",
@@ -87,13 +99,22 @@ __all__ = [
     "MalformedResponseError",
     "Message",
     "ModelPreparationError",
+    "RecordingBackend",
     "ReminderAdapter",
     "ReminderConfig",
+    "ReplayBackend",
     "ReplayMismatchError",
+    "RouteDecision",
+    "RouteRule",
+    "Router",
+    "RouterConfig",
+    "RouterEvaluation",
     "SamplingParams",
     "SchemaCompileError",
+    "SentenceEmbedder",
     "ServedModel",
     "ServerResidency",
+    "StepContext",
     "SyncBackend",
     "UnknownAdapterError",
     "VLLMBackend",
@@ -104,9 +125,12 @@ __all__ = [
     "cue_json_schema",
     "default_adapter_roots",
     "default_model_dir",
+    "evaluate_router",
     "inspect_adapter",
+    "load_eval_rows",
     "model_identity",
     "prepare_model",
+    "request_fingerprint",
     "resolve_model_dir",
     "rule_extract",
     "verify_model",

@@ -16,7 +16,7 @@ import json
 import queue
 import threading
 import time
-from collections.abc import Hashable, Mapping
+from collections.abc import AsyncIterator, Callable, Hashable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from adapters._embedded_model import (
     LoadedModel,
     Row,
     compile_schema,
+    first_stop,
     generate_batch,
     load_model,
     render_prompt,
@@ -92,7 +93,6 @@ class _Job:
     row: Row
     future: concurrent.futures.Future[Any]
     key: Hashable
-    submitted: float
 
 
 class _Scheduler:
@@ -304,6 +304,45 @@ class EmbeddedBackend(BackendBase):
         return grammar
 
     async def generate(self, request: LLMRequest) -> LLMResult:
+        return await self._serve(request, None)
+
+    async def stream(self, request: LLMRequest) -> AsyncIterator[str]:
+        """Yield text as rows advance; held back near a possible stop string."""
+        loop = asyncio.get_running_loop()
+        pieces: asyncio.Queue[str] = asyncio.Queue()
+        stops = request.sampling.stop
+        hold = max((len(s) for s in stops), default=1) - 1
+        sent = [""]  # written on the worker thread only
+
+        def on_tokens(token_ids: list[int]) -> None:
+            text = self._require().tokenizer.decode(token_ids, skip_special_tokens=True)
+            cut = first_stop(text, stops)
+            if cut is not None:
+                text = text[:cut]
+            safe = (text[: len(text) - hold] if hold else text).rstrip("\ufffd")
+            if len(safe) > len(sent[0]) and safe.startswith(sent[0]):
+                delta, sent[0] = safe[len(sent[0]) :], safe
+                loop.call_soon_threadsafe(pieces.put_nowait, delta)
+
+        task = asyncio.ensure_future(self._serve(request, on_tokens))
+        try:
+            while not task.done() or not pieces.empty():
+                getter = asyncio.ensure_future(pieces.get())
+                done, _ = await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+                if getter in done:
+                    yield getter.result()
+                else:
+                    getter.cancel()
+            final = task.result().text
+            if final.startswith(sent[0]) and len(final) > len(sent[0]):
+                yield final[len(sent[0]) :]
+        finally:
+            if not task.done():
+                task.cancel()
+
+    async def _serve(
+        self, request: LLMRequest, on_tokens: Callable[[list[int]], None] | None
+    ) -> LLMResult:
         started = time.perf_counter()
         await self.start()
         loaded = self._require()
@@ -313,14 +352,18 @@ class EmbeddedBackend(BackendBase):
         if request.adapter is not None and request.adapter not in loaded.adapters:
             raise UnknownAdapterError(request.adapter, list(loaded.adapters))
         grammar = self._grammar(request.json_schema) if request.json_schema is not None else None
-        if grammar is not None and loaded._ll_tokenizer is None:
+        if grammar is not None and not loaded.ll_tokenizer_ready:
             await asyncio.to_thread(loaded.ll_tokenizer)  # build it off the event loop, once
         input_ids = render_prompt(loaded, request)
         deadline = time.monotonic() + request.timeout_s
-        row = Row(request=request, input_ids=input_ids, grammar=grammar, deadline=deadline)
-        job = _Job(
-            row=row, future=concurrent.futures.Future(), key=_batch_key(request), submitted=started
+        row = Row(
+            request=request,
+            input_ids=input_ids,
+            grammar=grammar,
+            deadline=deadline,
+            on_tokens=on_tokens,
         )
+        job = _Job(row=row, future=concurrent.futures.Future(), key=_batch_key(request))
         scheduler.queue.put(job)
         remaining = max(0.001, deadline - time.monotonic())
         try:

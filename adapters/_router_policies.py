@@ -237,7 +237,14 @@ class Scores:
 class EmbeddingIndex:
     """All adapters' text vectors in one matrix, grouped by adapter, plus one centroid each."""
 
-    def __init__(self, blocks: Sequence[np.ndarray], *, top_k: int = 1) -> None:
+    def __init__(
+        self,
+        blocks: Sequence[np.ndarray],
+        *,
+        top_k: int = 1,
+        coarse_dim: int = 96,
+        coarse_from: int = 256,
+    ) -> None:
         self.size = len(blocks)
         self.top_k = top_k
         self.counts = np.array([block.shape[0] for block in blocks], dtype=np.int64)
@@ -254,6 +261,17 @@ class EmbeddingIndex:
             self.centroids = normalize_rows(sums)
         else:
             self.centroids = np.zeros((0, dim), dtype=np.float32)
+        # Shortlisting reads one row per adapter on every decision. Projected onto the
+        # centroids' main directions, that matrix stays small enough to live in the CPU
+        # cache at 10,000 adapters; the exact full-dimension scores come afterwards.
+        self.projection: np.ndarray | None = None
+        self.coarse = self.centroids
+        if self.size >= coarse_from and 0 < coarse_dim < dim:
+            _, vectors = np.linalg.eigh(self.centroids.T.astype(np.float64) @ self.centroids)
+            self.projection = np.ascontiguousarray(
+                vectors[:, ::-1][:, :coarse_dim], dtype=np.float32
+            )
+            self.coarse = np.ascontiguousarray(self.centroids @ self.projection)
 
     def score(self, query: np.ndarray, positions: np.ndarray | None = None) -> np.ndarray:
         """Exact per-adapter scores for the given adapters (all when None), vectorised.
@@ -286,9 +304,11 @@ class EmbeddingIndex:
 
     def shortlist(self, query: np.ndarray, size: int) -> np.ndarray:
         """Positions of the ``size`` adapters whose centroid is nearest the query."""
-        coarse = self.centroids @ query
         if size >= self.size:
             return np.arange(self.size)
+        if self.projection is not None:
+            query = query @ self.projection
+        coarse = self.coarse @ query
         return np.argpartition(coarse, self.size - size)[self.size - size :]
 
 

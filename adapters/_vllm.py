@@ -412,8 +412,10 @@ class VLLMBackend(BackendBase):
                 if adapter is not None and not state.holds(model) and state.url not in loaded_on:
                     folder = self._adapter_path(adapter) if cfg.runtime_loading else None
                     if folder is not None:
-                        loaded_on.add(state.url)
                         await self._load_on(state, adapter, self._checked_path(adapter, folder))
+                        # Only after the server answered: a load lost to a dropped
+                        # connection (a restart) is tried again.
+                        loaded_on.add(state.url)
                 async with state.semaphore:
                     state.in_flight += 1
                     try:

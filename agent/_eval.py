@@ -29,12 +29,12 @@ from agent._trace import (
     MemoryTraceSink,
     RouteEvent,
     Trace,
-    TraceFormatError,
     TraceWriter,
     iter_trace_files,
     read_trace,
 )
 from agent._trace_record import TraceRecorder
+from agent.errors import TraceFormatError
 from memory import run_sync
 from memory.errors import TrellisError, UsageError
 
@@ -178,7 +178,9 @@ def _route_name(adapter: str | None) -> str:
     return adapter or "base"
 
 
-def _task_from_events(name: str, trace: Trace, events: list[Any], recorded: Trace | None) -> TaskEval:
+def _task_from_events(
+    name: str, trace: Trace, events: list[Any], recorded: Trace | None
+) -> TaskEval:
     end = next((e for e in reversed(events) if isinstance(e, EndEvent)), None)
     live_routes = [e for e in events if isinstance(e, RouteEvent)]
     routes: list[tuple[str, str]] = []

@@ -9,8 +9,8 @@ database as the Task Memory Tree.
 from __future__ import annotations
 
 import threading
-from collections.abc import Hashable
-from typing import Any, cast
+from collections.abc import Callable, Hashable
+from typing import Annotated, Any, TypedDict, cast
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
@@ -31,8 +31,40 @@ _SELECT_ROUTES: dict[Hashable, str] = {
 _AFTER_PLAN: dict[Hashable, str] = {"select": "select", "finish": "finish"}
 
 
-def _next(state: LoopState) -> str:
-    return state.get("next", "finish")
+_STAGES = (
+    "remind",
+    "plan",
+    "select",
+    "route",
+    "act",
+    "approve",
+    "execute",
+    "observe",
+    "replan",
+    "finish",
+)
+
+
+def _merge(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    return {**(old or {}), **new}
+
+
+class GraphState(TypedDict):
+    """One channel: each stage writes one merged update, so a step costs one write per stage."""
+
+    loop: Annotated[dict[str, Any], _merge]
+
+
+def _one_channel(stage: Callable[[LoopState], dict[str, Any]]) -> Callable[[GraphState], Any]:
+    def node(state: GraphState) -> dict[str, Any]:
+        return {"loop": stage(cast(LoopState, state["loop"]))}
+
+    node.__name__ = getattr(stage, "__name__", "stage")
+    return node
+
+
+def _next(state: GraphState) -> str:
+    return str(state["loop"].get("next", "finish"))
 
 
 class LoopGraph:
@@ -44,11 +76,9 @@ class LoopGraph:
         self._prune_lock = threading.Lock()
         deps.prune = self.prune
         stages = Stages(deps)
-        graph = StateGraph(LoopState)
-        for name in ("remind", "plan", "select", "route", "act", "approve", "execute"):
-            graph.add_node(name, getattr(stages, name))
-        for name in ("observe", "replan", "finish"):
-            graph.add_node(name, getattr(stages, name))
+        graph = StateGraph(GraphState)
+        for name in _STAGES:
+            graph.add_node(name, cast(Any, _one_channel(getattr(stages, name))))
         graph.add_edge(START, "remind")
         graph.add_edge("remind", "plan")
         graph.add_conditional_edges("plan", _next, _AFTER_PLAN)
@@ -76,7 +106,7 @@ class LoopGraph:
         elif isinstance(command, Command):
             payload = command
         else:
-            payload = {"task_id": task_id, **command}
+            payload = {"loop": {"task_id": task_id, **command}}
         for _update in self.graph.stream(
             cast(Any, payload),
             self.config(task_id),
@@ -92,7 +122,7 @@ class LoopGraph:
     def values(self, task_id: str) -> dict[str, Any]:
         """The latest checkpointed state of the task (empty when it has none)."""
         snapshot = self.graph.get_state(self.config(task_id))
-        return dict(snapshot.values or {})
+        return dict((snapshot.values or {}).get("loop") or {})
 
     def has_checkpoint(self, task_id: str) -> bool:
         return self.handle.saver.get_tuple(self.config(task_id)) is not None

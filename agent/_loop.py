@@ -35,8 +35,8 @@ from agent._events import (
 from agent._planning import plan_specs, render_cues
 from agent._skills import SkillContext, SkillOutcome, SkillRegistry
 from agent.errors import EnvironmentFailure
-from memory import NodeSpec, NodeStatus, TaskStatus, TaskStore, run_sync
-from memory.errors import RuntimeFailure, TrellisError
+from memory import NodeRecord, NodeSpec, NodeStatus, TaskStatus, TaskStore, run_sync
+from memory.errors import IllegalTransitionError, RuntimeFailure, TrellisError
 
 __all__ = ["Environment", "LoopDeps", "LoopState", "Stages"]
 
@@ -50,9 +50,11 @@ class LoopState(TypedDict, total=False):
     cues: list[dict[str, Any]]
     next: str
     node_id: int | None
+    step: dict[str, Any] | None
     plan_target: int | None
     failed_node: int | None
     adapter: str | None
+    attempt: int
     call: dict[str, Any] | None
     decision: str | None
     outcome: dict[str, Any] | None
@@ -104,6 +106,7 @@ class LoopDeps:
         self.calls = SkillCallLog(store.engine)
         self.sinks: dict[str, Callable[[EventBase], None]] = {}
         self.envs: dict[str, tuple[Any, str]] = {}
+        self.no_env: set[str] = set()
         self.prune: Callable[[str, int], None] | None = None
         """Set by the graph: keep only the newest N checkpoints of a task."""
 
@@ -136,13 +139,17 @@ class Stages:
 
     def _set_status(
         self, task_id: str, node_id: int, status: NodeStatus, *, cause: str, **fields: Any
-    ) -> None:
-        node = self.d.store.get_node(node_id)
-        if node.status is status:
-            return  # already there: this stage ran before a crash
-        if status is NodeStatus.RUNNING and node.status is NodeStatus.FAILED:
+    ) -> NodeRecord:
+        try:
+            node = self.d.store.transition(node_id, status, cause=cause, **fields)
+        except IllegalTransitionError:
+            current = self.d.store.get_node(node_id)
+            if current.status is status:
+                return current  # already there: this stage ran before a crash
+            if not (status is NodeStatus.RUNNING and current.status is NodeStatus.FAILED):
+                raise
             self.d.store.transition(node_id, NodeStatus.PENDING, cause=cause)
-        node = self.d.store.transition(node_id, status, cause=cause, **fields)
+            node = self.d.store.transition(node_id, status, cause=cause, **fields)
         self.emit(
             NodeStatusChanged(
                 task_id=task_id,
@@ -152,6 +159,7 @@ class Stages:
                 error=node.error if status is NodeStatus.FAILED else None,
             )
         )
+        return node
 
     def _check_database(self) -> None:
         url = self.d.store.engine.url
@@ -170,8 +178,12 @@ class Stages:
         """The task's environment and its action skill, rebuilt from its history if needed."""
         if task_id in self.d.envs:
             return self.d.envs[task_id]
+        if task_id in self.d.no_env:
+            return None
         spec = (self.d.store.get_task(task_id).metadata or {}).get("env")
         if not spec:
+            # Task metadata does not change: remember, instead of reading it every stage.
+            self.d.no_env.add(task_id)
             return None
         if self.d.env_factory is None:
             raise EnvironmentFailure(f"task {task_id} needs environment {spec!r}; none is known")
@@ -319,17 +331,19 @@ class Stages:
             if game.done:
                 outcome = "success" if game.success else "failed"
                 return {**finish, "result": _ending(outcome, f"game over, score {game.score:g}")}
-        else:
-            self._close_containers(task_id)
-            root = self.d.store.root(task_id)
-            if root.status is NodeStatus.DONE:
+        ready = self._ready(task_id)
+        if not ready and env is None:
+            # Only when nothing can run is it worth looking for finished containers: closing
+            # one finishes the task or unblocks the steps that wait for it.
+            if self._close_containers(task_id) is NodeStatus.DONE:
                 return {**finish, "result": _ending("success", "every step is done")}
-        ready = [n for n in self.d.store.ready_nodes(task_id) if n.parent_id is not None]
+            ready = self._ready(task_id)
         if ready:
             node = ready[0]
             if node.kind == "decompose" or (node.input or {}).get("skill") == "decompose":
                 return {"next": "plan", "plan_target": node.id, "node_id": None}
-            return {"next": "route", "node_id": node.id}
+            step = {"title": node.title, "kind": node.kind, "input": node.input}
+            return {"next": "route", "node_id": node.id, "step": step}
         if env is not None:
             return {"next": "plan", "node_id": None}
         failed = [
@@ -342,7 +356,10 @@ class Stages:
             return {"next": "replan", "failed_node": failed[0].id, "node_id": None}
         return {**finish, "result": _ending("failed", "no step can run: the plan is stuck")}
 
-    def _close_containers(self, task_id: str) -> None:
+    def _ready(self, task_id: str) -> list[NodeRecord]:
+        return [n for n in self.d.store.ready_nodes(task_id) if n.parent_id is not None]
+
+    def _close_containers(self, task_id: str) -> NodeStatus:
         # A running node with children (the root, a decomposed or replanned step) is done
         # when all its live children are; deepest first so that completion propagates up.
         nodes = self.d.store.nodes(task_id)
@@ -360,20 +377,21 @@ class Stages:
             ):
                 self._set_status(task_id, node.id, NodeStatus.DONE, cause="children done")
                 status[node.id] = NodeStatus.DONE
+        return next(status[n.id] for n in nodes if n.parent_id is None)
 
     @_timed
     def route(self, state: LoopState) -> dict[str, Any]:
         task_id, node_id = state["task_id"], _require(state.get("node_id"))
-        node = self.d.store.get_node(node_id)
         adapter: str | None = None
         route_record: dict[str, Any] = {"adapter": None, "reason": "no router configured"}
         if self.d.router is not None:
             from adapters._router import StepContext
 
+            step = state.get("step") or {}
             context = StepContext(
-                text=node.title,
-                node_kind=node.kind,
-                skill=(node.input or {}).get("skill"),
+                text=str(step.get("title", "")),
+                node_kind=step.get("kind"),
+                skill=(step.get("input") or {}).get("skill"),
                 task_id=task_id,
                 node_id=node_id,
             )
@@ -391,7 +409,7 @@ class Stages:
             )
         else:
             self.emit(RouteDecided(task_id=task_id, node_id=node_id, adapter=None, reason=""))
-        self._set_status(
+        running = self._set_status(
             task_id,
             node_id,
             NodeStatus.RUNNING,
@@ -399,13 +417,13 @@ class Stages:
             adapter=adapter,
             route=route_record,
         )
-        return {"adapter": adapter, "next": "act"}
+        return {"adapter": adapter, "attempt": running.attempts, "next": "act"}
 
     @_timed
     def act(self, state: LoopState) -> dict[str, Any]:
         task_id, node_id = state["task_id"], _require(state.get("node_id"))
-        node = self.d.store.get_node(node_id)
-        planned = node.input or {}
+        step = state.get("step") or {}
+        planned = step.get("input") or {}
         name = planned.get("skill")
         args = planned.get("args") or {}
         env = self.environment(task_id)
@@ -451,7 +469,7 @@ class Stages:
                     self.d.backend,
                     prompt_args={
                         "goal": self.d.store.get_task(task_id).goal,
-                        "step": node.title,
+                        "step": str(step.get("title", "")),
                         "cues": render_cues(state.get("cues", [])),
                         "context": str(getattr(context, "text", context)),
                     },
@@ -515,8 +533,7 @@ class Stages:
             env=env[0] if env is not None else None,
             extra=self.d.skill_context,
         )
-        node = self.d.store.get_node(node_id)
-        key = f"{task_id}:{node_id}:{node.attempts}"
+        key = f"{task_id}:{node_id}:{state.get('attempt', 0)}"
         reused = False
         if skill.spec.side_effects:
             existing = self.d.calls.start(
@@ -539,11 +556,11 @@ class Stages:
                 self.d.calls.finish(key, outcome.model_dump(mode="json"), status="unknown")
             else:
                 self.emit(SkillCalled(task_id=task_id, node_id=node_id, skill=name, args=args))
-                outcome = run_sync(skill.invoke(args, context))
+                outcome = skill.invoke_sync(args, context)
                 self.d.calls.finish(key, outcome.model_dump(mode="json"))
         else:
             self.emit(SkillCalled(task_id=task_id, node_id=node_id, skill=name, args=args))
-            outcome = run_sync(skill.invoke(args, context))
+            outcome = skill.invoke_sync(args, context)
         self.emit(
             SkillFinished(
                 task_id=task_id,

@@ -361,7 +361,9 @@ class TaskQueue:
                 self._finish_row(row, state, at, error=error)
         return True
 
-    def release(self, task_id: str, owner: str, *, delay_s: float = 0.0) -> bool:
+    def release(
+        self, task_id: str, owner: str, *, delay_s: float = 0.0, count_attempt: bool = False
+    ) -> bool:
         """Give a claimed task back (graceful shutdown) so another worker resumes it.
 
         ``delay_s`` > 0 keeps the lease that much longer instead of freeing it at once: a
@@ -373,8 +375,9 @@ class TaskQueue:
             if row is None:
                 return False
             row.updated_at = at
-            # A hand-back is not a failed attempt.
-            row.attempts = max(0, row.attempts - 1)
+            if not count_attempt:
+                # A hand-back on shutdown is not a failed attempt.
+                row.attempts = max(0, row.attempts - 1)
             if delay_s > 0:
                 row.lease_expires = at + dt.timedelta(seconds=delay_s)
                 return True

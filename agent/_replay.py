@@ -42,7 +42,14 @@ from agent._trace_record import TraceRecorder
 from memory import TaskStore, run_sync
 from planners import SkillSpec
 
-__all__ = ["Divergence", "ReplayResult", "compare_traces", "replay", "replay_sync"]
+__all__ = [
+    "Divergence",
+    "ReplayResult",
+    "compare_traces",
+    "replay",
+    "replay_many",
+    "replay_sync",
+]
 
 PlannerFactory = Callable[[LLMBackend], Any]
 
@@ -351,7 +358,11 @@ def _first_difference(expected: Any, got: Any, path: str) -> tuple[str, Any, Any
             return f"{path} (length)", len(expected), len(got)
         return None
     if expected != got:
-        if isinstance(expected, str) and isinstance(got, str):
+        if (
+            isinstance(expected, str)
+            and isinstance(got, str)
+            and max(len(expected), len(got)) > 120
+        ):
             # Point at the first differing character: prompts are long.
             at = next(
                 (i for i, (a, b) in enumerate(zip(expected, got, strict=False)) if a != b),
@@ -406,12 +417,14 @@ async def replay(
     *,
     planner_factory: PlannerFactory | None = None,
     database_url: str = "sqlite://",
+    store: TaskStore | None = None,
 ) -> ReplayResult:
     """Re-run the recorded task with recorded answers and compare every decision.
 
     ``planner_factory(backend)`` replaces the recorded planner (to check what a planner
     change does to recorded runs). ``database_url`` is where the replayed tree lives
-    (an in-memory SQLite database by default).
+    (an in-memory SQLite database by default); pass ``store`` to reuse one open store
+    across many replays (it is left open).
     """
     from agent._sdk import Agent
     from agent._twc import TwcConfig, twc_skills
@@ -421,7 +434,7 @@ async def replay(
     llm_events = trace.of_type(LLMEvent)
     recorder = TraceRecorder(MemoryTraceSink())
     # The planner gets the recording wrapper too, so its model calls land in the replay trace.
-    backend = recorder.backend(_ReplayBackend(llm_events, start.backend))  # type: ignore[arg-type]
+    backend = recorder.backend(_ReplayBackend(llm_events, start.backend))
     if planner_factory is not None:
         planner = planner_factory(backend)
     elif start.planner.get("kind") == "llm":
@@ -452,7 +465,9 @@ async def replay(
             "keep_checkpoints": 0,
         }
     )
-    store = TaskStore.open(database_url)
+    own_store = store is None
+    if store is None:
+        store = TaskStore.open(database_url)
     agent = Agent(
         config=config,
         skills=recorder.skills(skills),
@@ -469,7 +484,10 @@ async def replay(
     except Exception as exc:  # a replay reports failures; it never raises for a bad run
         error = f"{type(exc).__name__}: {exc}"
     finally:
-        agent.close()
+        if own_store:
+            agent.close()
+        else:
+            agent.loop_graph.close()
     end = recorder.events[-1] if recorder.events else None
     if error is None and isinstance(end, EndEvent):
         error = end.error
@@ -488,3 +506,14 @@ async def replay(
 def replay_sync(trace: Trace, **kwargs: Any) -> ReplayResult:
     """Blocking :func:`replay`."""
     return run_sync(replay(trace, **kwargs))
+
+
+async def replay_many(
+    traces: list[Trace], *, database_url: str = "sqlite://"
+) -> list[ReplayResult]:
+    """Replay several traces one after the other on one store (saves opening it per trace)."""
+    store = TaskStore.open(database_url)
+    try:
+        return [await replay(trace, store=store) for trace in traces]
+    finally:
+        store.close()

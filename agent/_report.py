@@ -26,9 +26,7 @@ def _plt() -> object:
         matplotlib.use("Agg")  # files only, never a window
         import matplotlib.pyplot as plt
     except ImportError as exc:
-        raise UsageError(
-            "reports need matplotlib: pip install 'trellis-agent[report]'"
-        ) from exc
+        raise UsageError("reports need matplotlib: pip install 'trellis-agent[report]'") from exc
     return plt
 
 
@@ -188,7 +186,9 @@ def _html(markdown: str, run: EvalRun) -> str:
             out.append(f"<h1>{html.escape(line[2:])}</h1>")
         elif line.startswith("!["):
             title, _, rest = line[2:].partition("](")
-            out.append(f"<p><img src='{html.escape(rest.rstrip(')'))}' alt='{html.escape(title)}'></p>")
+            out.append(
+                f"<p><img src='{html.escape(rest.rstrip(')'))}' alt='{html.escape(title)}'></p>"
+            )
         elif line.strip():
             out.append(f"<p>{html.escape(line)}</p>")
     flush_table()

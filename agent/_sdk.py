@@ -78,14 +78,6 @@ class TaskTree:
         return [n for n in self.nodes if not n.superseded]
 
 
-def _env_factory(spec: dict[str, Any]) -> tuple[Any, str]:
-    kind = spec.get("kind")
-    if kind == "twc":
-        config = TwcConfig.model_validate({k: v for k, v in spec.items() if k != "kind"})
-        return TwcEnvironment(config), "twc_act"
-    raise EnvironmentFailure(f"unknown environment kind {kind!r}; known: twc")
-
-
 class Agent:
     """Runs goals as tasks: plan, route, act, observe, replan, with durable state."""
 
@@ -115,10 +107,24 @@ class Agent:
             router=router,
             reminder_adapter=reminder_adapter or default_reminder_adapter(),
             config=self.config,
-            env_factory=_env_factory,
+            env_factory=self._env_factory,
             skill_context=dict(skill_context or {}),
         )
         self.loop_graph = LoopGraph(self.deps)
+
+    def _env_factory(self, spec: dict[str, Any]) -> tuple[Any, str]:
+        """Rebuild a task's environment from its recorded spec (resume, replay)."""
+        kind = spec.get("kind")
+        if kind != "twc":
+            raise EnvironmentFailure(f"unknown environment kind {kind!r}; known: twc")
+        self._register_pack()
+        config = TwcConfig.model_validate({k: v for k, v in spec.items() if k != "kind"})
+        return TwcEnvironment(config), "twc_act"
+
+    def _register_pack(self) -> None:
+        for item in twc_skills():
+            if item.name not in self.skills:
+                self.skills.register(item)
 
     # --- defaults --------------------------------------------------------------------------
 
@@ -148,9 +154,7 @@ class Agent:
         if env is not None:
             if not isinstance(env, TwcConfig):
                 raise UsageError(f"env must be a TwcConfig, got {type(env).__name__}")
-            for item in twc_skills():
-                if item.name not in self.skills:
-                    self.skills.register(item)
+            self._register_pack()
             environment = TwcEnvironment(env)
             state = environment.reset()
             goal = goal or state.task_description

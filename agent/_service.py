@@ -92,7 +92,7 @@ class ReminderSubmission(BaseModel):
     """What to remember for every task."""
 
 
-class _BodyTooLarge(Exception):
+class _AuthError(Exception):
     pass
 
 
@@ -108,7 +108,8 @@ class _Services:
         self.reminders = ReminderBook(engine, max_chars=settings.max_reminder_chars)
         self.store = TaskStore(engine)
         self.metrics = ServiceMetrics(self.queue.counts)
-        self.adapters = AdapterRegistry(engine, roots=settings.adapter_roots, migrate=False)
+        # Adapter folders are confined to TRELLIS_ADAPTER_ROOTS (default TRELLIS_HOME/adapters).
+        self.adapters = AdapterRegistry(engine, migrate=False)
         self.pool: WorkerPool | None = None
 
 
@@ -161,26 +162,53 @@ class _BodyLimit:
                     return
         seen = 0
         started = False
+        refused = False
 
         async def limited_receive() -> MutableMapping[str, Any]:
-            nonlocal seen
+            nonlocal seen, refused
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    raise _BodyTooLarge
+                    if not started and not refused:
+                        refused = True
+                        await too_large(scope, receive, send)
+                    # The app sees a client that went away and stops reading.
+                    return {"type": "http.disconnect"}
             return message
 
         async def tracking_send(message: MutableMapping[str, Any]) -> None:
             nonlocal started
+            if refused:
+                return  # the 413 has been sent; drop whatever the app answers
             started = started or message["type"] == "http.response.start"
             await send(message)
 
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _BodyTooLarge:
-            if not started:
-                await too_large(scope, receive, send)
+        await self.app(scope, limited_receive, tracking_send)
+
+
+def services_of(request: Request) -> _Services:
+    services: _Services = request.app.state.services
+    return services
+
+
+def user(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
+    services = services_of(request)
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise _AuthError("missing bearer token")
+    found: str | None = None
+    for known, owner in services.tokens.items():
+        # Compare against every token so timing says nothing about which one is close.
+        if hmac.compare_digest(known.encode(), token.strip().encode()):
+            found = owner
+    if found is None:
+        raise _AuthError("invalid token")
+    return found
+
+
+User = Annotated[str, Depends(user)]
+Services = Annotated[_Services, Depends(services_of)]
 
 
 def create_app(
@@ -216,27 +244,6 @@ def create_app(
         docs_url=None,
         redoc_url=None,
     )
-
-    def services_of(request: Request) -> _Services:
-        services: _Services = request.app.state.services
-        return services
-
-    def user(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
-        services = services_of(request)
-        scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise _AuthError("missing bearer token")
-        found: str | None = None
-        for known, owner in services.tokens.items():
-            # Compare against every token so timing says nothing about which one is close.
-            if hmac.compare_digest(known.encode(), token.strip().encode()):
-                found = owner
-        if found is None:
-            raise _AuthError("invalid token")
-        return found
-
-    User = Annotated[str, Depends(user)]
-    Services = Annotated[_Services, Depends(services_of)]
 
     @api.exception_handler(_AuthError)
     async def _auth(_request: Request, exc: _AuthError) -> JSONResponse:
@@ -437,10 +444,6 @@ def create_app(
 
     api.add_middleware(_BodyLimit, limit=settings.max_body_bytes)
     return api
-
-
-class _AuthError(Exception):
-    pass
 
 
 class _Forbidden(Exception):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
 import sys
+import time
+from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import Engine, text
@@ -13,10 +16,16 @@ from sqlalchemy import Engine, text
 from agent._service_settings import ServiceSettings
 from memory import DatabaseConfig, make_engine, upgrade
 
-__all__ = ["JsonFormatter", "configure_logging", "open_database"]
+__all__ = [
+    "JsonFormatter",
+    "configure_logging",
+    "database_lock",
+    "migrate_locked",
+    "open_database",
+]
 
 # Any fixed number works: it only has to be the same in every Trellis process.
-_MIGRATION_LOCK = 0x7472656C6C6973
+_SETUP_LOCK = 0x7472656C6C6973
 
 
 def open_database(settings: ServiceSettings) -> Engine:
@@ -33,19 +42,34 @@ def open_database(settings: ServiceSettings) -> Engine:
     return engine
 
 
-def migrate_locked(engine: Engine) -> None:
-    """Apply pending migrations; on PostgreSQL one process at a time (advisory lock)."""
+@contextlib.contextmanager
+def database_lock(engine: Engine) -> Iterator[None]:
+    """One process at a time across the cluster (a PostgreSQL advisory lock; no-op on SQLite).
+
+    Schema set-up (our migrations, LangGraph's checkpointer tables) is not safe to run from
+    several processes at once, and every worker process does it when it starts.
+    """
     if engine.url.get_backend_name() != "postgresql":
-        upgrade(engine)
+        yield
         return
-    with engine.connect() as connection:
-        connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _MIGRATION_LOCK})
-        connection.commit()
+    # Autocommit and polling: a session waiting inside a transaction (or a blocked
+    # statement) would hold a snapshot, and LangGraph's CREATE INDEX CONCURRENTLY in the
+    # lock holder waits for every such snapshot: a deadlock PostgreSQL does not detect.
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        while not connection.execute(
+            text("SELECT pg_try_advisory_lock(:key)"), {"key": _SETUP_LOCK}
+        ).scalar_one():
+            time.sleep(0.1)
         try:
-            upgrade(engine)
+            yield
         finally:
-            connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _MIGRATION_LOCK})
-            connection.commit()
+            connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _SETUP_LOCK})
+
+
+def migrate_locked(engine: Engine) -> None:
+    """Apply pending migrations, one process at a time."""
+    with database_lock(engine):
+        upgrade(engine)
 
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}

@@ -82,8 +82,6 @@ class ServiceSettings(BaseSettings):
     """Profile used when a submission names none."""
     demo: DemoProfileConfig = DemoProfileConfig()
     """Parameters of the built-in ``demo`` profile."""
-    adapter_roots: list[Path] | None = None
-    """Folders adapters may be registered from; None: TRELLIS_ADAPTER_ROOTS or TRELLIS_HOME/adapters."""
     sse_poll_s: float = Field(default=0.25, gt=0.0, le=10.0)
     """How often an event stream looks for new events."""
     sse_max_s: float = Field(default=300.0, gt=0.0)

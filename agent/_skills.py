@@ -12,6 +12,7 @@ skill: errors (raised, timed out, unstorable result, bad arguments) come back as
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import threading
@@ -128,13 +129,7 @@ class Skill:
         started = time.perf_counter()
 
         def failed(error: TrellisError) -> SkillOutcome:
-            return SkillOutcome(
-                skill=self.name,
-                ok=False,
-                error_type=type(error).__name__,
-                error=str(error),
-                duration_s=time.perf_counter() - started,
-            )
+            return self._failed(error, started)
 
         try:
             model = self.spec.validate_args(args)
@@ -152,10 +147,56 @@ class Skill:
             raise
         except Exception as exc:
             return failed(SkillFailedError(self.name, type(exc).__name__, str(exc) or repr(exc)))
+        return self._checked(value, started)
+
+    def invoke_sync(self, args: Mapping[str, Any] | None, context: SkillContext) -> SkillOutcome:
+        """Blocking :meth:`invoke`. A sync skill runs in its own daemon thread, joined with
+        the timeout, without a trip through an event loop (the loop's per-step path)."""
+        if self._is_async:
+            from memory import run_sync
+
+            return run_sync(self.invoke(args, context))
+        started = time.perf_counter()
+        try:
+            model = self.spec.validate_args(args)
+        except TrellisError as exc:
+            return self._failed(exc, started)
+        box: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                box["value"] = self.function(**self._kwargs(model, context))
+            except BaseException as exc:
+                box["error"] = exc
+
+        thread = threading.Thread(target=target, name=f"skill-{self.name}", daemon=True)
+        thread.start()
+        thread.join(self.spec.timeout_s)
+        if thread.is_alive():
+            return self._failed(SkillTimeoutError(self.name, self.spec.timeout_s), started)
+        if "error" in box:
+            raised: BaseException = box["error"]
+            if not isinstance(raised, Exception):
+                raise raised
+            detail = str(raised) or repr(raised)
+            kind = type(raised).__name__
+            return self._failed(SkillFailedError(self.name, kind, detail), started)
+        return self._checked(box.get("value"), started)
+
+    def _failed(self, error: TrellisError, started: float) -> SkillOutcome:
+        return SkillOutcome(
+            skill=self.name,
+            ok=False,
+            error_type=type(error).__name__,
+            error=str(error),
+            duration_s=time.perf_counter() - started,
+        )
+
+    def _checked(self, value: Any, started: float) -> SkillOutcome:
         try:
             result = to_json_value(value, what=f"result of {self.name}")
         except (TypeError, ValueError) as exc:
-            return failed(SkillResultNotSerializableError(self.name, str(exc)))
+            return self._failed(SkillResultNotSerializableError(self.name, str(exc)), started)
         return SkillOutcome(
             skill=self.name, ok=True, result=result, duration_s=time.perf_counter() - started
         )
@@ -181,9 +222,12 @@ async def _run_in_daemon_thread(
         try:
             value = function(**kwargs)
         except BaseException as exc:
-            loop.call_soon_threadsafe(settle, False, exc)
+            outcome: tuple[bool, Any] = (False, exc)
         else:
-            loop.call_soon_threadsafe(settle, True, value)
+            outcome = (True, value)
+        # A call that outlived its timeout may find its loop gone: nobody waits any more.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(settle, *outcome)
 
     thread = threading.Thread(target=target, name=f"skill-{function.__name__}", daemon=True)
     thread.start()

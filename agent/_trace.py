@@ -38,6 +38,7 @@ __all__ = [
     "SkillCallEvent",
     "SkillInfo",
     "SkillResultEvent",
+    "TaskStartEvent",
     "Trace",
     "TraceEvent",
     "TraceHeader",
@@ -45,9 +46,16 @@ __all__ = [
     "TraceWriter",
     "TreeEvent",
     "TreeNode",
+    "event_line",
     "file_sha256",
+    "folder_sha256",
+    "header_line",
+    "iter_trace_files",
+    "json_sha256",
     "parse_trace_lines",
     "read_trace",
+    "render_schema",
+    "schema_path",
     "trace_json_schema",
 ]
 
@@ -61,7 +69,7 @@ class TraceHeader(BaseModel):
 
     model_config = ConfigDict(extra="ignore", use_attribute_docstrings=True)
 
-    format: Literal["trellis-trace"] = TRACE_FORMAT
+    format: Literal["trellis-trace"] = "trellis-trace"
     """Always ``trellis-trace``."""
     version: str = TRACE_VERSION
     """``major.minor``; readers accept their own major version only."""

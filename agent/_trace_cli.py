@@ -96,7 +96,8 @@ def _router(adapters: str | None, engine: Any, backend: Any) -> Any:
         return default_router(engine, backend) or _BaseOnlyRouter()
     if adapters.strip().lower() == "none":
         return _BaseOnlyRouter()
-    from adapters import AdapterRegistry, Router
+    from adapters import AdapterRegistry
+    from adapters._router import Router
 
     wanted = [a.strip() for a in adapters.split(",") if a.strip()]
     records = {r.name: r for r in AdapterRegistry(engine).list()}
@@ -112,7 +113,8 @@ def eval_command(
     traces: list[Path] = typer.Argument(..., help="Trace files or folders of *.jsonl traces."),
     backend: str = typer.Option("embedded", help="Backend under test: embedded or vllm."),
     adapters: str | None = typer.Option(
-        None, help="Comma-separated adapters the router may use, or 'none' (default: all registered)."
+        None,
+        help="Comma-separated adapters the router may use, or 'none' (default: all registered).",
     ),
     vllm_url: str | None = typer.Option(None, help="vLLM server URL (with --backend vllm)."),
     out: Path = typer.Option(Path("eval-out"), help="Folder for run.json, traces and the report."),

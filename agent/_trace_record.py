@@ -59,6 +59,7 @@ from agent._trace import (
     json_sha256,
 )
 from memory import run_sync
+from memory.errors import TrellisError
 
 if TYPE_CHECKING:
     from agent._sdk import Agent, RunResult
@@ -271,9 +272,19 @@ class TraceRecorder:
         with self._lock:
             outcome = self._plans.popleft() if self._plans else None
         plan = getattr(outcome, "plan", None)
+        planned = None
+        if event is None and self._plan_llm:  # a failed plan: the node its calls served
+            planned = next(
+                (
+                    getattr(e, "node_id", None)
+                    for e in self.events
+                    if getattr(e, "seq", 0) == self._plan_llm[-1]
+                ),
+                None,
+            )
         self._write(
             PlanEvent,
-            parent_id=event.parent_id if event is not None else None,
+            parent_id=event.parent_id if event is not None else planned,
             replan=event.replan if event is not None else False,
             node_ids=list(event.node_ids) if event is not None else [],
             titles=list(event.titles) if event is not None else [],
@@ -494,19 +505,16 @@ class TraceRecorder:
 
 
 def _model_info(backend: Any) -> dict[str, Any] | None:
-    for attribute in ("model_dir", "model_path"):
-        path = getattr(backend, attribute, None)
-        if path is None:
-            continue
-        from pathlib import Path
-
-        from adapters import model_identity
+    """Name and content hash of the base model behind a backend, when it can be known."""
+    config = getattr(backend, "config", None)
+    if config is not None and hasattr(config, "model_dir"):
+        from adapters import model_identity, resolve_model_dir
 
         try:
-            return dict(model_identity(Path(path)))
-        except OSError:
-            return {"name": Path(path).name, "sha256": ""}
-    name = getattr(backend, "model", None)
+            return dict(model_identity(resolve_model_dir(config.model_dir)))
+        except (TrellisError, OSError):
+            return None
+    name = getattr(config, "base_model", None) or getattr(backend, "model", None)
     return {"name": str(name), "sha256": ""} if isinstance(name, str) else None
 
 

@@ -31,6 +31,7 @@ from agent._queue import QueuedTask, QueueState, TaskQueue
 from agent._queue_log import EventLog
 from agent._sdk import Agent
 from agent._service_profiles import get_profile
+from agent._service_runtime import database_lock
 from agent._service_settings import ServiceSettings
 from agent.errors import ApprovalPendingError
 from memory import TaskStatus, TaskStore
@@ -167,9 +168,13 @@ class WorkerPool:
         async with self._agent_lock:
             if profile not in self._agents:
                 spec = get_profile(profile, self.settings)
-                self._agents[profile] = await asyncio.to_thread(
-                    spec.build, self.settings, self.store
-                )
+
+                def build() -> Agent:
+                    # Opening an agent sets up checkpoint tables: one process at a time.
+                    with database_lock(self.store.engine):
+                        return spec.build(self.settings, self.store)
+
+                self._agents[profile] = await asyncio.to_thread(build)
             return self._agents[profile]
 
     async def _run_one(self, task: QueuedTask) -> None:
@@ -185,6 +190,13 @@ class WorkerPool:
         agent: Agent | None = None
         try:
             agent = await self._agent(task.profile)
+        except Exception:
+            # Not the task's fault: hand it back (the claim still counts towards max_attempts).
+            log.exception("could not build the agent", extra={"profile": task.profile})
+            await asyncio.to_thread(self.queue.release, task.id, self.owner, count_attempt=True)
+            await asyncio.sleep(self.settings.poll_s * 10)
+            return
+        try:
             command: Command[Any] | None = (
                 Command(resume=task.decision) if task.decision is not None else None
             )

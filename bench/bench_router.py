@@ -26,6 +26,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -107,8 +108,8 @@ def latency(
     sizes: list[int],
     decisions: int,
     queries: list[str],
-) -> list[dict[str, object]]:
-    rows: list[dict[str, object]] = []
+) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
     query_vectors = embedder.model.embed(queries)
     contexts = [StepContext(text=q) for q in queries]
     synthetic_all = synthetic_adapters(real, embedder, max(sizes) - len(real))
@@ -127,7 +128,9 @@ def latency(
         # Fresh texts so the embedding is really computed for every timed call.
         incl: list[float] = []
 
-        async def timed_routes(router: Router = router, incl: list[float] = incl) -> None:
+        async def timed_routes(
+            router: Router = router, incl: list[float] = incl, size: int = size
+        ) -> None:
             for i in range(min(decisions, 100)):
                 context = StepContext(text=f"{queries[i % len(queries)]} (case {size}-{i})")
                 t0 = time.perf_counter()
@@ -235,9 +238,9 @@ def main() -> None:
     queries = [r.text for r in rows]
     timing = latency(profiles, embedder, sizes, args.decisions, queries)
 
-    largest = max(timing, key=lambda row: int(row["adapters"]))  # type: ignore[call-overload]
+    largest = max(timing, key=lambda row: int(row["adapters"]))
     targets = {
-        "p50_excl_at_largest_le_1ms": float(largest["excl_p50_ms"]) <= 1.0,  # type: ignore[arg-type]
+        "p50_excl_at_largest_le_1ms": float(largest["excl_p50_ms"]) <= 1.0,
         "accuracy_ge_0.90": ours.accuracy >= 0.90,
         "ood_recall_ge_0.80": ours.ood_recall >= 0.80,
         "accuracy_beats_baseline": ours.accuracy > float(best["accuracy"]),

@@ -1,5 +1,6 @@
 """The Task Memory Tree: durable, graph-aware task state on SQLAlchemy."""
 
+from memory._aio import AsyncTaskStore
 from memory._asyncio import run_sync
 from memory._context import PromptContext
 from memory._db import (
@@ -43,6 +44,7 @@ from memory.errors import (
 
 __all__ = [
     "UNSET",
+    "AsyncTaskStore",
     "Base",
     "CycleError",
     "DatabaseConfig",

@@ -42,8 +42,13 @@ def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
 
 def check_json(field: str, value: Any, limit: int) -> Any:
     """Validate a JSON payload before any write; return it as it will read back."""
+    return check_json_text(field, value, limit)[0]
+
+
+def check_json_text(field: str, value: Any, limit: int) -> tuple[Any, JsonText | None]:
+    """:func:`check_json`, also returning the serialised text."""
     if value is None:
-        return None
+        return None, None
     try:
         text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
         size = len(text.encode("utf-8"))
@@ -54,7 +59,7 @@ def check_json(field: str, value: Any, limit: int) -> Any:
     if size > limit:
         raise PayloadTooLargeError(field, size, limit)
     # Tuples become lists and non-string keys become strings: return what a read gives back.
-    return json.loads(text)
+    return json.loads(text), JsonText(text)
 
 
 def check_text(field: str, value: Any, limit: int, *, max_chars: int | None = None) -> str:
@@ -174,52 +179,79 @@ def event_row(
     }
 
 
+class JsonText(str):
+    """JSON already serialised (by :func:`check_json`): :func:`bulk_insert` passes it as is."""
+
+
 def _json_text(value: Any) -> str | None:
-    if value is None:
-        return None
+    if value is None or isinstance(value, JsonText):
+        return value
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def bulk_insert(
     conn: Connection, table: Table, rows: Sequence[dict[str, Any]], *, batch: int = CHUNK
 ) -> None:
-    """Insert many rows through the driver's executemany.
+    """Insert many rows (dicts with the same keys) through the driver's executemany."""
+    if not rows:
+        return
+    columns = list(rows[0])
+    converters = [_converter(conn, table.c[name]) for name in columns]
+    pairs = list(zip(columns, converters, strict=True))
+    tuples = [tuple(convert(row[name]) for name, convert in pairs) for row in rows]
+    bulk_insert_tuples(conn, table, columns, tuples, batch=batch)
 
-    SQLAlchemy's per-value bind processing dominates large batched inserts; here JSON is
-    serialised once per value, a timestamp shared by the batch is converted once, and the
-    values reach the driver as plain tuples. Every row must have the same keys.
+
+def bulk_insert_tuples(
+    conn: Connection,
+    table: Table,
+    columns: Sequence[str],
+    rows: Sequence[tuple[Any, ...]],
+    *,
+    batch: int = CHUNK,
+) -> None:
+    """Insert driver-ready tuples: JSON as :class:`JsonText` (or None), timestamps through
+    :func:`driver_value`.
+
+    SQLAlchemy's per-value bind processing dominates large batched inserts; this path
+    serialises each value once and hands plain tuples to the driver.
     """
     if not rows:
         return
     dialect = conn.dialect
     mark = "?" if dialect.paramstyle == "qmark" else "%s"
     postgres = dialect.name == "postgresql"
-    columns = list(rows[0])
-    converters: list[Callable[[Any], Any] | None] = []
-    placeholders: list[str] = []
-    for name in columns:
-        column_type = table.c[name].type
-        if isinstance(column_type, JSON):
-            converters.append(_json_text)
-            placeholders.append(f"CAST({mark} AS JSONB)" if postgres else mark)
-        elif isinstance(column_type, DateTime):
-            converters.append(_memoized(column_type.bind_processor(dialect)))
-            placeholders.append(mark)
-        else:
-            converters.append(None)
-            placeholders.append(mark)
+    placeholders = [
+        f"CAST({mark} AS JSONB)" if postgres and isinstance(table.c[c].type, JSON) else mark
+        for c in columns
+    ]
     quote = dialect.identifier_preparer.quote
     sql = (
         f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) "
         f"VALUES ({', '.join(placeholders)})"
     )
-    pairs = list(zip(columns, converters, strict=True))
-    params = [
-        tuple(row[name] if convert is None else convert(row[name]) for name, convert in pairs)
-        for row in rows
-    ]
-    for part in chunks(params, batch):
+    # One prepared statement per batch: SQLite loops in C; psycopg pipelines the rows.
+    for part in chunks(rows, batch):
         conn.exec_driver_sql(sql, list(part))
+
+
+def driver_value(conn: Connection, column: Any, value: Any) -> Any:
+    """``value`` as the driver expects it for ``column`` (SQLite stores timestamps as text)."""
+    return _converter(conn, column)(value)
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+def _converter(conn: Connection, column: Any) -> Callable[[Any], Any]:
+    column_type = column.type
+    if isinstance(column_type, JSON):
+        return _json_text
+    if isinstance(column_type, DateTime):
+        impl = column_type.dialect_impl(conn.dialect)
+        return _memoized(impl.bind_processor(conn.dialect))
+    return _identity
 
 
 def _memoized(process: Callable[[Any], Any] | None) -> Callable[[Any], Any]:

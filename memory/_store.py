@@ -10,21 +10,18 @@ on PostgreSQL several processes can work on one task.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-import networkx as nx
-from sqlalchemy import Connection, Engine, RowMapping, delete, insert, select, update
+from pydantic import ValidationError
+from sqlalchemy import Connection, Engine, RowMapping, delete, insert, select, text, update
 
-from memory._context import PromptContext, synthesize
 from memory._db import DatabaseConfig, check_schema, make_engine
 from memory._db import upgrade as upgrade_schema
-from memory._graph import mermaid, networkx_graph, topological
+from memory._reads import TaskReads, parse_task_status
 from memory._records import (
-    SATISFIED,
     TRANSITIONS,
-    EventRecord,
     MemoryConfig,
     NodeRecord,
     NodeSpec,
@@ -42,16 +39,12 @@ from memory._rows import (
     check_text,
     chunks,
     dependencies_of,
-    event_record,
     event_row,
-    fetch_node_rows,
     node_record,
     now,
-    records_for,
     task_record,
 )
 from memory._tree import (
-    ancestor_ids,
     check_new_dependency,
     insert_specs,
     live_descendant_ids,
@@ -60,8 +53,6 @@ from memory._tree import (
 from memory.errors import (
     IllegalTransitionError,
     StaleWriteError,
-    UnknownNodeError,
-    UnknownTaskError,
     UsageError,
 )
 
@@ -76,10 +67,8 @@ class _Unset:
 UNSET: Any = _Unset()
 """Default of :meth:`TaskStore.update_node` fields: leave the column as it is."""
 
-_OPEN = (NodeStatus.PENDING.value, NodeStatus.READY.value)
 
-
-class TaskStore:
+class TaskStore(TaskReads):
     """Durable, graph-aware task state. ``TaskStore.open()`` for the default SQLite file."""
 
     def __init__(self, engine: Engine, config: MemoryConfig | None = None) -> None:
@@ -108,7 +97,8 @@ class TaskStore:
         engine = make_engine(database)
         try:
             if upgrade:
-                upgrade_schema(engine)
+                with _migration_lock(engine):
+                    upgrade_schema(engine)
             check_schema(engine)
         except BaseException:
             engine.dispose()
@@ -131,16 +121,6 @@ class TaskStore:
     def _write(self) -> Iterator[Connection]:
         with self.engine.begin() as conn:
             yield conn
-
-    @contextmanager
-    def _read(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn:
-            # SQLite: a plain BEGIN (snapshot, no write lock) instead of BEGIN IMMEDIATE.
-            conn.info["write"] = False
-            try:
-                yield conn
-            finally:
-                conn.info["write"] = True
 
     # --- tasks ---------------------------------------------------------------------------
 
@@ -228,22 +208,6 @@ class TaskStore:
             task_row = self._task_row(conn, task_id)
         return task_record(task_row)
 
-    def get_task(self, task_id: str) -> TaskRecord:
-        with self._read() as conn:
-            return task_record(self._task_row(conn, task_id))
-
-    def list_tasks(
-        self, user_id: str | None = None, status: TaskStatus | str | None = None, limit: int = 100
-    ) -> list[TaskRecord]:
-        """Newest first."""
-        stmt = select(TASKS).order_by(TASKS.c.created_at.desc(), TASKS.c.id).limit(limit)
-        if user_id is not None:
-            stmt = stmt.where(TASKS.c.user_id == user_id)
-        if status is not None:
-            stmt = stmt.where(TASKS.c.status == _task_status(status).value)
-        with self._read() as conn:
-            return [task_record(r) for r in conn.execute(stmt).mappings()]
-
     def set_task_status(
         self,
         task_id: str,
@@ -253,7 +217,7 @@ class TaskStore:
         expected_version: int | None = None,
     ) -> TaskRecord:
         """Set a task's status (recorded as a ``task.status`` event)."""
-        new = _task_status(status)
+        new = parse_task_status(status)
         at = now()
         with self._write() as conn:
             row = self._task_row(conn, task_id, lock=expected_version is None)
@@ -286,219 +250,19 @@ class TaskStore:
             conn.execute(delete(NODES).where(NODES.c.task_id == task_id))
             conn.execute(delete(TASKS).where(TASKS.c.id == task_id))
 
-    # --- reading nodes -------------------------------------------------------------------
-
-    def root(self, task_id: str) -> NodeRecord:
-        """The task's root node."""
-        with self._read() as conn:
-            task = self._task_row(conn, task_id)
-            return self._node(conn, task["root_id"], task_id)
-
-    def get_node(self, node_id: int) -> NodeRecord:
-        with self._read() as conn:
-            return self._node(conn, node_id)
-
-    def nodes(self, task_id: str, *, include_superseded: bool = False) -> list[NodeRecord]:
-        """Every node of the task, in creation order."""
-        with self._read() as conn:
-            self._task_row(conn, task_id)
-            return self._task_nodes(conn, task_id, include_superseded=include_superseded)
-
-    def children(self, node_id: int, *, include_superseded: bool = False) -> list[NodeRecord]:
-        """Direct children, in plan order."""
-        stmt = select(NODES).where(NODES.c.parent_id == node_id)
-        if not include_superseded:
-            stmt = stmt.where(NODES.c.superseded.is_(False))
-        with self._read() as conn:
-            self._node_row(conn, node_id)
-            rows = conn.execute(stmt.order_by(NODES.c.position, NODES.c.id)).mappings().all()
-            return records_for(conn, rows)
-
-    def active_path(self, node_id: int) -> list[NodeRecord]:
-        """The nodes from the root down to ``node_id`` (cost follows depth, not task size)."""
-        with self._read() as conn:
-            ids = ancestor_ids(conn, node_id)
-            if not ids:
-                raise UnknownNodeError(node_id)
-            rows = fetch_node_rows(conn, ids)
-            return records_for(conn, [rows[i] for i in reversed(ids)])
-
-    def dependencies(self, node_id: int) -> list[NodeRecord]:
-        """The nodes ``node_id`` waits for."""
-        with self._read() as conn:
-            node = self._node(conn, node_id)
-            rows = fetch_node_rows(conn, node.depends_on)
-            return records_for(conn, [rows[i] for i in node.depends_on])
-
-    def dependents(self, node_id: int) -> list[NodeRecord]:
-        """The nodes that wait for ``node_id``."""
-        with self._read() as conn:
-            self._node_row(conn, node_id)
-            ids = [
-                r[0]
-                for r in conn.execute(
-                    select(EDGES.c.node_id).where(EDGES.c.depends_on_id == node_id)
-                )
-            ]
-            rows = fetch_node_rows(conn, ids)
-            return records_for(conn, [rows[i] for i in sorted(ids)])
-
-    def ready_nodes(self, task_id: str, *, limit: int | None = None) -> list[NodeRecord]:
-        """Nodes that can start now, in creation order.
-
-        A node is ready when it is live, ``pending`` or ``ready``, every dependency is
-        ``done`` or ``skipped``, and its parent is ``running`` (the root: no parent). So a
-        step runs only inside a started parent, and a parent's own dependencies gate its whole
-        subtree. The query starts from the task's running nodes and visits only their
-        children: the cost follows depth and fan-out, not the size of the task.
-        """
-        with self._read() as conn:
-            task = self._task_row(conn, task_id)
-            running = [
-                r[0]
-                for r in conn.execute(
-                    select(NODES.c.id).where(
-                        NODES.c.task_id == task_id,
-                        NODES.c.status == NodeStatus.RUNNING.value,
-                        NODES.c.superseded.is_(False),
-                    )
-                )
-            ]
-            candidates: list[RowMapping] = []
-            for part in chunks(running):
-                candidates.extend(
-                    conn.execute(
-                        select(NODES).where(
-                            NODES.c.parent_id.in_(part),
-                            NODES.c.status.in_(_OPEN),
-                            NODES.c.superseded.is_(False),
-                        )
-                    )
-                    .mappings()
-                    .all()
-                )
-            root_row = self._node_row(conn, task["root_id"])
-            if root_row["status"] in _OPEN:
-                candidates.append(root_row)
-            deps = dependencies_of(conn, [r["id"] for r in candidates])
-            dep_ids = sorted({d for ds in deps.values() for d in ds})
-            satisfied = {s.value for s in SATISFIED}
-            unfinished: set[int] = set()
-            for part in chunks(dep_ids):
-                unfinished.update(
-                    r[0]
-                    for r in conn.execute(
-                        select(NODES.c.id).where(
-                            NODES.c.id.in_(part), NODES.c.status.not_in(satisfied)
-                        )
-                    )
-                )
-            ready = [
-                node_record(r, deps.get(r["id"], ()))
-                for r in candidates
-                if not unfinished.intersection(deps.get(r["id"], ()))
-            ]
-        ready.sort(key=lambda n: n.id)
-        return ready if limit is None else ready[:limit]
-
-    def topological_order(self, task_id: str) -> list[NodeRecord]:
-        """Live nodes so that parents precede children and dependencies precede dependents."""
-        return topological(self.nodes(task_id))
-
-    def events(
-        self,
-        task_id: str,
-        *,
-        node_id: int | None = None,
-        after_id: int | None = None,
-        limit: int | None = None,
-    ) -> list[EventRecord]:
-        """The task's history, oldest first (optionally one node's, or after an event id)."""
-        stmt = select(EVENTS).where(EVENTS.c.task_id == task_id).order_by(EVENTS.c.id)
-        if node_id is not None:
-            stmt = stmt.where(EVENTS.c.node_id == node_id)
-        if after_id is not None:
-            stmt = stmt.where(EVENTS.c.id > after_id)
-        if limit is not None:
-            stmt = stmt.limit(limit)
-        with self._read() as conn:
-            self._task_row(conn, task_id)
-            return [event_record(r) for r in conn.execute(stmt).mappings()]
-
-    def to_networkx(self, task_id: str, *, include_superseded: bool = False) -> nx.DiGraph:
-        """A DiGraph: node attributes are record fields; edges ``kind`` is child/dependency.
-
-        Edges point the way work flows: parent -> child, dependency -> dependent.
-        """
-        return networkx_graph(self.nodes(task_id, include_superseded=include_superseded))
-
-    def to_mermaid(self, task_id: str, *, include_superseded: bool = False) -> str:
-        """A Mermaid flowchart (solid: parent to child; dotted: dependency to dependent)."""
-        return mermaid(self.nodes(task_id, include_superseded=include_superseded))
-
-    def build_context(
-        self,
-        node_id: int,
-        budget_chars: int | None = 2000,
-        *,
-        budget_tokens: int | None = None,
-        count_tokens: Callable[[str], int] | None = None,
-        max_siblings: int = 3,
-    ) -> PromptContext:
-        """TME prompt context for ``node_id`` under a size budget (never over it).
-
-        Kept first: the goal and the current step, then the outputs of its dependencies,
-        then the path from the parent up (nearest first), then finished earlier siblings.
-        What does not fit is shortened with a visible marker or left out and counted.
-        ``budget_tokens`` with ``count_tokens`` budgets tokens instead of characters.
-        """
-        with self._read() as conn:
-            ids = ancestor_ids(conn, node_id)
-            if not ids:
-                raise UnknownNodeError(node_id)
-            path_rows = fetch_node_rows(conn, ids)
-            path = records_for(conn, [path_rows[i] for i in reversed(ids)])
-            current = path[-1]
-            dep_rows = fetch_node_rows(conn, current.depends_on)
-            deps = [node_record(dep_rows[i]) for i in current.depends_on]
-            siblings: list[NodeRecord] = []
-            if current.parent_id is not None and max_siblings > 0:
-                rows = conn.execute(
-                    select(NODES)
-                    .where(
-                        NODES.c.parent_id == current.parent_id,
-                        NODES.c.superseded.is_(False),
-                        NODES.c.position < current.position,
-                        NODES.c.status == NodeStatus.DONE.value,
-                    )
-                    .order_by(NODES.c.position.desc())
-                    .limit(max_siblings)
-                ).mappings()
-                siblings = [node_record(r) for r in rows if r["id"] not in current.depends_on]
-            goal = self._task_row(conn, current.task_id)["goal"]
-        return synthesize(
-            goal,
-            path,
-            deps,
-            siblings,
-            budget_chars=budget_chars,
-            budget_tokens=budget_tokens,
-            count_tokens=count_tokens,
-        )
-
     # --- structural writes ---------------------------------------------------------------
 
     def add_children(
         self,
         task_id: str,
         parent_id: int,
-        specs: Sequence[NodeSpec],
+        specs: Sequence[NodeSpec | Mapping[str, Any]],
         *,
         cause: str | None = None,
     ) -> list[NodeRecord]:
         """Add child nodes (with their subtrees) in one transaction; returns every new node,
         parents before children."""
-        specs = list(specs)
+        specs = _specs(specs)
         if not specs:
             return []
         with self._write() as conn:
@@ -563,7 +327,11 @@ class TaskStore:
             return node_record(node, new)
 
     def replace_subtree(
-        self, node_id: int, specs: Sequence[NodeSpec], *, cause: str | None = "replan"
+        self,
+        node_id: int,
+        specs: Sequence[NodeSpec | Mapping[str, Any]],
+        *,
+        cause: str | None = "replan",
     ) -> list[NodeRecord]:
         """Replan below ``node_id``: its live descendants become ``superseded`` (kept, with
         their history) and ``specs`` become its new children, in one transaction.
@@ -572,7 +340,7 @@ class TaskStore:
         same key, or else to ``node_id`` itself (which finishes only with its new children).
         Returns every new node, parents before children.
         """
-        specs = list(specs)
+        specs = _specs(specs)
         at = now()
         with self._write() as conn:
             node = self._node_row(conn, node_id)
@@ -746,7 +514,10 @@ class TaskStore:
         ]
         if events:
             conn.execute(insert(EVENTS), events)
-        return self._node(conn, row["id"])
+        # The new state is known: build the snapshot without reading the row again.
+        values = {**row, **changes, **stamps, "version": read_version + 1, "updated_at": at}
+        deps = dependencies_of(conn, [row["id"]]).get(row["id"], ())
+        return node_record(values, deps)  # type: ignore[arg-type]
 
     def _locked_node(
         self, conn: Connection, node_id: int, expected_version: int | None
@@ -758,45 +529,42 @@ class TaskStore:
             raise StaleWriteError(f"node {node_id}", expected_version, row["version"])
         return row
 
-    def _task_row(self, conn: Connection, task_id: str, *, lock: bool = False) -> RowMapping:
-        stmt = select(TASKS).where(TASKS.c.id == task_id)
-        if lock:
-            stmt = stmt.with_for_update()
-        row = conn.execute(stmt).mappings().first()
-        if row is None:
-            raise UnknownTaskError(task_id)
-        return row
 
-    def _node_row(
-        self, conn: Connection, node_id: int, task_id: str | None = None, *, lock: bool = False
-    ) -> RowMapping:
-        if isinstance(node_id, bool) or not isinstance(node_id, int):
-            raise UnknownNodeError(node_id, task_id)
-        stmt = select(NODES).where(NODES.c.id == node_id)
-        if lock:
-            stmt = stmt.with_for_update()
-        row = conn.execute(stmt).mappings().first()
-        if row is None or (task_id is not None and row["task_id"] != task_id):
-            raise UnknownNodeError(node_id, task_id)
-        return row
+def _specs(specs: Sequence[NodeSpec | Mapping[str, Any]]) -> list[NodeSpec]:
+    """Accept NodeSpec objects or plain dicts (as a planner's JSON gives them)."""
+    out: list[NodeSpec] = []
+    for index, spec in enumerate(specs):
+        if isinstance(spec, NodeSpec):
+            out.append(spec)
+            continue
+        try:
+            out.append(NodeSpec.model_validate(spec))
+        except ValidationError as exc:
+            raise UsageError(f"node spec #{index} is invalid: {exc}") from exc
+    return out
 
-    def _node(self, conn: Connection, node_id: int, task_id: str | None = None) -> NodeRecord:
-        row = self._node_row(conn, node_id, task_id)
-        return node_record(row, dependencies_of(conn, [node_id]).get(node_id, ()))
 
-    def _task_nodes(
-        self, conn: Connection, task_id: str, *, include_superseded: bool
-    ) -> list[NodeRecord]:
-        stmt = select(NODES).where(NODES.c.task_id == task_id).order_by(NODES.c.id)
-        if not include_superseded:
-            stmt = stmt.where(NODES.c.superseded.is_(False))
-        rows = conn.execute(stmt).mappings().all()
-        deps: dict[int, list[int]] = {}
-        for node, dep in conn.execute(
-            select(EDGES.c.node_id, EDGES.c.depends_on_id).where(EDGES.c.task_id == task_id)
-        ):
-            deps.setdefault(node, []).append(dep)
-        return [node_record(r, deps.get(r["id"], ())) for r in rows]
+# Any constant: PostgreSQL advisory locks are named by a 64-bit key.
+_MIGRATION_LOCK_KEY = 0x7472656C6C6973
+
+
+@contextmanager
+def _migration_lock(engine: Engine) -> Iterator[None]:
+    """Serialise schema upgrades of processes opening one PostgreSQL database at once.
+
+    SQLite needs nothing: the upgrade's ``BEGIN IMMEDIATE`` already admits one writer.
+    """
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    with engine.connect() as conn:
+        conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
+        conn.commit()
+        try:
+            yield
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _MIGRATION_LOCK_KEY})
+            conn.commit()
 
 
 def _node_status(status: NodeStatus | str) -> NodeStatus:
@@ -805,13 +573,4 @@ def _node_status(status: NodeStatus | str) -> NodeStatus:
     except ValueError:
         raise UsageError(
             f"unknown node status {status!r}; use one of {[s.value for s in NodeStatus]}"
-        ) from None
-
-
-def _task_status(status: TaskStatus | str) -> TaskStatus:
-    try:
-        return TaskStatus(status)
-    except ValueError:
-        raise UsageError(
-            f"unknown task status {status!r}; use one of {[s.value for s in TaskStatus]}"
         ) from None

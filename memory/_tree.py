@@ -7,6 +7,7 @@ one task are serialised (no two writers can each add half of a cycle).
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from datetime import datetime
 from typing import Any
@@ -18,13 +19,15 @@ from memory._rows import (
     EDGES,
     EVENTS,
     NODES,
+    JsonText,
     bulk_insert,
-    check_json,
+    bulk_insert_tuples,
+    check_json_text,
     check_text,
     chunks,
+    driver_value,
     event_row,
     fetch_node_rows,
-    node_record,
 )
 from memory.errors import CycleError, DuplicateKeyError, UnknownNodeError, UsageError
 
@@ -167,9 +170,11 @@ def _sibling_order(specs: list[NodeSpec]) -> None:
                 trail.pop()
 
 
-def _validate(specs: list[NodeSpec], config: MemoryConfig) -> list[tuple[NodeSpec, Any]]:
-    """Check every spec of the subtree before writing anything; JSON inputs normalised."""
-    checked: list[tuple[NodeSpec, Any]] = []
+def _validate(
+    specs: list[NodeSpec], config: MemoryConfig
+) -> list[tuple[NodeSpec, tuple[Any, JsonText | None]]]:
+    """Check every spec of the subtree before writing anything; inputs normalised and as JSON."""
+    checked: list[tuple[NodeSpec, tuple[Any, JsonText | None]]] = []
     queue: deque[list[NodeSpec]] = deque([specs])
     limit = config.max_payload_bytes
     while queue:
@@ -181,7 +186,7 @@ def _validate(specs: list[NodeSpec], config: MemoryConfig) -> list[tuple[NodeSpe
             )
             if "\x00" in spec.key:
                 raise UsageError(f"key {spec.key!r} contains a NUL character")
-            checked.append((spec, check_json(f"input of {spec.key!r}", spec.input, limit)))
+            checked.append((spec, check_json_text(f"input of {spec.key!r}", spec.input, limit)))
             if spec.children:
                 queue.append(spec.children)
     return checked
@@ -244,42 +249,46 @@ def insert_specs(
         )
     ).scalar_one()
 
+    pending = NodeStatus.PENDING
+    stamp = driver_value(conn, NODES.c.created_at, at)
+    event_stamp = driver_value(conn, EVENTS.c.at, at)
     created: list[NodeRecord] = []
-    edge_rows: list[dict[str, Any]] = []
-    event_rows: list[dict[str, Any]] = []
-    # One level at a time: a level's ids parent the next.
+    edge_rows: list[tuple[Any, ...]] = []
+    event_rows: list[tuple[Any, ...]] = []
+    # One level at a time: a level's ids parent the next. Rows are driver-ready tuples (see
+    # bulk_insert_tuples): large subtrees are bound by Python overhead, not by SQLite.
     level: list[tuple[int, int, list[NodeSpec], int]] = [
         (parent["id"], parent["depth"] + 1, specs, first_position)
     ]
     while level:
-        rows: list[dict[str, Any]] = []
-        owners: list[NodeSpec] = []
+        rows: list[tuple[Any, ...]] = []
+        owners: list[tuple[NodeSpec, int, int, int]] = []
         for parent_id, depth, group, offset in level:
             for index, spec in enumerate(group):
-                owners.append(spec)
+                owners.append((spec, parent_id, depth, offset + index))
                 rows.append(
-                    {
-                        "task_id": task_id,
-                        "parent_id": parent_id,
-                        "key": spec.key,
-                        "kind": spec.kind,
-                        "title": spec.title,
-                        "status": NodeStatus.PENDING.value,
-                        "input": inputs[id(spec)],
-                        "adapter": spec.adapter,
-                        "attempts": 0,
-                        "position": offset + index,
-                        "depth": depth,
-                        "superseded": False,
-                        "created_at": at,
-                        "updated_at": at,
-                        "version": 1,
-                    }
+                    (
+                        task_id,
+                        parent_id,
+                        spec.key,
+                        spec.kind,
+                        spec.title,
+                        pending.value,
+                        inputs[id(spec)][1],
+                        spec.adapter,
+                        0,
+                        offset + index,
+                        depth,
+                        False,
+                        stamp,
+                        stamp,
+                        1,
+                    )
                 )
         # Plain executemany (RETURNING in parameter order degrades to one statement per row
         # on SQLite), then read the ids back by (parent, key): unique among live siblings.
-        bulk_insert(conn, NODES, rows, batch=config.insert_batch_size)
-        parents = sorted({values["parent_id"] for values in rows})
+        bulk_insert_tuples(conn, NODES, _NODE_COLUMNS, rows, batch=config.insert_batch_size)
+        parents = sorted({owner[1] for owner in owners})
         by_group: dict[tuple[int | None, str], int] = {}
         for part in chunks(parents):
             for node_id, parent_id, key in conn.execute(
@@ -288,51 +297,88 @@ def insert_specs(
                 )
             ):
                 by_group[(parent_id, key)] = node_id
-        ids = [by_group[(values["parent_id"], values["key"])] for values in rows]
         next_level: list[tuple[int, int, list[NodeSpec], int]] = []
-        for values, spec, node_id in zip(rows, owners, ids, strict=True):
+        for spec, parent_id, depth, position in owners:
+            node_id = by_group[(parent_id, spec.key)]
             deps = sorted(
-                {
-                    by_group[(values["parent_id"], d)] if isinstance(d, str) else d
-                    for d in spec.depends_on
-                }
+                {by_group[(parent_id, d)] if isinstance(d, str) else d for d in spec.depends_on}
             )
             for dep in deps:
-                edge_rows.append({"node_id": node_id, "depends_on_id": dep, "task_id": task_id})
-            values["id"] = node_id
-            created.append(node_record({**_NULLS, **values}, deps))  # type: ignore[arg-type]
-            event_rows.append(
-                event_row(
-                    task_id,
-                    node_id,
-                    "created",
-                    None,
-                    {
-                        "parent_id": values["parent_id"],
-                        "key": spec.key,
-                        "kind": spec.kind,
-                        "title": spec.title,
-                        "status": values["status"],
-                        "input": values["input"],
-                        "adapter": spec.adapter,
-                        "attempts": 0,
-                        "superseded": False,
-                        "depends_on": deps,
-                    },
-                    cause,
-                    at,
+                edge_rows.append((node_id, dep, task_id))
+            value, text = inputs[id(spec)]
+            created.append(
+                NodeRecord(
+                    id=node_id,
+                    task_id=task_id,
+                    parent_id=parent_id,
+                    key=spec.key,
+                    kind=spec.kind,
+                    title=spec.title,
+                    status=pending,
+                    input=value,
+                    output=None,
+                    error=None,
+                    adapter=spec.adapter,
+                    route=None,
+                    attempts=0,
+                    position=position,
+                    depth=depth,
+                    superseded=False,
+                    created_at=at,
+                    updated_at=at,
+                    started_at=None,
+                    finished_at=None,
+                    version=1,
+                    depends_on=tuple(deps),
                 )
             )
+            snapshot = json.dumps(
+                {
+                    "parent_id": parent_id,
+                    "key": spec.key,
+                    "kind": spec.kind,
+                    "title": spec.title,
+                    "status": pending.value,
+                    "adapter": spec.adapter,
+                    "attempts": 0,
+                    "superseded": False,
+                    "depends_on": deps,
+                },
+                ensure_ascii=False,
+                separators=(",", ":"),
+            )
+            # Splice the input's JSON in rather than serialising it a second time.
+            snapshot = f'{snapshot[:-1]},"input":{text or "null"}}}'
+            event_rows.append(
+                (task_id, node_id, "created", None, JsonText(snapshot), cause, event_stamp)
+            )
             if spec.children:
-                next_level.append((node_id, values["depth"] + 1, spec.children, 0))
+                next_level.append((node_id, depth + 1, spec.children, 0))
         level = next_level
-    bulk_insert(conn, EDGES, edge_rows, batch=config.insert_batch_size)
-    bulk_insert(conn, EVENTS, event_rows, batch=config.insert_batch_size)
+    bulk_insert_tuples(conn, EDGES, _EDGE_COLUMNS, edge_rows, batch=config.insert_batch_size)
+    bulk_insert_tuples(conn, EVENTS, _EVENT_COLUMNS, event_rows, batch=config.insert_batch_size)
     return created
 
 
-# Columns a new node leaves NULL (omitted from the INSERT to save bind processing).
-_NULLS: dict[str, Any] = dict.fromkeys(("output", "error", "route", "started_at", "finished_at"))
+_NODE_COLUMNS = (
+    "task_id",
+    "parent_id",
+    "key",
+    "kind",
+    "title",
+    "status",
+    "input",
+    "adapter",
+    "attempts",
+    "position",
+    "depth",
+    "superseded",
+    "created_at",
+    "updated_at",
+    "version",
+)
+_EDGE_COLUMNS = ("node_id", "depends_on_id", "task_id")
+_EVENT_COLUMNS = ("task_id", "node_id", "field", "old", "new", "cause", "at")
 
 
 def _walk(specs: list[NodeSpec]) -> list[NodeSpec]:

@@ -58,7 +58,8 @@ def add_command(
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
     for cue in result.cues:
-        console.print(f"#{cue.id} [{cue.polarity}] {cue.subject} ({cue.kind}, via {result.method})")
+        line = f"#{cue.id} [{cue.polarity}] {cue.subject} ({cue.kind}, via {result.method})"
+        console.print(line, markup=False)
     for problem in result.errors:
         err.print(f"[yellow]note:[/yellow] {problem}")
 

@@ -17,8 +17,8 @@ from agent import (
     Agent,
     AgentConfig,
     ApprovalPendingError,
-    NoPendingApprovalError,
     NodeStatusChanged,
+    NoPendingApprovalError,
     SkillCalled,
     SkillFinished,
     TaskFinished,
@@ -188,7 +188,7 @@ def test_bad_skills_are_recorded_then_replanned(
         assert time.perf_counter() - started < 4  # the hang was cut at its timeout
         assert result.success and result.replans == 1
         assert LOG == ["wash cup"]
-        node = [n for n in agent.tree(result.task_id).nodes if n.key == "a"][0]
+        node = next(n for n in agent.tree(result.task_id).nodes if n.key == "a")
         history = agent.store.events(result.task_id, node_id=node.id)
         assert any(e.field == "error" and error_type in str(e.new) for e in history)
     finally:
@@ -196,8 +196,10 @@ def test_bad_skills_are_recorded_then_replanned(
 
 
 def test_replan_budget_exhausted(tmp_path: Path) -> None:
-    plans = {"doomed": {"steps": [step("a", "explode", {"item": "x"})]},
-             "explode x": {"steps": [step("again", "explode", {"item": "y"})]}}
+    plans = {
+        "doomed": {"steps": [step("a", "explode", {"item": "x"})]},
+        "explode x": {"steps": [step("again", "explode", {"item": "y"})]},
+    }
     agent = make_agent(f"sqlite:///{tmp_path}/t.db", plans, max_replans=1)
     try:
         result = agent.run("doomed")
@@ -231,8 +233,10 @@ def test_wall_time_budget(tmp_path: Path) -> None:
 
 
 def test_approval_approve_and_reject(database_url: str) -> None:
-    plans = {"pay the bill": {"steps": [step("a", "pay", {"amount": 30})]},
-             "pay 30": {"steps": [step("b", "look", {"room": "office"})]}}
+    plans = {
+        "pay the bill": {"steps": [step("a", "pay", {"amount": 30})]},
+        "pay 30": {"steps": [step("b", "look", {"room": "office"})]},
+    }
     agent = make_agent(database_url, plans)
     try:
         first = agent.run("pay the bill")
@@ -255,7 +259,7 @@ def test_approval_approve_and_reject(database_url: str) -> None:
         rejected = agent.reject(second.task_id)
         assert LOG == ["pay 30"]  # the rejected call never ran
         assert rejected.success and rejected.replans == 1  # the planner found another way
-        node = [n for n in agent.tree(second.task_id).nodes if n.key == "a"][0]
+        node = next(n for n in agent.tree(second.task_id).nodes if n.key == "a")
         history = agent.store.events(second.task_id, node_id=node.id)
         assert any(e.field == "error" and "rejected" in str(e.new) for e in history)
     finally:
@@ -297,7 +301,9 @@ def test_database_removed_mid_run(tmp_path: Path) -> None:
                 os.remove(path)
         return "removed"
 
-    plans = {"oops": {"steps": [step("a", "remove_db", {}), step("b", "wash", {"item": "x"}, ["a"])]}}
+    plans = {
+        "oops": {"steps": [step("a", "remove_db", {}), step("b", "wash", {"item": "x"}, ["a"])]}
+    }
     agent = make_agent(f"sqlite:///{database}", plans)
     agent.register(remove_db)
     try:

@@ -229,3 +229,12 @@ async def test_timeout_is_a_specific_error(backend: EmbeddedBackend) -> None:
     # The abandoned row stops early, so the next request is served promptly and correctly.
     after = await backend.generate(prompt("The capital of France is", max_tokens=2))
     assert after.completion_tokens == 2
+
+
+async def test_stream_yields_pieces_that_join_to_the_result(backend: EmbeddedBackend) -> None:
+    request = prompt("One, two, three, four,", max_tokens=10, stop=(" six",))
+    pieces = [piece async for piece in backend.stream(request)]
+    result = await backend.generate(request)
+    assert "".join(pieces) == result.text
+    assert len(pieces) >= 2, "the text arrived in one piece"
+    assert all(pieces)

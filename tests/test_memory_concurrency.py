@@ -107,3 +107,19 @@ def test_two_processes_cannot_close_a_cycle_together(shared_url: str) -> None:
         graph = store.to_networkx(task.id)
         assert nx.is_directed_acyclic_graph(graph)
         assert len(store.get_node(a.id).depends_on) + len(store.get_node(b.id).depends_on) == 1
+
+
+def _open_and_create(url: str, barrier: Any, results: Any, name: str) -> None:
+    barrier.wait(timeout=60)
+    try:
+        with TaskStore.open(url) as store:
+            results.put((name, store.get_task(store.create_task(f"from {name}").id).goal))
+    except Exception as exc:
+        results.put((name, f"error {type(exc).__name__}: {exc}"))
+
+
+def test_two_processes_can_migrate_a_fresh_database_at_once(shared_url: str) -> None:
+    outcome = _run_pair(_open_and_create, (shared_url,), (shared_url,))
+    assert outcome == {"a": "from a", "b": "from b"}
+    with TaskStore.open(shared_url, upgrade=False) as store:
+        assert sorted(t.goal for t in store.list_tasks()) == ["from a", "from b"]

@@ -388,3 +388,41 @@ def test_delete_task(store: TaskStore) -> None:
         store.get_task(task_id)
     assert store.get_task(keep.id).goal == "keep"
     assert _counts(store)[0] == 1
+
+
+async def test_async_store_runs_the_same_operations(database_url: str) -> None:
+    import asyncio
+
+    from memory import AsyncTaskStore
+
+    store = await AsyncTaskStore.open(database_url)
+    try:
+        task = await store.create_task("async goal")
+        root = await store.root(task.id)
+        await store.transition(root.id, "running")
+        created = await store.add_children(
+            task.id, root.id, [NodeSpec(key=f"k{i}") for i in range(8)]
+        )
+        # Concurrent calls from one loop: each finishes, none is lost.
+        finished = await asyncio.gather(
+            *(store.transition(n.id, "running", expected_version=n.version) for n in created)
+        )
+        assert {n.status for n in finished} == {NodeStatus.RUNNING}
+        assert await store.ready_nodes(task.id) == []
+        updated = await store.update_node(created[0].id, title="renamed")
+        assert (await store.get_node(created[0].id)).title == updated.title == "renamed"
+        assert "renamed" in await store.to_mermaid(task.id)
+    finally:
+        await store.close()
+
+
+def test_specs_may_be_plain_dicts(store: TaskStore) -> None:
+    task_id, root_id = _started(store)
+    first, second = store.add_children(
+        task_id, root_id, [{"key": "a", "title": "A"}, {"key": "b", "depends_on": ["a"]}]
+    )
+    assert second.depends_on == (first.id,) and first.title == "A"
+    with pytest.raises(UsageError, match="node spec #0 is invalid"):
+        store.add_children(task_id, root_id, [{"key": "", "title": 3}])
+    with pytest.raises(UsageError, match="not bools"):
+        store.add_children(task_id, root_id, [{"key": "c", "depends_on": [True]}])

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 
+import networkx as nx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel, Field
 
 from adapters import Cue, rule_extract
@@ -210,3 +213,18 @@ def test_plan_json_schema_constrains_skills_and_args() -> None:
         "go_to", "pick_up", "put", "open", "close"
     ]  # fmt: skip
     assert len(json.dumps(loose)) < len(json.dumps(schema)) < 3000
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 5)), max_size=10))
+def test_cycle_detection_agrees_with_networkx(edges: list[tuple[int, int]]) -> None:
+    graph = nx.DiGraph()
+    graph.add_nodes_from(range(6))
+    graph.add_edges_from((a, b) for a, b in edges if a != b)
+    steps = [
+        step(str(n), "open", [str(d) for d in graph.successors(n)], obj="door") for n in range(6)
+    ]
+    if nx.is_directed_acyclic_graph(graph):
+        assert len(validate_plan(steps, SKILLS).steps) == 6
+    else:
+        assert "forms a cycle" in problems(steps)

@@ -38,7 +38,9 @@ def _reset(url: str) -> None:
     engine.dispose()
 
 
-def start_server(url: str, home: Path, *, workers: int, extra: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(
+    url: str, home: Path, *, workers: int, extra: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
     """``trellis serve`` in a subprocess; returns the process and its base URL once ready."""
     port = _free_port()
     env = {
@@ -55,8 +57,16 @@ def start_server(url: str, home: Path, *, workers: int, extra: dict[str, str] | 
         **(extra or {}),
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "agent._service_cli", "serve", "--port", str(port),
-         "--workers", str(workers)],
+        [
+            sys.executable,
+            "-m",
+            "agent._service_cli",
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -87,7 +97,9 @@ def stop_server(process: subprocess.Popen[bytes]) -> int:
 
 
 @pytest.fixture(scope="module")
-def server(postgres_database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+def server(
+    postgres_database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Path]]:
     _reset(postgres_database_url)
     home = tmp_path_factory.mktemp("service-home")
     (home / "adapters").mkdir()
@@ -95,7 +107,10 @@ def server(postgres_database_url: str, tmp_path_factory: pytest.TempPathFactory)
     try:
         yield base, home
     finally:
-        assert stop_server(process) == 0, (home / "server.log").read_text()[-3000:]
+        code = stop_server(process)
+        logged = (home / "server.log").read_text()
+        # uvicorn re-raises SIGTERM after its graceful shutdown, so -15 is a clean exit too.
+        assert code in (0, -15) and '"service stopped"' in logged, f"exit {code}: {logged[-3000:]}"
 
 
 def client(base: str, token: str | None = ANN) -> httpx.Client:
@@ -103,7 +118,9 @@ def client(base: str, token: str | None = ANN) -> httpx.Client:
     return httpx.Client(base_url=base, headers=headers, timeout=30)
 
 
-def wait_state(http: httpx.Client, task_id: str, states: set[str], timeout: float = 60) -> dict[str, Any]:
+def wait_state(
+    http: httpx.Client, task_id: str, states: set[str], timeout: float = 60
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         body: dict[str, Any] = http.get(f"/v1/tasks/{task_id}").json()
@@ -147,11 +164,14 @@ def test_submit_run_tree_events_and_idempotency(server: tuple[str, Path]) -> Non
     with client(base) as ann:
         assert ann.post("/v1/reminders", json={"text": "be quiet"}).status_code == 201
         first = ann.post(
-            "/v1/tasks", json={"goal": "tidy the desk", "reminders": ["no nuts"]},
+            "/v1/tasks",
+            json={"goal": "tidy the desk", "reminders": ["no nuts"]},
             headers={"Idempotency-Key": "desk-1"},
         )
         assert first.status_code == 201
-        again = ann.post("/v1/tasks", json={"goal": "something else"}, headers={"Idempotency-Key": "desk-1"})
+        again = ann.post(
+            "/v1/tasks", json={"goal": "something else"}, headers={"Idempotency-Key": "desk-1"}
+        )
         assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
         task = first.json()
         assert task["reminders"] == ["be quiet", "no nuts"]
@@ -165,11 +185,15 @@ def test_submit_run_tree_events_and_idempotency(server: tuple[str, Path]) -> Non
 
         with ann.stream("GET", f"/v1/tasks/{task['id']}/events") as stream:
             assert stream.headers["content-type"].startswith("text/event-stream")
-            kinds = [line.split(": ", 1)[1] for line in stream.iter_lines() if line.startswith("event: ")]
+            kinds = [
+                line.split(": ", 1)[1] for line in stream.iter_lines() if line.startswith("event: ")
+            ]
         assert kinds[0] == "task_started" and "skill_finished" in kinds
         assert kinds[-2:] == ["task_finished", "end"]
         # Resuming after the last id sends only the end marker.
-        with ann.stream("GET", f"/v1/tasks/{task['id']}/events", headers={"Last-Event-ID": "999999999"}) as stream:
+        with ann.stream(
+            "GET", f"/v1/tasks/{task['id']}/events", headers={"Last-Event-ID": "999999999"}
+        ) as stream:
             tail = [line for line in stream.iter_lines() if line.startswith("event: ")]
         assert tail == ["event: end"]
 
@@ -202,8 +226,12 @@ def test_approval_flow(server: tuple[str, Path]) -> None:
 def test_bad_input_gets_clean_4xx(server: tuple[str, Path]) -> None:
     base, _ = server
     with client(base) as ann:
-        malformed = ann.post("/v1/tasks", content=b'{"goal": ', headers={"Content-Type": "application/json"})
-        assert malformed.status_code == 400 and malformed.json()["error"]["type"] == "malformed_json"
+        malformed = ann.post(
+            "/v1/tasks", content=b'{"goal": ', headers={"Content-Type": "application/json"}
+        )
+        assert (
+            malformed.status_code == 400 and malformed.json()["error"]["type"] == "malformed_json"
+        )
         big = ann.post("/v1/tasks", json={"goal": "x" * 10_000})
         assert big.status_code == 413
 
@@ -213,12 +241,19 @@ def test_bad_input_gets_clean_4xx(server: tuple[str, Path]) -> None:
                 yield b"y" * 1000
             yield b'"}'
 
-        streamed = ann.post("/v1/tasks", content=chunks(), headers={"Content-Type": "application/json"})
+        streamed = ann.post(
+            "/v1/tasks", content=chunks(), headers={"Content-Type": "application/json"}
+        )
         assert streamed.status_code == 413
         assert ann.post("/v1/tasks", json={"goal": "g", "profile": "rm -rf"}).status_code == 422
         assert ann.post("/v1/tasks", json={"goal": "g", "extra": 1}).status_code == 422
         assert ann.post("/v1/tasks", json={"goal": "  "}).status_code == 422
-        assert ann.post("/v1/tasks", json={"goal": "g"}, headers={"Idempotency-Key": "bad key!"}).status_code == 422
+        assert (
+            ann.post(
+                "/v1/tasks", json={"goal": "g"}, headers={"Idempotency-Key": "bad key!"}
+            ).status_code
+            == 422
+        )
         assert ann.get("/v1/tasks/no-such-task").status_code == 404
         assert ann.get("/v1/tasks/no-such-task/tree").status_code == 404
         assert ann.delete("/v1/reminders/987654").status_code == 404
@@ -226,7 +261,9 @@ def test_bad_input_gets_clean_4xx(server: tuple[str, Path]) -> None:
         assert httpx.get(f"{base}/readyz").status_code == 200
 
 
-def test_adapters_admin_only_and_confined_to_roots(server: tuple[str, Path], tmp_path: Path) -> None:
+def test_adapters_admin_only_and_confined_to_roots(
+    server: tuple[str, Path], tmp_path: Path
+) -> None:
     base, home = server
     outside = tmp_path / "evil"
     outside.mkdir()
@@ -250,7 +287,10 @@ def test_metrics_openapi_and_slow_sse_client(server: tuple[str, Path]) -> None:
         slow = httpx.Client(base_url=base, headers=ann.headers, timeout=30)
         with slow.stream("GET", f"/v1/tasks/{task_id}/events") as stream:
             next(stream.iter_raw(16))
-            others = [ann.post("/v1/tasks", json={"goal": f"meanwhile {i}"}).json()["id"] for i in range(3)]
+            others = [
+                ann.post("/v1/tasks", json={"goal": f"meanwhile {i}"}).json()["id"]
+                for i in range(3)
+            ]
             for other in others:
                 assert wait_state(ann, other, {"done"})["state"] == "done"
         slow.close()

@@ -165,3 +165,18 @@ def test_bad_declarations() -> None:
         @skill
         def variadic(**kwargs: int) -> None:
             """Variadic."""
+
+
+def test_invoke_sync_matches_invoke() -> None:
+    assert add.invoke_sync({"a": 2}, CTX).result == 3
+    assert send.invoke_sync({"to": "x", "body": "y"}, CTX).result == {"to": "x", "task": "t"}
+
+    @skill(timeout_s=0.2)
+    def slow() -> None:
+        """Too slow."""
+        time.sleep(3)
+
+    started = time.perf_counter()
+    outcome = slow.invoke_sync({}, CTX)
+    assert outcome.error_type == "SkillTimeoutError" and time.perf_counter() - started < 2
+    assert add.invoke_sync({"a": "x"}, CTX).error_type == "InvalidSkillArgsError"

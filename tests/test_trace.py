@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,7 +56,7 @@ def pick_up(item: str) -> str:
     return f"holding {item}"
 
 
-def record(sink: object, *, plan: dict[str, object] = PLAN, goal: str = "tidy the kitchen") -> TraceRecorder:
+def record(sink: object, *, plan: Any = PLAN, goal: str = "tidy the kitchen") -> TraceRecorder:
     recorder = TraceRecorder(sink, metadata={"family": "kitchen"})  # type: ignore[arg-type]
     backend = recorder.backend(FunctionBackend(lambda request: json.dumps(plan)))
     agent = Agent(

@@ -50,7 +50,7 @@ def test_replay_rebuilds_the_same_state(gold: list[str]) -> None:
         other.close()
 
 
-def _gold_player(gold: list[str], *, bad_first: int = 0, crash_at: int | None = None):  # noqa: ANN202
+def _gold_player(gold: list[str], *, bad_first: int = 0, crash_at: int | None = None):
     calls = {"n": 0}
 
     def answer(request: LLMRequest) -> str:
@@ -62,12 +62,12 @@ def _gold_player(gold: list[str], *, bad_first: int = 0, crash_at: int | None = 
             raise RuntimeError("simulated crash of the process")
         if calls["n"] <= bad_first:
             return '{"action": "fly to the moon"}'
-        return '{"action": "%s"}' % gold[moves]
+        return f'{{"action": "{gold[moves]}"}}'
 
     return answer
 
 
-def _agent(url: str, answer, max_steps: int = 12) -> Agent:  # noqa: ANN001
+def _agent(url: str, answer, max_steps: int = 12) -> Agent:
     return Agent(
         config=AgentConfig(database_url=url, max_steps=max_steps),
         backend=FunctionBackend(answer),

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters import LLMRequest, Message, SamplingParams, VLLMBackend, VLLMConfig
+from adapters import LLMRequest, Message, SamplingParams, SyncBackend, VLLMBackend, VLLMConfig
 from adapters._vllm_pool import parse_lora_metrics
 from adapters.errors import (
     AdapterMismatchError,
@@ -488,3 +488,32 @@ def test_lora_metrics_take_the_newest_sample() -> None:
     )
     assert parse_lora_metrics(text) == (frozenset({"a", "b", "c"}), 3)
     assert parse_lora_metrics("") == (frozenset(), None)
+
+
+async def test_a_load_lost_to_a_dropped_connection_is_tried_again(adapter_dir: Path) -> None:
+    server = FakeVLLM(A)
+    backend = Cluster(server).backend(adapter_paths={"kitchen": adapter_dir})
+    await backend.resident_adapters()
+    server.admin_faults = [connection_refused]  # the first load attempt
+    result = await backend.generate(LLMRequest(prompt="x", adapter="kitchen"))
+    await backend.aclose()
+    loads = [body for path, body in server.calls if path == "/v1/load_lora_adapter"]
+    assert len(loads) == 2 and result.adapter == "kitchen"
+
+
+async def test_a_base_model_the_server_does_not_serve() -> None:
+    server = FakeVLLM(A)
+    backend = Cluster(server).backend(base_model="other-model")
+    with pytest.raises(BackendRequestError, match="does not serve the base model 'other-model'"):
+        await backend.generate(LLMRequest(prompt="x"))
+    await backend.aclose()
+
+
+def test_sync_wrapper() -> None:
+    server = FakeVLLM(A, ("kitchen",))
+    sync = SyncBackend(Cluster(server).backend())
+    try:
+        result = sync.generate(LLMRequest(prompt="x", adapter="kitchen"))
+    finally:
+        sync.close()
+    assert result.text == "hi from kitchen"

@@ -1,0 +1,244 @@
+"""Agent loop benchmark.
+
+Overhead mode (default): per-step runtime overhead of the Trellis loop (everything except
+model and skill time: a scripted model that answers instantly and no-op skills) on SQLite
+and PostgreSQL, beside a bare LangGraph graph with the same checkpointer and durability,
+measured in the same run. The bare graph walks the same nodes per step (select, route,
+act, approve, execute, observe) doing nothing, so the ratio is what the Task Memory Tree,
+the exactly-once records and the events add. Target: at most 1.5x.
+
+``--twc N``: success rate and steps on N TextWorldExpress twc dev-fold games with the
+embedded default model (the baseline later work raises).
+
+    .venv/bin/python bench/bench_agent.py [--steps 40] [--repeats 3] [--no-postgres]
+    .venv/bin/python bench/bench_agent.py --twc 20 --max-steps 12
+
+Prints a table and writes ``bench/results/bench_agent.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any, TypedDict
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from langgraph.graph import END, START, StateGraph  # noqa: E402
+from sqlalchemy import create_engine, text  # noqa: E402
+
+from adapters import FunctionBackend  # noqa: E402
+from agent import Agent, AgentConfig, SkillFinished, TaskFinished, TwcConfig, skill  # noqa: E402
+from agent._checkpoint import open_checkpointer  # noqa: E402
+from memory import make_engine, run_sync  # noqa: E402
+from planners import PlannerConfig, ScriptedPlanner  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "bench_agent.json"
+POSTGRES_ADMIN = os.environ.get(
+    "TRELLIS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+STAGES = ("select", "route", "act", "approve", "execute", "observe")
+
+
+@skill
+def noop(i: int) -> int:
+    """Does nothing (side effects declared, so the exactly-once record is written)."""
+    return i
+
+
+class BareState(TypedDict, total=False):
+    i: int
+    n: int
+
+
+def bare_graph(checkpointer: Any) -> Any:
+    graph = StateGraph(BareState)
+    for name in STAGES:
+        graph.add_node(name, lambda state: {})
+    graph.add_node("count", lambda state: {"i": state.get("i", 0) + 1})
+    graph.add_edge(START, "select")
+    for a, b in zip(STAGES, STAGES[1:], strict=False):
+        graph.add_edge(a, b)
+    graph.add_edge("observe", "count")
+    graph.add_conditional_edges(
+        "count", lambda s: "select" if s["i"] < s["n"] else END, {"select": "select", END: END}
+    )
+    return graph.compile(checkpointer=checkpointer)
+
+
+def run_bare(url: str, steps: int) -> float:
+    """Seconds per step of the bare graph (same checkpointer, sync durability)."""
+    engine = make_engine(url)
+    handle = open_checkpointer(engine)
+    graph = bare_graph(handle.saver)
+    config: Any = {"configurable": {"thread_id": uuid.uuid4().hex}, "recursion_limit": 10_000}
+    started = time.perf_counter()
+    for _ in graph.stream({"i": 0, "n": steps}, config, durability="sync"):
+        pass
+    elapsed = time.perf_counter() - started
+    handle.close()
+    engine.dispose()
+    return elapsed / steps
+
+
+def run_trellis(url: str, steps: int) -> tuple[float, dict[str, float]]:
+    """Seconds per step of the Trellis loop, minus skill and model time."""
+    plan = {
+        "steps": [
+            {"id": f"s{i}", "title": f"step {i}", "skill": "noop", "args": {"i": i},
+             "depends_on": [f"s{i - 1}"] if i else []}
+            for i in range(steps)
+        ]
+    }
+    agent = Agent(
+        config=AgentConfig(database_url=url, max_steps=steps + 5),
+        skills=[noop],
+        backend=FunctionBackend(lambda request: "{}"),
+        planner=ScriptedPlanner({"bench": plan}, config=PlannerConfig(max_steps=steps)),
+    )
+    skill_s = 0.0
+    finished: TaskFinished | None = None
+
+    async def go() -> None:
+        nonlocal skill_s, finished
+        async for event in agent.stream("bench"):
+            if isinstance(event, SkillFinished):
+                skill_s += event.duration_s
+            if isinstance(event, TaskFinished):
+                finished = event
+
+    started = time.perf_counter()
+    run_sync(go())
+    elapsed = time.perf_counter() - started
+    agent.close()
+    if finished is None or not finished.success or finished.steps != steps:
+        raise RuntimeError(f"benchmark run did not finish as expected: {finished}")
+    return (elapsed - skill_s) / steps, {"skill_s": skill_s, "total_s": elapsed}
+
+
+def postgres_url() -> str | None:
+    name = f"trellis_bench_{uuid.uuid4().hex[:8]}"
+    try:
+        admin = create_engine(POSTGRES_ADMIN, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+    except Exception as exc:  # no server: report SQLite only
+        print(f"PostgreSQL unavailable ({exc}); skipping it", file=sys.stderr)
+        return None
+    return POSTGRES_ADMIN.rsplit("/", 1)[0] + "/" + name
+
+
+def drop_postgres(url: str) -> None:
+    name = url.rsplit("/", 1)[1]
+    admin = create_engine(POSTGRES_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = :n AND pid <> pg_backend_pid()"
+            ),
+            {"n": name},
+        )
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+    admin.dispose()
+
+
+def overhead(args: argparse.Namespace) -> dict[str, Any]:
+    rows: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        targets = [("sqlite", f"sqlite:///{folder}/bench.db")]
+        pg = None if args.no_postgres else postgres_url()
+        if pg is not None:
+            targets.append(("postgres", pg))
+        try:
+            for label, url in targets:
+                run_trellis(url, 3)  # warm up: migrations, imports, first connections
+                run_bare(url, 3)
+                trellis, bare = [], []
+                for _ in range(args.repeats):
+                    trellis.append(run_trellis(url, args.steps)[0])
+                    bare.append(run_bare(url, args.steps))
+                t, b = statistics.median(trellis), statistics.median(bare)
+                rows[label] = {
+                    "trellis_ms_per_step": round(t * 1000, 2),
+                    "bare_langgraph_ms_per_step": round(b * 1000, 2),
+                    "ratio": round(t / b, 2),
+                    "steps": args.steps,
+                    "repeats": args.repeats,
+                }
+        finally:
+            if pg is not None:
+                drop_postgres(pg)
+    print(f"{'database':10} {'trellis ms/step':>16} {'bare ms/step':>13} {'ratio':>6}")
+    for label, row in rows.items():
+        print(
+            f"{label:10} {row['trellis_ms_per_step']:16.2f} "
+            f"{row['bare_langgraph_ms_per_step']:13.2f} {row['ratio']:6.2f}"
+        )
+    return {"overhead": rows, "target_ratio": 1.5, "durability": "sync"}
+
+
+def twc(args: argparse.Namespace) -> dict[str, Any]:
+    results = []
+    with tempfile.TemporaryDirectory() as folder:
+        agent = Agent(config=AgentConfig(database_url=f"sqlite:///{folder}/twc.db",
+                                         max_steps=args.max_steps))
+        for seed in range(1, args.twc + 1):
+            started = time.perf_counter()
+            result = agent.run(env=TwcConfig(seed=seed, fold="dev"))
+            row = {
+                "seed": seed,
+                "success": result.success,
+                "steps": result.steps,
+                "outcome": result.outcome,
+                "completion_tokens": result.completion_tokens,
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+            results.append(row)
+            print(json.dumps(row), flush=True)
+        agent.close()
+    wins = sum(r["success"] for r in results)
+    summary = {
+        "games": len(results),
+        "fold": "dev",
+        "success_rate": wins / max(1, len(results)),
+        "mean_steps": statistics.mean(r["steps"] for r in results) if results else 0,
+        "max_steps": args.max_steps,
+        "model": "embedded default (gemma-3-270m base, no adapter)",
+        "games_detail": results,
+    }
+    print(f"twc dev: {wins}/{len(results)} solved, mean steps {summary['mean_steps']:.1f}")
+    return {"twc": summary}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=40, help="Steps per overhead run.")
+    parser.add_argument("--repeats", type=int, default=3, help="Runs per measurement.")
+    parser.add_argument("--no-postgres", action="store_true", help="SQLite only.")
+    parser.add_argument("--twc", type=int, default=0, help="Also play N twc dev games.")
+    parser.add_argument("--max-steps", type=int, default=12, help="Step budget per twc game.")
+    parser.add_argument("--twc-only", action="store_true", help="Skip the overhead part.")
+    args = parser.parse_args()
+    previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    report: dict[str, Any] = dict(previous)
+    if not args.twc_only:
+        report.update(overhead(args))
+    if args.twc:
+        report.update(twc(args))
+    report["python"] = sys.version.split()[0]
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""Benchmark an LLM backend: batching across adapters, and the cost of structured output.
+
+Compares, in one run and on the same prompts:
+  * 8 concurrent requests, all to the base model          (the baseline)
+  * 8 concurrent requests spread over 4 LoRA adapters     (target: >= 0.85x the baseline)
+  * the same 8 adapter requests served one at a time      (target: batched >= 2x faster)
+  * 8 concurrent base requests with a JSON schema         (the cost of structured output)
+
+The embedded backend (default) creates 4 LoRA adapters in a temporary folder. ``--backend
+vllm --url URL --adapters a,b,c,d`` measures a running vLLM server with the same code: the
+measurement functions take any ``LLMBackend``. Prints a table and writes
+``bench/results/bench_backends.json`` (one entry per backend, updated in place).
+
+    .venv/bin/python bench/bench_backends.py [--max-tokens 16] [--backend embedded]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from adapters import (  # noqa: E402
+    EmbeddedBackend,
+    EmbeddedConfig,
+    LLMBackend,
+    LLMRequest,
+    SamplingParams,
+    create_lora_adapter,
+    default_model_dir,
+)
+
+PROMPTS = [
+    "The kitchen is the room where",
+    "To wash the dishes you first",
+    "A good place for the umbrella is",
+    "The robot picked up the cup and",
+    "In the garage there is usually",
+    "Before going to bed, remember to",
+    "The fastest way to tidy a room is",
+    "When the milk runs out, the assistant",
+]
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "room": {"enum": ["kitchen", "garage", "bedroom", "bathroom"]},
+        "object": {"type": "string", "maxLength": 24},
+        "count": {"type": "integer", "minimum": 0, "maximum": 9},
+    },
+    "required": ["room", "object", "count"],
+    "additionalProperties": False,
+}
+RESULTS = ROOT / "bench" / "results" / "bench_backends.json"
+
+
+def requests_for(
+    adapters: list[str | None], max_tokens: int, schema: dict[str, Any] | None = None
+) -> list[LLMRequest]:
+    """One request per prompt, adapters assigned round-robin."""
+    return [
+        LLMRequest(
+            prompt=text,
+            adapter=adapters[i % len(adapters)],
+            json_schema=schema,
+            sampling=SamplingParams(max_tokens=max_tokens),
+        )
+        for i, text in enumerate(PROMPTS)
+    ]
+
+
+async def concurrent(backend: LLMBackend, requests: list[LLMRequest]) -> dict[str, float]:
+    """All requests at once; tokens/s over the wall time of the whole group."""
+    started = time.perf_counter()
+    results = await asyncio.gather(*(backend.generate(r) for r in requests))
+    seconds = time.perf_counter() - started
+    tokens = sum(r.completion_tokens for r in results)
+    valid = sum(1 for r in results if r.parsed is not None) if requests[0].json_schema else None
+    row: dict[str, float] = {"seconds": seconds, "tokens": tokens, "tok_s": tokens / seconds}
+    if valid is not None:
+        row["schema_valid"] = valid
+    return row
+
+
+async def one_at_a_time(backend: LLMBackend, requests: list[LLMRequest]) -> dict[str, float]:
+    """The same requests, each waiting for the previous one."""
+    started = time.perf_counter()
+    tokens = 0
+    for request in requests:
+        tokens += (await backend.generate(request)).completion_tokens
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "tokens": tokens, "tok_s": tokens / seconds}
+
+
+async def measure(backend: LLMBackend, adapters: list[str], max_tokens: int) -> dict[str, Any]:
+    """Every scenario on ``backend``, with a warm-up first (first calls pay one-off costs)."""
+    warm = requests_for([None, *adapters], 2) + requests_for([None], 2, SCHEMA)[:1]
+    await asyncio.gather(*(backend.generate(r) for r in warm))
+    rows = {
+        "base_batched": await concurrent(backend, requests_for([None], max_tokens)),
+        "adapters_batched": await concurrent(backend, requests_for(list(adapters), max_tokens)),
+        "adapters_sequential": await one_at_a_time(
+            backend, requests_for(list(adapters), max_tokens)
+        ),
+        "schema_batched": await concurrent(backend, requests_for([None], max_tokens, SCHEMA)),
+    }
+    base = rows["base_batched"]["tok_s"]
+    ratios = {
+        "adapters_vs_base": rows["adapters_batched"]["tok_s"] / base,
+        "batched_vs_sequential": rows["adapters_batched"]["tok_s"]
+        / rows["adapters_sequential"]["tok_s"],
+        "schema_vs_base": rows["schema_batched"]["tok_s"] / base,
+    }
+    targets = {
+        "adapters_vs_base": ratios["adapters_vs_base"] >= 0.85,
+        "batched_vs_sequential": ratios["batched_vs_sequential"] >= 2.0,
+    }
+    return {"rows": rows, "ratios": ratios, "targets_met": targets}
+
+
+def print_table(name: str, report: dict[str, Any]) -> None:
+    print(f"\n{name}: 8 requests, max_tokens={report['max_tokens']}")
+    print(f"{'scenario':<22}{'seconds':>9}{'tokens':>8}{'tok/s':>8}")
+    for scenario, row in report["rows"].items():
+        extra = f"  ({int(row['schema_valid'])}/8 valid JSON)" if "schema_valid" in row else ""
+        print(
+            f"{scenario:<22}{row['seconds']:>9.2f}{int(row['tokens']):>8}{row['tok_s']:>8.2f}{extra}"
+        )
+    ratios, met = report["ratios"], report["targets_met"]
+    print(f"adapters / base        {ratios['adapters_vs_base']:.2f}x  (target >= 0.85x) "
+          f"{'met' if met['adapters_vs_base'] else 'MISSED'}")  # fmt: skip
+    print(f"batched / one-at-a-time {ratios['batched_vs_sequential']:.2f}x  (target >= 2x) "
+          f"{'met' if met['batched_vs_sequential'] else 'MISSED'}")  # fmt: skip
+    print(f"schema / base          {ratios['schema_vs_base']:.2f}x  (cost of structured output)")
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    backend: LLMBackend
+    if args.backend == "vllm":
+        from adapters import VLLMBackend, VLLMConfig
+
+        if not args.url or not args.adapters:
+            raise SystemExit("--backend vllm needs --url and --adapters a,b,c,d")
+        adapters = args.adapters.split(",")
+        backend = VLLMBackend(VLLMConfig(servers=[args.url]))
+        try:
+            report = await measure(backend, adapters, args.max_tokens)
+        finally:
+            await backend.aclose()
+        report["server"] = args.url
+    else:
+        adapters = ["a1", "a2", "a3", "a4"]
+        embedded = EmbeddedBackend(EmbeddedConfig(max_batch_size=8, batch_wait_ms=20.0))
+        with tempfile.TemporaryDirectory(prefix="bench-adapters-") as folder:
+            for seed, name in enumerate(adapters):
+                path = create_lora_adapter(default_model_dir(), Path(folder) / name, seed=seed)
+                await embedded.load_adapter(name, path)
+            report = await measure(embedded, adapters, args.max_tokens)
+            stats = embedded.stats
+            report["batches"] = {"count": stats.batches, "max_rows": stats.max_rows}
+            await embedded.aclose()
+    report["max_tokens"] = args.max_tokens
+    report["adapters"] = adapters
+    report["machine"] = {"platform": platform.platform(), "python": platform.python_version()}
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backend", choices=["embedded", "vllm"], default="embedded")
+    parser.add_argument("--url", help="vLLM server URL (with --backend vllm)")
+    parser.add_argument("--adapters", help="comma-separated adapter names on the vLLM server")
+    parser.add_argument("--max-tokens", type=int, default=16)
+    args = parser.parse_args()
+    report = asyncio.run(run(args))
+    print_table(args.backend, report)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    existing = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    existing[args.backend] = report
+    RESULTS.write_text(json.dumps(existing, indent=2) + "\n")
+    print(f"\nwrote {RESULTS.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

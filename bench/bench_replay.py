@@ -1,0 +1,190 @@
+"""Replay speed (events/s) on a trace set recorded with the scripted model, and trace size.
+
+    python bench/bench_replay.py [--tasks 100]
+
+Records N tasks through the real agent loop (LLM planner and act calls answered by a
+scripted ``FunctionBackend``; every fifth task has a failing step and a replan), then
+measures on the same traces: reading (parse + validate), comparing decisions, and full
+deterministic replay through the loop. The baseline in the same run is the live recording
+itself (the same loop with the scripted model). Prints a table and writes
+``bench/results/bench_replay.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from adapters import FunctionBackend, LLMRequest  # noqa: E402
+from agent._config import AgentConfig  # noqa: E402
+from agent._replay import compare_traces, replay_many  # noqa: E402
+from agent._sdk import Agent  # noqa: E402
+from agent._skills import skill  # noqa: E402
+from agent._trace import EndEvent, TraceWriter, read_trace  # noqa: E402
+from agent._trace_record import TraceRecorder  # noqa: E402
+from memory import TaskStore, run_sync  # noqa: E402
+from planners import LLMPlanner, PlannerConfig  # noqa: E402
+
+ROOMS = ("kitchen", "hall", "garage", "study", "attic")
+ITEMS = ("mug", "book", "lamp", "spoon", "sock")
+
+
+@skill(side_effects=False)
+def look(room: str) -> dict[str, Any]:
+    """Look around a room."""
+    return {"room": room, "items": list(ITEMS)}
+
+
+@skill
+def pick_up(item: str) -> str:
+    """Pick up an item."""
+    if item == "anvil":
+        raise ValueError("the anvil is too heavy")
+    return f"holding {item}"
+
+
+@skill
+def put(item: str, place: str) -> str:
+    """Put an item somewhere."""
+    return f"{item} is in the {place}"
+
+
+def _plan(index: int) -> dict[str, Any]:
+    room, item = ROOMS[index % len(ROOMS)], ITEMS[index % len(ITEMS)]
+    steps: list[dict[str, Any]] = [
+        {"id": "look", "title": f"look in the {room}", "skill": "look",
+         "args": {"room": room}, "depends_on": []},
+        {"id": "take", "title": f"pick up the {item}", "skill": "pick_up",
+         "args": {"item": item}, "depends_on": ["look"]},
+        {"id": "stow", "title": f"put the {item} in the box", "skill": "put",
+         "args": {"item": item, "place": "box"}, "depends_on": ["take"]},
+    ]  # fmt: skip
+    if index % 5 == 0:
+        steps.insert(1, {"id": "lift", "title": "lift the anvil", "skill": "pick_up",
+                         "args": {"item": "anvil"}, "depends_on": ["look"]})  # fmt: skip
+    return {"steps": steps}
+
+
+REPLAN = {"steps": [{"id": "skip", "title": "leave the anvil where it is", "skill": "look",
+                     "args": {"room": "hall"}, "depends_on": []}]}  # fmt: skip
+
+
+def _model(index: int) -> FunctionBackend:
+    def answer(request: LLMRequest) -> str:
+        prompt = request.prompt or ""
+        if prompt.startswith("Plan"):
+            return json.dumps(REPLAN if "anvil is too heavy" in prompt else _plan(index))
+        step = next(line for line in prompt.splitlines() if line.startswith("Step: "))[6:]
+        for spec in _plan(index)["steps"] + REPLAN["steps"]:
+            if spec["title"] == step:
+                return json.dumps({"skill": spec["skill"], "args": spec["args"]})
+        return json.dumps({"skill": "look", "args": {"room": "hall"}})
+
+    return FunctionBackend(answer)
+
+
+def record(folder: Path, tasks: int) -> tuple[list[Path], float]:
+    store = TaskStore.open("sqlite://")
+    paths: list[Path] = []
+    started = time.perf_counter()
+    try:
+        for index in range(tasks):
+            path = folder / f"task{index:03d}.jsonl"
+            writer = TraceWriter(path, fsync="none")
+            recorder = TraceRecorder(writer, metadata={"family": f"family{index % 3}"})
+            backend = recorder.backend(_model(index))
+            agent = Agent(
+                config=AgentConfig(database_url="sqlite://", use_plan_args=False),
+                backend=backend,
+                planner=recorder.planner(LLMPlanner(backend, config=PlannerConfig(max_tokens=300))),
+                skills=recorder.skills([look, pick_up, put]),
+                store=store,
+            )
+            try:
+                recorder.run(agent, f"tidy the {ROOMS[index % len(ROOMS)]} ({index})")
+            finally:
+                agent.loop_graph.close()
+                writer.close()
+            paths.append(path)
+    finally:
+        store.close()
+    return paths, time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=100, help="tasks in the trace set")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "bench" / "results" / "bench_replay.json"
+    )
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        paths, record_s = record(Path(tmp), args.tasks)
+        size = sum(p.stat().st_size for p in paths)
+
+        started = time.perf_counter()
+        traces = [read_trace(p) for p in paths]
+        read_s = time.perf_counter() - started
+
+    events = sum(len(t.events) for t in traces)
+    steps = sum(t.end.steps for t in traces if isinstance(t.end, EndEvent))
+
+    started = time.perf_counter()
+    for trace in traces:
+        compare_traces(trace.events, trace.events)
+    compare_s = time.perf_counter() - started
+
+    started = time.perf_counter()
+    results = run_sync(replay_many(traces))
+    replay_s = time.perf_counter() - started
+    matched = sum(1 for r in results if r.ok)
+
+    rows = [
+        ("record live (baseline, scripted model)", record_s),
+        ("read + validate traces", read_s),
+        ("compare decisions", compare_s),
+        ("full replay through the loop", replay_s),
+    ]
+    print(
+        f"{args.tasks} tasks, {events} events, {steps} steps; replays matching: {matched}/{len(results)}"
+    )
+    print(f"{'phase':42} {'seconds':>9} {'events/s':>10} {'vs record':>10}")
+    for name, seconds in rows:
+        rate = events / seconds if seconds > 0 else 0.0
+        print(f"{name:42} {seconds:9.3f} {rate:10,.0f} {record_s / seconds:9.1f}x")
+    print(
+        f"trace size: {size:,} bytes; {size / max(1, steps):,.0f} bytes/step; {size / events:,.0f} bytes/event"
+    )
+
+    result = {
+        "benchmark": "replay",
+        "tasks": args.tasks,
+        "events": events,
+        "steps": steps,
+        "replays_matching": matched,
+        "seconds": {name: round(seconds, 4) for name, seconds in rows},
+        "events_per_s": {name: round(events / seconds, 1) for name, seconds in rows},
+        "target_events_per_s": 5000,
+        "trace_bytes": size,
+        "bytes_per_step": round(size / max(1, steps), 1),
+        "bytes_per_event": round(size / events, 1),
+        "machine": {"python": platform.python_version(), "processor": platform.machine()},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

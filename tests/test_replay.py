@@ -1,0 +1,249 @@
+"""Deterministic replay: record then replay is exact; changes are reported at the right event."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from adapters import FunctionBackend, LLMRequest
+from agent._config import AgentConfig
+from agent._replay import compare_traces, replay_sync
+from agent._sdk import Agent
+from agent._skills import skill
+from agent._trace import (
+    LLMEvent,
+    MemoryTraceSink,
+    PlanEvent,
+    SkillCallEvent,
+    Trace,
+    TraceWriter,
+    parse_trace_lines,
+    read_trace,
+)
+from agent._trace_cli import register
+from agent._trace_record import TraceRecorder
+from memory import run_sync
+from planners import LLMPlanner, PlannerConfig, ScriptedPlanner
+
+FIRST_PLAN = {
+    "steps": [
+        {"id": "look", "title": "look in the kitchen", "skill": "look",
+         "args": {"room": "kitchen"}, "depends_on": []},
+        {"id": "lift", "title": "lift the anvil", "skill": "pick_up",
+         "args": {"item": "anvil"}, "depends_on": ["look"]},
+        {"id": "grab", "title": "grab the spoon", "skill": "pick_up",
+         "args": {"item": "spoon"}, "depends_on": ["look"]},
+    ]
+}  # fmt: skip
+REPLAN = {
+    "steps": [
+        {"id": "mug", "title": "pick up the mug instead", "skill": "pick_up",
+         "args": {"item": "mug"}, "depends_on": []},
+    ]
+}  # fmt: skip
+
+
+@skill(side_effects=False)
+def look(room: str) -> dict[str, Any]:
+    """Look around a room."""
+    return {"room": room, "items": ["mug", "anvil"]}
+
+
+@skill
+def pick_up(item: str) -> str:
+    """Pick up an item."""
+    if item == "anvil":
+        raise ValueError("the anvil is too heavy")
+    return f"holding {item}"
+
+
+def scripted_model(request: LLMRequest) -> str:
+    prompt = request.prompt or ""
+    if prompt.startswith("Plan") or "steps" in json.dumps(request.json_schema or {}):
+        return json.dumps(REPLAN if "anvil is too heavy" in prompt else FIRST_PLAN)
+    # The act step: answer the step named in the prompt.
+    step = next(line for line in prompt.splitlines() if line.startswith("Step: "))[6:]
+    if step.startswith("look"):
+        return json.dumps({"skill": "look", "args": {"room": "kitchen"}})
+    item = "anvil" if "anvil" in step else "mug" if "mug" in step else "spoon"
+    return json.dumps({"skill": "pick_up", "args": {"item": item}})
+
+
+def record_run(sink: Any, *, planner: str = "llm") -> TraceRecorder:
+    recorder = TraceRecorder(sink)
+    backend = recorder.backend(FunctionBackend(scripted_model))
+    if planner == "llm":
+        inner: Any = LLMPlanner(backend, config=PlannerConfig(max_tokens=200))
+    else:
+        inner = ScriptedPlanner({"tidy the kitchen": FIRST_PLAN, "lift the anvil": REPLAN})
+    agent = Agent(
+        # Every step asks the model for its call, so act prompts are recorded too.
+        config=AgentConfig(database_url="sqlite://", use_plan_args=planner != "llm"),
+        backend=backend,
+        planner=recorder.planner(inner),
+        skills=recorder.skills([look, pick_up]),
+    )
+    try:
+        recorder.run(agent, "tidy the kitchen", reminders=["never break anything"])
+    finally:
+        agent.close()
+    return recorder
+
+
+@pytest.fixture(scope="module")
+def trace_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("replay") / "kitchen.jsonl"
+    writer = TraceWriter(path)
+    record_run(writer)
+    writer.close()
+    return path
+
+
+def test_the_recorded_run_covers_failure_replan_and_an_act_call(trace_file: Path) -> None:
+    trace = read_trace(trace_file)
+    stages = [e.stage for e in trace.of_type(LLMEvent)]
+    assert stages.count("plan") == 2 and stages.count("act") == 4
+    plans = trace.of_type(PlanEvent)
+    assert [p.replan for p in plans] == [False, True]
+    end = trace.end
+    assert end is not None and end.success and end.replans == 1
+    by_id = {n.id: n for n in end.tree}
+    repaired = next(n for n in end.tree if n.title == "pick up the mug instead")
+    assert repaired.parent_id is not None and by_id[repaired.parent_id].title == "lift the anvil"
+    assert all(n.status == "done" for n in end.tree if not n.superseded)
+
+
+def test_record_then_replay_is_exact(trace_file: Path) -> None:
+    trace = read_trace(trace_file)
+    result = replay_sync(trace)
+    assert result.error is None
+    assert result.divergence is None, result.divergence.describe()
+    assert result.ok and result.replayed_events == result.events == len(trace.events)
+
+
+def test_replay_with_a_scripted_planner_is_exact() -> None:
+    sink = MemoryTraceSink()
+    record_run(sink, planner="scripted")
+    trace = parse_trace_lines(sink.lines)
+    assert trace.start.planner["kind"] == "ScriptedPlanner"
+    assert not trace.of_type(LLMEvent)  # plans come from the script, calls from the plan
+    assert [p.replan for p in trace.of_type(PlanEvent)] == [False, True]
+    result = replay_sync(trace)
+    assert result.ok, result.divergence
+
+
+class _ChangedPromptPlanner(LLMPlanner):
+    """The planner with one extra word in its prompt (through the goal line)."""
+
+    async def plan(self, request: Any) -> Any:
+        return await super().plan(request.model_copy(update={"goal": request.goal + " quickly"}))
+
+
+def test_a_changed_planner_prompt_is_reported_at_the_plan_call(trace_file: Path) -> None:
+    trace = read_trace(trace_file)
+    result = replay_sync(
+        trace,
+        planner_factory=lambda backend: _ChangedPromptPlanner(
+            backend, config=PlannerConfig(max_tokens=200)
+        ),
+    )
+    assert not result.ok
+    divergence = result.divergence
+    assert divergence is not None
+    first_plan_call = next(e for e in trace.of_type(LLMEvent) if e.stage == "plan")
+    assert divergence.seq == first_plan_call.seq
+    assert divergence.type == "llm"
+    assert divergence.field.startswith("llm.prompt")
+    assert "quickly" in str(divergence.got) and "quickly" not in str(divergence.expected)
+    assert f"event {first_plan_call.seq} (llm)" in divergence.describe()
+
+
+def test_a_changed_decision_in_the_recording_is_found(trace_file: Path) -> None:
+    lines = trace_file.read_text().splitlines()
+    trace = parse_trace_lines(lines)
+    call = trace.of_type(SkillCallEvent)[0]
+    edited = json.loads(lines[call.seq])
+    edited["args"] = {"room": "garage"}
+    lines[call.seq] = json.dumps(edited)
+    result = replay_sync(parse_trace_lines(lines))
+    assert result.divergence is not None
+    assert result.divergence.seq == call.seq
+    assert result.divergence.field == "skill_call.args.room"
+    assert (result.divergence.expected, result.divergence.got) == ("garage", "kitchen")
+
+
+def test_a_recording_that_stops_early_is_reported_as_such(trace_file: Path) -> None:
+    trace = read_trace(trace_file)
+    cut = Trace(header=trace.header, events=trace.events[:10], source="cut")
+    result = replay_sync(cut)
+    assert result.divergence is not None
+    assert result.divergence.seq is None and result.divergence.expected == "(the recording ended)"
+
+
+def test_compare_ignores_node_id_offsets(trace_file: Path) -> None:
+    trace = read_trace(trace_file)
+    shifted = [
+        e.model_copy(update={"node_id": e.node_id + 100})
+        if getattr(e, "node_id", None) is not None
+        else e
+        for e in trace.events
+    ]
+    # Shifting only some id fields breaks the correspondence with plan/end ids ...
+    assert compare_traces(trace.events, shifted) is not None
+    # ... while the same trace always matches itself.
+    assert compare_traces(trace.events, list(trace.events)) is None
+
+
+def _cli() -> typer.Typer:
+    app = typer.Typer()
+    register(app)
+    return app
+
+
+def test_cli_replay_exit_codes(trace_file: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    ok = runner.invoke(_cli(), ["replay", str(trace_file)])
+    assert ok.exit_code == 0, ok.output
+    assert "replay matches" in ok.output
+    lines = trace_file.read_text().splitlines()
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text("\n".join(lines[:4]) + "\n{not json\n")
+    bad = runner.invoke(_cli(), ["replay", str(broken)])
+    assert bad.exit_code == 2
+    assert "line 5" in bad.output
+
+
+@pytest.mark.slow
+def test_record_then_replay_is_exact_with_the_embedded_model(tmp_path: Path) -> None:
+    """Two real model moves in a twc game; the replay loads no model and matches exactly."""
+    from adapters import EmbeddedBackend
+    from agent._twc import TwcConfig
+
+    path = tmp_path / "embedded.jsonl"
+    writer = TraceWriter(path)
+    recorder = TraceRecorder(writer)
+    model = EmbeddedBackend()
+    backend = recorder.backend(model)
+    agent = Agent(
+        config=AgentConfig(database_url="sqlite://", max_steps=2, act_max_tokens=24),
+        backend=backend,
+        planner=recorder.planner(ScriptedPlanner({})),
+    )
+    try:
+        recorder.run(agent, env=TwcConfig(seed=1, fold="train"))
+    finally:
+        agent.close()
+        writer.close()
+        run_sync(model.aclose())
+    trace = read_trace(path)
+    start = trace.start
+    assert start.backend == model.name and start.model and len(start.model["sha256"]) > 0
+    calls = trace.of_type(LLMEvent)
+    assert len(calls) >= 2 and all(c.stage == "act" and c.completion_tokens > 0 for c in calls)
+    result = replay_sync(trace)
+    assert result.ok, result.divergence.describe() if result.divergence else result.error
