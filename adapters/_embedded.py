@@ -36,11 +36,13 @@ from adapters._embedded_model import (
 from adapters._model import model_identity, resolve_model_dir
 from adapters._registry import check_adapter_name, inspect_adapter
 from adapters.errors import (
+    BackendError,
     BackendTimeoutError,
     BackendUnavailableError,
     DuplicateAdapterError,
     UnknownAdapterError,
 )
+from memory.errors import TrellisError
 
 __all__ = ["BatchStats", "EmbeddedBackend", "EmbeddedConfig"]
 
@@ -167,9 +169,15 @@ class _Scheduler:
             return
         try:
             outputs = generate_batch(self.loaded, [job.row for job in ready])
-        except BaseException as exc:
+        except TrellisError as exc:
             for job in ready:
                 job.future.set_exception(exc)
+            return
+        except Exception as exc:  # torch or peft failed: every row of the batch gets the error
+            failure = BackendError(f"embedded generation failed: {type(exc).__name__}: {exc}")
+            failure.__cause__ = exc
+            for job in ready:
+                job.future.set_exception(failure)
             return
         names = tuple(job.row.adapter for job in ready)
         with self._stats_lock:
@@ -212,11 +220,19 @@ class EmbeddedBackend(BackendBase):
     ``load_adapter``. Several backends on the same folder share one model and its adapters.
     """
 
-    def __init__(self, config: EmbeddedConfig | None = None) -> None:
+    def __init__(
+        self,
+        config: EmbeddedConfig | None = None,
+        *,
+        resolve_adapter_path: Callable[[str], Path | None] | None = None,
+    ) -> None:
         self.config = config or EmbeddedConfig()
+        # Loads an adapter on first use, e.g. ``resolve_adapter_path=registry.path_of``.
+        self._resolve = resolve_adapter_path
         self._loaded: LoadedModel | None = None
         self._scheduler: _Scheduler | None = None
         self._start_lock = asyncio.Lock()
+        self._adapter_lock = asyncio.Lock()
         self._grammars: dict[str, str] = {}
         self._closed = False
         self.name = "embedded"
@@ -269,19 +285,21 @@ class EmbeddedBackend(BackendBase):
             max_rank=self.config.max_rank,
             roots=self.config.adapter_roots,
         )
-        current = loaded.adapters.get(name)
-        if current is not None:
-            if current == info.path:
-                return
-            raise DuplicateAdapterError(name)
-        await asyncio.to_thread(loaded.add_adapter, name, info.path)
+        async with self._adapter_lock:
+            current = loaded.adapters.get(name)
+            if current is not None:
+                if current == info.path:
+                    return
+                raise DuplicateAdapterError(name)
+            await asyncio.to_thread(loaded.add_adapter, name, info.path)
 
     async def unload_adapter(self, name: str) -> None:
         """Take adapter ``name`` off the model; queued requests for it then fail."""
         loaded = self._require()
-        if name not in loaded.adapters:
-            raise UnknownAdapterError(name, list(loaded.adapters))
-        await asyncio.to_thread(loaded.remove_adapter, name)
+        async with self._adapter_lock:
+            if name not in loaded.adapters:
+                raise UnknownAdapterError(name, list(loaded.adapters))
+            await asyncio.to_thread(loaded.remove_adapter, name)
 
     def adapters(self) -> dict[str, Path]:
         """Loaded adapters, name -> folder."""
@@ -350,7 +368,12 @@ class EmbeddedBackend(BackendBase):
         if scheduler is None:
             raise BackendUnavailableError("the embedded backend is not started; await start()")
         if request.adapter is not None and request.adapter not in loaded.adapters:
-            raise UnknownAdapterError(request.adapter, list(loaded.adapters))
+            path = (
+                await asyncio.to_thread(self._resolve, request.adapter) if self._resolve else None
+            )
+            if path is None:
+                raise UnknownAdapterError(request.adapter, list(loaded.adapters))
+            await self.load_adapter(request.adapter, path)
         grammar = self._grammar(request.json_schema) if request.json_schema is not None else None
         if grammar is not None and not loaded.ll_tokenizer_ready:
             await asyncio.to_thread(loaded.ll_tokenizer)  # build it off the event loop, once

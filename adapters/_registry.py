@@ -376,6 +376,12 @@ class AdapterRegistry:
                 raise UnknownAdapterError(name, self._names(session))
             return row.record()
 
+    def path_of(self, name: str) -> Path | None:
+        """The folder of adapter ``name``, or None (a backend's ``resolve_adapter_path``)."""
+        with self._sessions() as session:
+            row = session.get(AdapterRow, name)
+            return Path(row.path) if row is not None else None
+
     def list(self) -> builtins.list[AdapterRecord]:
         """Every registered adapter, by name."""
         with self._sessions() as session:

@@ -26,7 +26,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine, inspect
 
-from adapters._backend import LLMBackend, LLMRequest, SamplingParams
+from adapters._backend import LLMBackend
 from adapters._embeddings import Embedder, SentenceEmbedder
 from adapters._router_policies import (
     AdapterLike,
@@ -37,6 +37,7 @@ from adapters._router_policies import (
     Scores,
     fit_threshold,
     profile_terms,
+    refine_request,
     saturate,
     tokenize,
 )
@@ -422,9 +423,10 @@ class Router:
             candidates = index.shortlist(vector, config.shortlist)
             if keyword_all is not None:
                 # Exact domain words can rescue an adapter whose centroid is not nearby.
-                strongest = np.argpartition(keyword_all, index.size - 8)[index.size - 8 :]
-                strongest = strongest[keyword_all[strongest] > 0]
-                candidates = np.union1d(candidates, strongest)
+                hits = np.flatnonzero(keyword_all)
+                if len(hits) > 8:
+                    hits = hits[np.argpartition(keyword_all[hits], len(hits) - 8)[len(hits) - 8 :]]
+                candidates = np.union1d(candidates, hits)
             embedding = index.score(vector, candidates)
         if keyword_all is not None:
             keyword = saturate(keyword_all[candidates], config.keyword_half)
@@ -550,23 +552,9 @@ class Router:
         if backend is None:
             return decision
         names = [self._names[p] for p in positions]
-        options = "\n".join(f"- {n}: {self._profiles[n].description}" for n in names)
-        prompt = (
-            "Choose the specialist that should handle this step.\n"
-            f"Step: {context.text}\n"
-            f"Specialists:\n{options}\n"
-            'Answer with JSON: {"adapter": "<name>"}\n'
-        )
-        schema = {
-            "type": "object",
-            "properties": {"adapter": {"type": "string", "enum": names}},
-            "required": ["adapter"],
-            "additionalProperties": False,
-        }
-        request = LLMRequest(
-            prompt=prompt,
-            json_schema=schema,
-            sampling=SamplingParams(max_tokens=32, temperature=0.0),
+        request = refine_request(
+            context.text,
+            [(n, self._profiles[n].description) for n in names],
             timeout_s=self.config.refine_timeout_s,
         )
         try:

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from adapters._backend import LLMRequest, SamplingParams
 from adapters._embeddings import normalize_rows
 from adapters.errors import AdapterProfileError
 
@@ -31,6 +32,7 @@ __all__ = [
     "RouteRule",
     "Scores",
     "fit_threshold",
+    "refine_request",
     "tokenize",
 ]
 
@@ -220,6 +222,15 @@ class Bm25Index:
 # --- embeddings ---------------------------------------------------------------------------
 
 
+def matvec(matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
+    """``matrix @ vector`` on the calling thread.
+
+    A decision's products are small; multi-threaded BLAS wakes worker threads for them,
+    which costs milliseconds when the cores are busy. einsum's single-thread loop does not.
+    """
+    return np.einsum("ij,j->i", matrix, vector)
+
+
 @dataclass
 class Scores:
     """Scores of the candidate adapters for one query (arrays aligned with ``candidates``)."""
@@ -280,7 +291,7 @@ class EmbeddingIndex:
         matrix so that the top-k mean of every adapter is one partition, with no Python loop.
         """
         if positions is None:
-            sims = self.rows @ query
+            sims = matvec(self.rows, query)
             lengths = self.counts
             starts = self.starts[:-1]
         else:
@@ -292,7 +303,7 @@ class EmbeddingIndex:
         np.cumsum(lengths[:-1], out=offsets[1:])
         within = np.arange(total) - offsets[segment]
         if positions is not None:
-            sims = self.rows[starts[segment] + within] @ query
+            sims = matvec(self.rows[starts[segment] + within], query)
         if self.top_k == 1:
             return np.maximum.reduceat(sims, offsets) if total else np.zeros(0, dtype=np.float32)
         padded = np.full((len(lengths), int(lengths.max())), -np.inf, dtype=np.float32)
@@ -307,8 +318,8 @@ class EmbeddingIndex:
         if size >= self.size:
             return np.arange(self.size)
         if self.projection is not None:
-            query = query @ self.projection
-        coarse = self.coarse @ query
+            query = np.einsum("i,ij->j", query, self.projection)
+        coarse = matvec(self.coarse, query)
         return np.argpartition(coarse, self.size - size)[self.size - size :]
 
 
@@ -345,3 +356,29 @@ def fit_threshold(
 def saturate(bm25: np.ndarray, half: float) -> np.ndarray:
     """Map BM25 scores to [0, 1): ``half`` is the score that maps to 0.5."""
     return bm25 / (bm25 + np.float32(half))
+
+
+def refine_request(
+    text: str, candidates: Sequence[tuple[str, str]], *, timeout_s: float
+) -> LLMRequest:
+    """The base-model request that picks one of the candidate adapters (name, description)."""
+    names = [name for name, _ in candidates]
+    options = "\n".join(f"- {name}: {description}" for name, description in candidates)
+    prompt = (
+        "Choose the specialist that should handle this step.\n"
+        f"Step: {text}\n"
+        f"Specialists:\n{options}\n"
+        'Answer with JSON: {"adapter": "<name>"}\n'
+    )
+    schema = {
+        "type": "object",
+        "properties": {"adapter": {"type": "string", "enum": names}},
+        "required": ["adapter"],
+        "additionalProperties": False,
+    }
+    return LLMRequest(
+        prompt=prompt,
+        json_schema=schema,
+        sampling=SamplingParams(max_tokens=32, temperature=0.0),
+        timeout_s=timeout_s,
+    )

@@ -2,6 +2,15 @@
 
 from agent._act import ChosenCall, act_json_schema, build_act_prompt, choose_call
 from agent._config import AgentConfig
+from agent._eval import (
+    Comparison,
+    EvalRun,
+    TaskEval,
+    compare_runs,
+    evaluate,
+    evaluate_sync,
+    load_run,
+)
 from agent._events import (
     AgentEvent,
     ApprovalRequested,
@@ -17,8 +26,23 @@ from agent._events import (
     TaskFinished,
     TaskStarted,
 )
+from agent._queue import QueuedTask, QueueState, TaskQueue
+from agent._replay import Divergence, ReplayResult, replay, replay_sync
+from agent._replay_check import check_trace
 from agent._sdk import Agent, RunResult, TaskTree
+from agent._service_errors import (
+    LeaseLostError,
+    ServiceConfigError,
+    TaskStateError,
+    UnknownProfileError,
+)
+from agent._service_profiles import Profile, available_profiles, register_profile
+from agent._service_settings import DemoProfileConfig, ServiceSettings
 from agent._skills import Skill, SkillContext, SkillOutcome, SkillRegistry, skill
+from agent._trace import Trace, read_trace
+from agent._trace_io import MemoryTraceSink, TraceWriter
+from agent._trace_record import TraceRecorder
+from agent._trace_store import TraceStore
 from agent._twc import TWC_ACT, TwcConfig, TwcEnvironment, TwcState, twc_skills
 from agent.errors import (
     ApprovalPendingError,
@@ -29,6 +53,8 @@ from agent.errors import (
     SkillFailedError,
     SkillResultNotSerializableError,
     SkillTimeoutError,
+    TraceFormatError,
+    TraceVersionError,
     UnknownSkillError,
 )
 
@@ -41,17 +67,29 @@ __all__ = [
     "ApprovalRequested",
     "BudgetExhaustedError",
     "ChosenCall",
+    "Comparison",
     "CuesMade",
+    "DemoProfileConfig",
+    "Divergence",
     "EnvironmentFailure",
+    "EvalRun",
     "EventBase",
     "ForbiddenFoldError",
     "LLMCall",
     "LLMToken",
+    "LeaseLostError",
+    "MemoryTraceSink",
     "NoPendingApprovalError",
     "NodeStatusChanged",
     "PlanMade",
+    "Profile",
+    "QueueState",
+    "QueuedTask",
+    "ReplayResult",
     "RouteDecided",
     "RunResult",
+    "ServiceConfigError",
+    "ServiceSettings",
     "Skill",
     "SkillCalled",
     "SkillContext",
@@ -61,16 +99,36 @@ __all__ = [
     "SkillRegistry",
     "SkillResultNotSerializableError",
     "SkillTimeoutError",
+    "TaskEval",
     "TaskFinished",
+    "TaskQueue",
     "TaskStarted",
+    "TaskStateError",
     "TaskTree",
+    "Trace",
+    "TraceFormatError",
+    "TraceRecorder",
+    "TraceStore",
+    "TraceVersionError",
+    "TraceWriter",
     "TwcConfig",
     "TwcEnvironment",
     "TwcState",
+    "UnknownProfileError",
     "UnknownSkillError",
     "act_json_schema",
+    "available_profiles",
     "build_act_prompt",
+    "check_trace",
     "choose_call",
+    "compare_runs",
+    "evaluate",
+    "evaluate_sync",
+    "load_run",
+    "read_trace",
+    "register_profile",
+    "replay",
+    "replay_sync",
     "skill",
     "twc_skills",
 ]

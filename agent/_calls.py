@@ -11,13 +11,13 @@ with that recorded, letting the planner decide.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-from sqlalchemy import JSON, DateTime, Engine, Integer, String, select, update
+from sqlalchemy import JSON, DateTime, Engine, Integer, String, Table, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
-from memory import Base, make_sessionmaker
+from memory import Base
 
 __all__ = ["CallRecord", "SkillCallLog", "SkillCallRow"]
 
@@ -50,7 +50,7 @@ class CallRecord:
 
     __slots__ = ("args", "call_key", "node_id", "outcome", "skill", "status", "task_id")
 
-    def __init__(self, row: SkillCallRow) -> None:
+    def __init__(self, row: Any) -> None:
         self.task_id: str = row.task_id
         self.node_id: int = row.node_id
         self.call_key: str = row.call_key
@@ -60,15 +60,19 @@ class CallRecord:
         self.outcome: Any = row.outcome
 
 
+_TABLE: Table = cast(Table, SkillCallRow.__table__)
+
+
 class SkillCallLog:
-    """Reads and writes the exactly-once records on the Trellis database."""
+    """Reads and writes the exactly-once records on the Trellis database (SQLAlchemy Core:
+    two small writes per side-effecting call, on the loop's per-step path)."""
 
     def __init__(self, engine: Engine) -> None:
-        self._sessions = make_sessionmaker(engine)
+        self._engine = engine
 
     def get(self, call_key: str) -> CallRecord | None:
-        with self._sessions() as session:
-            row = session.scalar(select(SkillCallRow).where(SkillCallRow.call_key == call_key))
+        with self._engine.connect() as conn:
+            row = conn.execute(select(_TABLE).where(_TABLE.c.call_key == call_key)).first()
             return CallRecord(row) if row is not None else None
 
     def start(
@@ -76,15 +80,16 @@ class SkillCallLog:
     ) -> CallRecord | None:
         """Commit a ``started`` row; returns the existing record instead when there is one."""
         try:
-            with self._sessions.begin() as session:
-                session.add(
-                    SkillCallRow(
+            with self._engine.begin() as conn:
+                conn.execute(
+                    insert(_TABLE).values(
                         task_id=task_id,
                         node_id=node_id,
                         call_key=call_key,
                         skill=skill,
                         args=args,
                         status="started",
+                        started_at=_now(),
                     )
                 )
         except IntegrityError:
@@ -93,18 +98,17 @@ class SkillCallLog:
 
     def finish(self, call_key: str, outcome: Any, *, status: CallStatus = "finished") -> None:
         """Record the outcome of a started call."""
-        with self._sessions.begin() as session:
-            session.execute(
-                update(SkillCallRow)
-                .where(SkillCallRow.call_key == call_key)
+        with self._engine.begin() as conn:
+            conn.execute(
+                update(_TABLE)
+                .where(_TABLE.c.call_key == call_key)
                 .values(status=status, outcome=outcome, finished_at=_now())
             )
 
     def calls(self, task_id: str, *, skill_prefix: str = "") -> list[CallRecord]:
         """Every record of a task in call order (optionally only skills starting with a prefix)."""
-        with self._sessions() as session:
-            query = select(SkillCallRow).where(SkillCallRow.task_id == task_id)
-            if skill_prefix:
-                query = query.where(SkillCallRow.skill.startswith(skill_prefix))
-            rows = session.scalars(query.order_by(SkillCallRow.id)).all()
-            return [CallRecord(r) for r in rows]
+        query = select(_TABLE).where(_TABLE.c.task_id == task_id)
+        if skill_prefix:
+            query = query.where(_TABLE.c.skill.startswith(skill_prefix))
+        with self._engine.connect() as conn:
+            return [CallRecord(r) for r in conn.execute(query.order_by(_TABLE.c.id))]

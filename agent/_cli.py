@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -105,6 +106,7 @@ async def _show(agent: Agent, events: AsyncIterator[Any]) -> Any:
                 task_id = event.task_id
             if isinstance(event, TaskFinished):
                 finished = event
+                task_id = event.task_id
             line = Text(f"{time.perf_counter() - started:6.1f}s  {event.type}", style="dim")
             if isinstance(event, LLMCall):
                 line.append(f"  {event.stage}: {event.completion_tokens} tokens")
@@ -138,6 +140,29 @@ def _finish(agent: Agent, finished: Any) -> None:
         raise typer.Exit(1)
 
 
+_MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def load_skills(module_name: str) -> list[Any]:
+    """Every skill object defined in an importable module (a dotted name, never a path)."""
+    import importlib
+
+    from agent._skills import Skill
+
+    if not _MODULE.match(module_name):
+        raise typer.BadParameter(
+            f"{module_name!r} is not a module name: give a dotted Python module such as myapp.skills"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise typer.BadParameter(f"cannot import {module_name!r}: {exc}") from exc
+    found = [value for value in vars(module).values() if isinstance(value, Skill)]
+    if not found:
+        raise typer.BadParameter(f"module {module_name!r} defines no @skill functions")
+    return found
+
+
 def run(
     goal: str | None = typer.Argument(
         None, help="What to achieve (default with --env: the game's own task)."
@@ -152,6 +177,9 @@ def run(
     fold: str = typer.Option("dev", help="Game fold: train or dev (test is held out)."),
     max_steps: int | None = typer.Option(
         None, help="Skill calls allowed (default 12 with --env, else 30)."
+    ),
+    skills: list[str] = typer.Option(
+        [], "--skills", help="Python module whose @skill functions the agent may run; repeatable."
     ),
     user: str = typer.Option("default", help="User id the task and its reminders belong to."),
     database_url: str | None = typer.Option(
@@ -171,7 +199,16 @@ def run(
     elif not goal:
         errors.print("[red]give a GOAL[/red] (or --env twc to play a household game)")
         raise typer.Exit(2)
+    elif not skills:
+        errors.print(
+            "[red]no skills to run[/red]: pass --skills MODULE (a module with @skill functions) "
+            "or --env twc"
+        )
+        raise typer.Exit(2)
     agent = _agent(database_url, max_steps)
+    for module_name in skills:
+        for item in load_skills(module_name):
+            agent.register(item)
     finished = asyncio.run(
         _show(agent, agent.stream(goal, reminders=reminder, user_id=user, env=environment))
     )
@@ -234,7 +271,12 @@ def tasks(
     from memory import TaskStore
 
     store = TaskStore.open(database_url)
-    table = Table("task", "status", "created", "user", "goal")
+    table = Table()
+    table.add_column("task", no_wrap=True, min_width=32)
+    table.add_column("status", no_wrap=True, min_width=9)
+    table.add_column("created", no_wrap=True)
+    table.add_column("user", no_wrap=True)
+    table.add_column("goal", overflow="ellipsis", no_wrap=True)
     for task in store.list_tasks(user_id=user, limit=limit):
         table.add_row(
             task.id,

@@ -23,16 +23,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent._trace import (
-    EndEvent,
-    LLMEvent,
-    MemoryTraceSink,
-    RouteEvent,
-    Trace,
-    TraceWriter,
-    iter_trace_files,
-    read_trace,
-)
+from agent._trace import EndEvent, LLMEvent, RouteEvent, Trace, iter_trace_files, read_trace
+from agent._trace_io import MemoryTraceSink, TraceWriter
 from agent._trace_record import TraceRecorder
 from agent.errors import TraceFormatError
 from memory import run_sync

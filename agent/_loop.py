@@ -36,7 +36,13 @@ from agent._planning import plan_specs, render_cues
 from agent._skills import SkillContext, SkillOutcome, SkillRegistry
 from agent.errors import EnvironmentFailure
 from memory import NodeRecord, NodeSpec, NodeStatus, TaskStatus, TaskStore, run_sync
-from memory.errors import IllegalTransitionError, RuntimeFailure, TrellisError
+from memory.errors import (
+    IllegalTransitionError,
+    NotSerializableError,
+    PayloadTooLargeError,
+    RuntimeFailure,
+    TrellisError,
+)
 
 __all__ = ["Environment", "LoopDeps", "LoopState", "Stages"]
 
@@ -385,7 +391,7 @@ class Stages:
         adapter: str | None = None
         route_record: dict[str, Any] = {"adapter": None, "reason": "no router configured"}
         if self.d.router is not None:
-            from adapters._router import StepContext
+            from adapters import StepContext
 
             step = state.get("step") or {}
             context = StepContext(
@@ -580,14 +586,20 @@ class Stages:
         task_id, node_id = state["task_id"], _require(state.get("node_id"))
         outcome = SkillOutcome.model_validate(state.get("outcome") or {"skill": "", "ok": False})
         if outcome.ok:
-            self._set_status(
-                task_id,
-                node_id,
-                NodeStatus.DONE,
-                cause="skill finished",
-                output={"skill": outcome.skill, "result": outcome.result},
-            )
-        else:
+            try:
+                self._set_status(
+                    task_id,
+                    node_id,
+                    NodeStatus.DONE,
+                    cause="skill finished",
+                    output={"skill": outcome.skill, "result": outcome.result},
+                )
+            except (PayloadTooLargeError, NotSerializableError) as exc:
+                # The call ran but its result cannot be stored: record why, keep going.
+                outcome = SkillOutcome(
+                    skill=outcome.skill, ok=False, error_type=type(exc).__name__, error=str(exc)
+                )
+        if not outcome.ok:
             self._set_status(
                 task_id,
                 node_id,

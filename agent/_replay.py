@@ -28,7 +28,6 @@ from agent._trace import (
     EndEvent,
     InterruptEvent,
     LLMEvent,
-    MemoryTraceSink,
     PlanEvent,
     RouteEvent,
     SkillCallEvent,
@@ -38,6 +37,7 @@ from agent._trace import (
     Trace,
     TreeEvent,
 )
+from agent._trace_io import MemoryTraceSink, json_sha256
 from agent._trace_record import TraceRecorder
 from memory import TaskStore, run_sync
 from planners import SkillSpec
@@ -45,6 +45,7 @@ from planners import SkillSpec
 __all__ = [
     "Divergence",
     "ReplayResult",
+    "args_model_from_schema",
     "compare_traces",
     "replay",
     "replay_many",
@@ -195,8 +196,16 @@ class _ReplayRouter:
         )
 
 
-def _args_model(info: SkillInfo) -> type[BaseModel]:
+_ARGS_MODELS: dict[tuple[str, str], type[BaseModel]] = {}
+
+
+def args_model_from_schema(info: SkillInfo) -> type[BaseModel]:
+    """An argument model that checks required and known names and renders the recorded schema."""
     schema = info.args_schema
+    key = (info.name, json_sha256(schema))
+    cached = _ARGS_MODELS.get(key)
+    if cached is not None:  # building a pydantic model is slow; traces share catalogues
+        return cached
     required = set(schema.get("required", ()))
     known = set(schema.get("properties", {}))
     closed = schema.get("additionalProperties") is False or bool(known)
@@ -218,6 +227,7 @@ def _args_model(info: SkillInfo) -> type[BaseModel]:
     )
     # Prompts render the recorded schema, so the replayed prompts equal the recorded ones.
     model.model_json_schema = classmethod(lambda cls, *a, **k: dict(schema))  # type: ignore[method-assign,assignment]
+    _ARGS_MODELS[key] = model
     return model
 
 
@@ -228,7 +238,7 @@ class _ReplaySkill(Skill):
         spec = SkillSpec(
             name=info.name,
             description=info.description,
-            args_model=_args_model(info),
+            args_model=args_model_from_schema(info),
             side_effects=info.side_effects,
             needs_approval=info.needs_approval,
             timeout_s=info.timeout_s,
@@ -237,6 +247,9 @@ class _ReplaySkill(Skill):
         self._results = deque(r for r in results if r.skill == info.name and not r.reused)
 
     async def invoke(self, args: Any, context: SkillContext) -> SkillOutcome:
+        return self.invoke_sync(args, context)
+
+    def invoke_sync(self, args: Any, context: SkillContext) -> SkillOutcome:
         if not self._results:
             return SkillOutcome(
                 skill=self.name,

@@ -31,7 +31,7 @@ from agent._loop import LoopDeps
 from agent._skills import Skill, SkillLike, SkillRegistry
 from agent._twc import TwcConfig, TwcEnvironment, twc_skills
 from agent.errors import ApprovalPendingError, EnvironmentFailure, NoPendingApprovalError
-from memory import NodeRecord, TaskRecord, TaskStore, run_sync
+from memory import NodeRecord, TaskRecord, TaskStatus, TaskStore, run_sync
 from memory.errors import UsageError
 
 __all__ = ["Agent", "RunResult", "TaskTree"]
@@ -183,7 +183,15 @@ class Agent:
         self, task_id: str, *, command: Any = None
     ) -> AsyncIterator[AgentEvent]:
         """Continue a task from its last checkpoint, yielding events."""
-        self.store.get_task(task_id)  # UnknownTaskError names the fix
+        task = self.store.get_task(task_id)  # UnknownTaskError names the fix
+        if (
+            command is None
+            and task.status in (TaskStatus.DONE, TaskStatus.FAILED)
+            and self.loop_graph.finished_result(task_id) is None
+        ):
+            # Finished earlier and its checkpoints were pruned: the tree has the answer.
+            yield self._finished_from_tree(task_id)
+            return
         if command is None:
             pending = self.loop_graph.pending_approval(task_id)
             if pending is not None:
@@ -234,6 +242,23 @@ class Agent:
                     await job
         if not finished:
             yield self._finished_event(task_id)
+
+    def _finished_from_tree(self, task_id: str) -> TaskFinished:
+        task = self.store.get_task(task_id)
+        nodes = self.store.nodes(task_id, include_superseded=True)
+        success = task.status is TaskStatus.DONE
+        return TaskFinished(
+            task_id=task_id,
+            outcome="success" if success else "failed",
+            success=success,
+            steps=sum(n.attempts for n in nodes if n.parent_id is not None),
+            replans=len({n.parent_id for n in nodes if n.superseded}),
+            adapters=sorted({n.adapter for n in nodes if n.adapter}),
+            prompt_tokens=0,
+            completion_tokens=0,
+            elapsed_s=0.0,
+            reason="finished earlier; its checkpoints were pruned, so this summary is from the tree",
+        )
 
     def _finished_event(self, task_id: str) -> TaskFinished:
         values = self.loop_graph.values(task_id)
@@ -344,7 +369,10 @@ class Agent:
         return self.store.list_tasks(user_id=user_id, limit=limit)
 
     def close(self) -> None:
-        """Release the checkpointer connection and the database."""
+        """Release environments, the checkpointer connection and the database."""
+        for env, _skill in self.deps.envs.values():
+            env.close()
+        self.deps.envs.clear()
         self.loop_graph.close()
         self.store.close()
 

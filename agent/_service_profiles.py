@@ -15,6 +15,7 @@ Built in:
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import time
@@ -217,10 +218,18 @@ def _build_demo(settings: ServiceSettings, store: TaskStore) -> Agent:
 _TWC_GOAL = "put the household objects where they belong"
 
 
+@functools.cache
+def _shared_backend() -> Any:
+    # Each task loop has its own agent; they all share one in-process model.
+    from agent._defaults import default_backend
+
+    return default_backend()
+
+
 def _build_twc(settings: ServiceSettings, store: TaskStore) -> Agent:
     from agent._twc import twc_skills
 
-    return Agent(skills=twc_skills(), store=store)
+    return Agent(skills=twc_skills(), store=store, backend=_shared_backend())
 
 
 def _prepare_twc(goal: str) -> tuple[str, dict[str, Any]]:

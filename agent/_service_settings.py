@@ -99,6 +99,11 @@ class ServiceSettings(BaseSettings):
             raise ValueError(
                 f"default_profile {self.default_profile!r} is not in profiles {self.profiles}"
             )
+        if self.heartbeat_s is not None and self.heartbeat_s >= self.lease_s:
+            raise ValueError(
+                f"heartbeat_s ({self.heartbeat_s}) must be shorter than lease_s ({self.lease_s}), "
+                "or leases expire between heartbeats"
+            )
         return self
 
     @classmethod

@@ -13,13 +13,12 @@ in memory (:class:`MemoryTraceSink`) and stored in the database (:mod:`agent._tr
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -32,7 +31,6 @@ __all__ = [
     "EndEvent",
     "InterruptEvent",
     "LLMEvent",
-    "MemoryTraceSink",
     "PlanEvent",
     "RouteEvent",
     "SkillCallEvent",
@@ -42,16 +40,9 @@ __all__ = [
     "Trace",
     "TraceEvent",
     "TraceHeader",
-    "TraceSink",
-    "TraceWriter",
     "TreeEvent",
     "TreeNode",
-    "event_line",
-    "file_sha256",
-    "folder_sha256",
-    "header_line",
     "iter_trace_files",
-    "json_sha256",
     "parse_trace_lines",
     "read_trace",
     "render_schema",
@@ -391,93 +382,6 @@ class Trace(BaseModel):
         return [e for e in self.events if isinstance(e, kind)]
 
 
-# --- writing -----------------------------------------------------------------------------------
-
-
-class TraceSink(Protocol):
-    """Where recorded lines go."""
-
-    def write_line(self, line: str) -> None: ...
-
-    def flush(self) -> None: ...
-
-    def close(self) -> None: ...
-
-
-def _dump(model: BaseModel) -> str:
-    return json.dumps(model.model_dump(mode="json"), separators=(",", ":"), ensure_ascii=False)
-
-
-class TraceWriter:
-    """Writes a trace to a file: the header, then one line per event.
-
-    ``fsync="event"`` makes every event durable before the next (a crash loses nothing
-    written); ``"batch"`` syncs every ``batch`` events and at close; ``"none"`` leaves it to
-    the OS (benchmarks, temporary files).
-    """
-
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        *,
-        fsync: Literal["event", "batch", "none"] = "batch",
-        batch: int = 64,
-    ) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self.path.open("w", encoding="utf-8")
-        self._fsync = fsync
-        self._batch = max(1, batch)
-        self._pending = 0
-
-    def write_line(self, line: str) -> None:
-        self._file.write(line + "\n")
-        self._pending += 1
-        if self._fsync == "event" or (self._fsync == "batch" and self._pending >= self._batch):
-            self.flush()
-
-    def flush(self) -> None:
-        self._file.flush()
-        if self._fsync != "none":
-            os.fsync(self._file.fileno())
-        self._pending = 0
-
-    def close(self) -> None:
-        if not self._file.closed:
-            self.flush()
-            self._file.close()
-
-
-class MemoryTraceSink:
-    """Keeps the lines in memory (replays, database storage, tests)."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def write_line(self, line: str) -> None:
-        self.lines.append(line)
-
-    def flush(self) -> None:
-        return None
-
-    def close(self) -> None:
-        return None
-
-    def text(self) -> str:
-        """The whole trace as JSONL text."""
-        return "".join(line + "\n" for line in self.lines)
-
-
-def header_line(header: TraceHeader | None = None) -> str:
-    """The JSON line of a header."""
-    return _dump(header or TraceHeader())
-
-
-def event_line(event: BaseModel) -> str:
-    """The JSON line of an event."""
-    return _dump(event)
-
-
 # --- reading -----------------------------------------------------------------------------------
 
 
@@ -504,6 +408,14 @@ def _check_header(value: Any, source: str) -> TraceHeader:
     return TraceHeader.model_validate(value)
 
 
+def _not_json(source: str, number: int, message: str, column: object) -> TraceFormatError:
+    return TraceFormatError(
+        f"{source} line {number} is not valid JSON ({message} at column {column}): "
+        "the trace is truncated or corrupted there; cut the file before that line to "
+        "replay the part that was recorded"
+    )
+
+
 def parse_trace_lines(lines: Iterable[str], *, source: str = "<trace>") -> Trace:
     """Parse JSONL lines of a trace; errors name the line number and what is wrong."""
     header: TraceHeader | None = None
@@ -513,21 +425,21 @@ def parse_trace_lines(lines: Iterable[str], *, source: str = "<trace>") -> Trace
         line = raw.rstrip("\n")
         if not line.strip():
             continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise TraceFormatError(
-                f"{source} line {number} is not valid JSON ({exc.msg} at column {exc.colno}): "
-                "the trace is truncated or corrupted there; cut the file before that line to "
-                "replay the part that was recorded"
-            ) from None
         if header is None:
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise _not_json(source, number, exc.msg, exc.colno) from None
             header = _check_header(value, source)
             continue
         try:
-            event = _EVENT_ADAPTER.validate_python(value)
+            # pydantic parses the JSON itself: one pass, no intermediate dicts.
+            event = _EVENT_ADAPTER.validate_json(line)
         except ValidationError as exc:
             first = exc.errors()[0]
+            if first.get("type") == "json_invalid":
+                column = first.get("ctx", {}).get("column", "?")
+                raise _not_json(source, number, str(first.get("msg")), column) from None
             loc = ".".join(str(p) for p in first.get("loc", ())) or "(event)"
             raise TraceFormatError(
                 f"{source} line {number} is not a valid trace event ({loc}: {first.get('msg')})"
@@ -566,34 +478,6 @@ def iter_trace_files(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
             yield path
 
 
-# --- hashing and schema ------------------------------------------------------------------------
-
-
-def file_sha256(path: str | os.PathLike[str], *, chunk: int = 1 << 20) -> str:
-    """SHA-256 of a file's content, hex."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def folder_sha256(path: str | os.PathLike[str]) -> str:
-    """SHA-256 over the names and contents of a folder's files (adapter folders)."""
-    folder = Path(path)
-    digest = hashlib.sha256()
-    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(file.relative_to(folder).as_posix().encode())
-        digest.update(file_sha256(file).encode())
-    return digest.hexdigest()
-
-
-def json_sha256(value: Any) -> str:
-    """SHA-256 of a JSON value in canonical form."""
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 def trace_json_schema() -> dict[str, Any]:
     """JSON Schema of a trace line: a header or one of the events."""
     return {
@@ -614,9 +498,5 @@ def schema_path() -> Path:
 
 
 def render_schema() -> str:
-    """The text of ``trace_schema.json`` (``python -m agent._trace`` rewrites the file)."""
+    """The text of ``trace_schema.json`` (``python -m agent._trace_schema`` rewrites the file)."""
     return json.dumps(trace_json_schema(), indent=1, sort_keys=True) + "\n"
-
-
-if __name__ == "__main__":
-    schema_path().write_text(render_schema())

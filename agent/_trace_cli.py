@@ -35,24 +35,31 @@ def _load(trace: str, database_url: str | None) -> Any:
 def replay(
     trace: str = typer.Argument(..., help="Trace file (.jsonl), or db:ID for a stored trace."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    check: bool = typer.Option(
+        False,
+        "--check",
+        help="Fast check instead: re-derive plans, calls and statuses from the recorded "
+        "answers without running the loop (prompts are not rebuilt).",
+    ),
     database_url: str | None = typer.Option(
         None, envvar="TRELLIS_DATABASE_URL", help="Database holding db:ID traces."
     ),
 ) -> None:
     """Re-run a recorded task with its recorded answers; report the first divergence."""
     from agent._replay import replay_sync
+    from agent._replay_check import check_trace
 
     try:
         recorded = _load(trace, database_url)
     except TrellisError as exc:
         errors.print(f"[red]cannot replay:[/red] {exc}")
         raise typer.Exit(2) from None
-    result = replay_sync(recorded)
+    result = check_trace(recorded) if check else replay_sync(recorded)
     if as_json:
         console.print_json(json.dumps(result.model_dump(mode="json")))
     elif result.ok:
         console.print(
-            f"[green]replay matches[/green]: {result.events} events in {result.duration_s:.3f} s "
+            f"[green]{'check passes' if check else 'replay matches'}[/green]: {result.events} events in {result.duration_s:.3f} s "
             f"({result.events_per_s:,.0f} events/s)"
         )
     else:
@@ -217,8 +224,72 @@ def compare(
         console.print(f"report: {paths['html']}")
 
 
+def record(
+    goal: str | None = typer.Argument(
+        None, help="What to achieve (default with --env: the game's own task)."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Trace file to write (.jsonl)."),
+    reminder: list[str] = typer.Option([], "--reminder", "-r", help="A rule; repeat for several."),
+    env: str | None = typer.Option(None, help="Environment: twc (TextWorldExpress household)."),
+    seed: int = typer.Option(1, help="Game seed (with --env)."),
+    fold: str = typer.Option("dev", help="Game fold: train or dev (test is held out)."),
+    max_steps: int | None = typer.Option(None, help="Skill calls allowed."),
+    family: str | None = typer.Option(None, help="Task family label for reports."),
+    save: bool = typer.Option(False, help="Also store the trace in the database."),
+    database_url: str | None = typer.Option(
+        None, envvar="TRELLIS_DATABASE_URL", help="Database URL."
+    ),
+) -> None:
+    """Run a goal (or a game) with the embedded defaults and record it as a trace."""
+    from agent._config import AgentConfig
+    from agent._defaults import default_backend, default_planner
+    from agent._sdk import Agent
+    from agent._trace_io import TraceWriter
+    from agent._trace_record import TraceRecorder
+    from agent._trace_store import TraceStore
+    from agent._twc import TwcConfig
+
+    environment = None
+    if env is not None:
+        if env != "twc":
+            errors.print(f"[red]unknown --env {env!r}[/red]; available: twc")
+            raise typer.Exit(2)
+        try:
+            environment = TwcConfig.model_validate({"seed": seed, "fold": fold})
+        except (TrellisError, ValueError) as exc:
+            errors.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from None
+    elif not goal:
+        errors.print("[red]give a GOAL[/red] (or --env twc to play a household game)")
+        raise typer.Exit(2)
+    options: dict[str, Any] = {"database_url": database_url}
+    if max_steps is not None:
+        options["max_steps"] = max_steps
+    writer = TraceWriter(out, fsync="event")
+    recorder = TraceRecorder(writer, metadata={"family": family} if family else {})
+    backend = recorder.backend(default_backend())
+    agent = Agent(
+        config=AgentConfig(**options),
+        backend=backend,
+        planner=recorder.planner(default_planner(backend)),
+    )
+    try:
+        result = recorder.run(agent, goal, reminders=reminder, env=environment)
+        if save:
+            trace_id = TraceStore(agent.store.engine).save(out.read_text().splitlines())
+            console.print(f"stored as db:{trace_id}")
+    finally:
+        writer.close()
+        agent.close()
+    console.print(
+        f"{result.outcome}: {result.steps} steps, {result.replans} replans; trace: {out}",
+        markup=False,
+    )
+
+
 def register(app: typer.Typer) -> None:
     """Add the trace commands to the ``trellis`` app."""
+    app.command("record")(record)
     app.command("replay")(replay)
     app.command("eval")(eval_command)
     app.command("compare")(compare)

@@ -50,14 +50,10 @@ from agent._trace import (
     SkillResultEvent,
     TaskStartEvent,
     TraceHeader,
-    TraceSink,
     TreeEvent,
     TreeNode,
-    event_line,
-    folder_sha256,
-    header_line,
-    json_sha256,
 )
+from agent._trace_io import TraceSink, event_line, folder_sha256, header_line, json_sha256
 from memory import run_sync
 from memory.errors import TrellisError
 
@@ -131,6 +127,11 @@ class _RecordingSkill(Skill):
 
     async def invoke(self, args: Any, context: SkillContext) -> SkillOutcome:
         outcome = await self._inner.invoke(args, context)
+        self._recorder._skill_done(context.node_id, outcome)
+        return outcome
+
+    def invoke_sync(self, args: Any, context: SkillContext) -> SkillOutcome:
+        outcome = self._inner.invoke_sync(args, context)
         self._recorder._skill_done(context.node_id, outcome)
         return outcome
 

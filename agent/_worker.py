@@ -35,6 +35,7 @@ from agent._service_runtime import database_lock
 from agent._service_settings import ServiceSettings
 from agent.errors import ApprovalPendingError
 from memory import TaskStatus, TaskStore
+from memory.errors import ModelRetry, UsageError
 
 __all__ = ["WorkerPool", "worker_id"]
 
@@ -65,7 +66,9 @@ class WorkerPool:
         self.store = TaskStore(engine)
         self.metrics = metrics or ServiceMetrics()
         self.owner = owner or worker_id()
-        self._agents: dict[str, Agent] = {}
+        # One agent per loop: each holds its own checkpointer connection, which serialises
+        # its users behind a lock; shared by several loops it caps a process at one loop.
+        self._agents: dict[tuple[str, int], Agent] = {}
         self._agent_lock = asyncio.Lock()
         self._running: dict[str, asyncio.Task[None]] = {}
         self._lost: set[str] = set()
@@ -137,7 +140,7 @@ class WorkerPool:
             if run is not None:
                 self._running[task.id] = run
             try:
-                await self._run_one(task)
+                await self._run_one(task, index)
             except Exception:
                 log.exception("task loop error", extra={"task_id": task.id, "loop": index})
             finally:
@@ -164,9 +167,9 @@ class WorkerPool:
                     log.warning("lease lost", extra={"task_id": task_id, "owner": self.owner})
             self._cancel.update(cancel)
 
-    async def _agent(self, profile: str) -> Agent:
+    async def _agent(self, profile: str, index: int) -> Agent:
         async with self._agent_lock:
-            if profile not in self._agents:
+            if (profile, index) not in self._agents:
                 spec = get_profile(profile, self.settings)
 
                 def build() -> Agent:
@@ -174,10 +177,10 @@ class WorkerPool:
                     with database_lock(self.store.engine):
                         return spec.build(self.settings, self.store)
 
-                self._agents[profile] = await asyncio.to_thread(build)
-            return self._agents[profile]
+                self._agents[profile, index] = await asyncio.to_thread(build)
+            return self._agents[profile, index]
 
-    async def _run_one(self, task: QueuedTask) -> None:
+    async def _run_one(self, task: QueuedTask, index: int) -> None:
         started = time.perf_counter()
         log.info(
             "task claimed",
@@ -189,7 +192,7 @@ class WorkerPool:
         error: str | None = None
         agent: Agent | None = None
         try:
-            agent = await self._agent(task.profile)
+            agent = await self._agent(task.profile, index)
         except Exception:
             # Not the task's fault: hand it back (the claim still counts towards max_attempts).
             log.exception("could not build the agent", extra={"profile": task.profile})
@@ -210,9 +213,17 @@ class WorkerPool:
                     buffer, last_flush = [], time.monotonic()
         except ApprovalPendingError:
             pass  # reclaimed while waiting for a decision: record the wait again below
-        except Exception as exc:
+        except (UsageError, ModelRetry) as exc:
             log.exception("run failed", extra={"task_id": task.id})
             error = f"{type(exc).__name__}: {exc}"
+        except Exception:
+            # Infrastructure (a database or server hiccup): let a worker try again from the
+            # checkpoint; max_attempts bounds the retries.
+            log.exception("run interrupted; handing the task back", extra={"task_id": task.id})
+            if buffer:
+                await asyncio.to_thread(self.events.append, buffer)
+            await asyncio.to_thread(self.queue.release, task.id, self.owner, count_attempt=True)
+            return
         if buffer:
             await asyncio.to_thread(self.events.append, buffer)
         await asyncio.to_thread(self._settle, task, agent, finished, error)

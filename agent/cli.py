@@ -16,7 +16,14 @@ app = typer.Typer(
 )
 
 # Modules that add commands to `app`; each defines `register(app: typer.Typer) -> None`.
-_COMMAND_MODULES = ("memory._cli", "adapters._cli", "planners._cli", "agent._cli")
+_COMMAND_MODULES = (
+    "memory._cli",
+    "adapters._cli",
+    "planners._cli",
+    "agent._cli",
+    "agent._service_cli",
+    "agent._trace_cli",
+)
 
 
 def _register_all() -> None:

@@ -31,19 +31,22 @@ from typing import Any, TypedDict
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from langgraph.graph import END, START, StateGraph  # noqa: E402
-from sqlalchemy import create_engine, text  # noqa: E402
+import itertools
 
-from adapters import FunctionBackend  # noqa: E402
-from agent import Agent, AgentConfig, SkillFinished, TaskFinished, TwcConfig, skill  # noqa: E402
-from agent._checkpoint import open_checkpointer  # noqa: E402
-from memory import make_engine, run_sync  # noqa: E402
-from planners import PlannerConfig, ScriptedPlanner  # noqa: E402
+from langgraph.graph import END, START, StateGraph
+from sqlalchemy import create_engine, text
+
+from adapters import FunctionBackend
+from agent import Agent, AgentConfig, SkillFinished, TaskFinished, TwcConfig, skill
+from agent._checkpoint import open_checkpointer
+from memory import make_engine, run_sync
+from planners import PlannerConfig, ScriptedPlanner
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_agent.json"
 POSTGRES_ADMIN = os.environ.get(
     "TRELLIS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
+SHORT = 5
 STAGES = ("select", "route", "act", "approve", "execute", "observe")
 
 
@@ -64,7 +67,7 @@ def bare_graph(checkpointer: Any) -> Any:
         graph.add_node(name, lambda state: {})
     graph.add_node("count", lambda state: {"i": state.get("i", 0) + 1})
     graph.add_edge(START, "select")
-    for a, b in zip(STAGES, STAGES[1:], strict=False):
+    for a, b in itertools.pairwise(STAGES):
         graph.add_edge(a, b)
     graph.add_edge("observe", "count")
     graph.add_conditional_edges(
@@ -89,11 +92,16 @@ def run_bare(url: str, steps: int) -> float:
 
 
 def run_trellis(url: str, steps: int) -> tuple[float, dict[str, float]]:
-    """Seconds per step of the Trellis loop, minus skill and model time."""
+    """Seconds per step of one Trellis task (setup included), minus skill and model time."""
     plan = {
         "steps": [
-            {"id": f"s{i}", "title": f"step {i}", "skill": "noop", "args": {"i": i},
-             "depends_on": [f"s{i - 1}"] if i else []}
+            {
+                "id": f"s{i}",
+                "title": f"step {i}",
+                "skill": "noop",
+                "args": {"i": i},
+                "depends_on": [f"s{i - 1}"] if i else [],
+            }
             for i in range(steps)
         ]
     }
@@ -162,17 +170,30 @@ def overhead(args: argparse.Namespace) -> dict[str, Any]:
             for label, url in targets:
                 run_trellis(url, 3)  # warm up: migrations, imports, first connections
                 run_bare(url, 3)
-                trellis, bare = [], []
+                n, short = args.steps, SHORT
+                trellis, bare, trellis_whole, bare_whole = [], [], [], []
                 for _ in range(args.repeats):
-                    trellis.append(run_trellis(url, args.steps)[0])
-                    bare.append(run_bare(url, args.steps))
+                    # Marginal cost of a step: (T(n) - T(short)) / (n - short) removes the
+                    # per-task work (task creation, planning, finishing) from both sides.
+                    t_long = run_trellis(url, n)[0] * n
+                    t_short = run_trellis(url, short)[0] * short
+                    b_long = run_bare(url, n) * n
+                    b_short = run_bare(url, short) * short
+                    trellis.append((t_long - t_short) / (n - short))
+                    bare.append((b_long - b_short) / (n - short))
+                    trellis_whole.append(t_long / n)
+                    bare_whole.append(b_long / n)
                 t, b = statistics.median(trellis), statistics.median(bare)
+                tw, bw = statistics.median(trellis_whole), statistics.median(bare_whole)
                 rows[label] = {
                     "trellis_ms_per_step": round(t * 1000, 2),
                     "bare_langgraph_ms_per_step": round(b * 1000, 2),
                     "ratio": round(t / b, 2),
-                    "steps": args.steps,
+                    "trellis_ms_per_step_with_task_setup": round(tw * 1000, 2),
+                    "bare_ms_per_step_with_setup": round(bw * 1000, 2),
+                    "steps": n,
                     "repeats": args.repeats,
+                    "load_average_1m": round(os.getloadavg()[0], 1),
                 }
         finally:
             if pg is not None:
@@ -186,11 +207,32 @@ def overhead(args: argparse.Namespace) -> dict[str, Any]:
     return {"overhead": rows, "target_ratio": 1.5, "durability": "sync"}
 
 
+def _twc_summary(results: list[dict[str, Any]], max_steps: int) -> dict[str, Any]:
+    wins = sum(r["success"] for r in results)
+    return {
+        "games": len(results),
+        "fold": "dev",
+        "success_rate": wins / max(1, len(results)),
+        "mean_steps": statistics.mean(r["steps"] for r in results) if results else 0,
+        "max_steps": max_steps,
+        "model": "embedded default (gemma-3-270m base, no adapter)",
+        "games_detail": results,
+    }
+
+
+def _save(update: dict[str, Any]) -> None:
+    report = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    report.update(update)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+
+
 def twc(args: argparse.Namespace) -> dict[str, Any]:
-    results = []
+    results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as folder:
-        agent = Agent(config=AgentConfig(database_url=f"sqlite:///{folder}/twc.db",
-                                         max_steps=args.max_steps))
+        agent = Agent(
+            config=AgentConfig(database_url=f"sqlite:///{folder}/twc.db", max_steps=args.max_steps)
+        )
         for seed in range(1, args.twc + 1):
             started = time.perf_counter()
             result = agent.run(env=TwcConfig(seed=seed, fold="dev"))
@@ -204,17 +246,11 @@ def twc(args: argparse.Namespace) -> dict[str, Any]:
             }
             results.append(row)
             print(json.dumps(row), flush=True)
+            # Saved after every game: a long run that is stopped still reports what it did.
+            _save({"twc": _twc_summary(results, args.max_steps)})
         agent.close()
+    summary = _twc_summary(results, args.max_steps)
     wins = sum(r["success"] for r in results)
-    summary = {
-        "games": len(results),
-        "fold": "dev",
-        "success_rate": wins / max(1, len(results)),
-        "mean_steps": statistics.mean(r["steps"] for r in results) if results else 0,
-        "max_steps": args.max_steps,
-        "model": "embedded default (gemma-3-270m base, no adapter)",
-        "games_detail": results,
-    }
     print(f"twc dev: {wins}/{len(results)} solved, mean steps {summary['mean_steps']:.1f}")
     return {"twc": summary}
 
@@ -228,15 +264,11 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=12, help="Step budget per twc game.")
     parser.add_argument("--twc-only", action="store_true", help="Skip the overhead part.")
     args = parser.parse_args()
-    previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    report: dict[str, Any] = dict(previous)
     if not args.twc_only:
-        report.update(overhead(args))
+        _save(overhead(args))
     if args.twc:
-        report.update(twc(args))
-    report["python"] = sys.version.split()[0]
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+        _save(twc(args))
+    _save({"python": sys.version.split()[0]})
     print(f"wrote {RESULTS}")
 
 

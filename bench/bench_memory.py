@@ -86,7 +86,7 @@ def database(backend: str) -> Iterator[str]:
             yield f"sqlite:///{folder}/bench.db"
         return
     admin_url = make_url(POSTGRES_ADMIN_URL)
-    name = f"trellis_bench_{uuid.uuid4().hex[:10]}"
+    name = f"tmt_bench_{uuid.uuid4().hex[:10]}"
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
@@ -190,7 +190,7 @@ def main() -> None:
         for size in sizes:
             row = run_one(backend, size, min(args.updates, size), args.repeat)
             rows.append(row)
-            print(f"  {backend} {size}: done", file=sys.stderr, flush=True)
+            print(f"  {backend} {size}: {json.dumps(row)}", file=sys.stderr, flush=True)
 
     header = (
         f"{'backend':9} {'nodes':>8} {'depth':>5} {'insert/s':>10} {'insert/cpu-s':>12} "

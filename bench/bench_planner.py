@@ -468,6 +468,11 @@ async def run_real(tasks: list[Task], n_plans: int, n_reminders: int) -> dict[st
             outcome = await planner.plan(
                 PlanRequest(goal=task.goal, skills=SKILLS, cues=tuple(cues))
             )
+            print(
+                f"  real plan {task.goal!r}: ok={outcome.ok} attempts={outcome.attempts} "
+                f"{outcome.duration_s:.0f}s",
+                flush=True,
+            )
             accepted_ok = oracle(outcome.plan, task) if outcome.plan else (True, True)
             rows.append(
                 {
@@ -496,6 +501,7 @@ async def run_real(tasks: list[Task], n_plans: int, n_reminders: int) -> dict[st
         rows = []
         for truth in truths:
             result = await adapter.extract(truth.text)
+            print(f"  real reminder {truth.text!r}: {result.raw_outputs}", flush=True)
             m = bool(result.model_cues) and truth_matches(result.model_cues[0], truth)
             r = len(result.rule_cues) == 1 and truth_matches(result.rule_cues[0], truth)
             model_ok += m

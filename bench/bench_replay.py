@@ -4,8 +4,9 @@
 
 Records N tasks through the real agent loop (LLM planner and act calls answered by a
 scripted ``FunctionBackend``; every fifth task has a failing step and a replan), then
-measures on the same traces: reading (parse + validate), comparing decisions, and full
-deterministic replay through the loop. The baseline in the same run is the live recording
+measures on the same traces: reading (parse + validate), comparing decisions, the fast
+check (``trellis replay --check``: decisions re-derived from the recorded answers without
+the loop) and full deterministic replay through the loop (``trellis replay``). The baseline in the same run is the live recording
 itself (the same loop with the scripted model). Prints a table and writes
 ``bench/results/bench_replay.json``.
 """
@@ -28,9 +29,11 @@ if str(ROOT) not in sys.path:
 from adapters import FunctionBackend, LLMRequest  # noqa: E402
 from agent._config import AgentConfig  # noqa: E402
 from agent._replay import compare_traces, replay_many  # noqa: E402
+from agent._replay_check import check_trace  # noqa: E402
 from agent._sdk import Agent  # noqa: E402
 from agent._skills import skill  # noqa: E402
-from agent._trace import EndEvent, TraceWriter, read_trace  # noqa: E402
+from agent._trace import EndEvent, read_trace  # noqa: E402
+from agent._trace_io import TraceWriter  # noqa: E402
 from agent._trace_record import TraceRecorder  # noqa: E402
 from memory import TaskStore, run_sync  # noqa: E402
 from planners import LLMPlanner, PlannerConfig  # noqa: E402
@@ -146,6 +149,11 @@ def main() -> None:
     compare_s = time.perf_counter() - started
 
     started = time.perf_counter()
+    checks = [check_trace(trace) for trace in traces]
+    check_s = time.perf_counter() - started
+    checked = sum(1 for r in checks if r.ok)
+
+    started = time.perf_counter()
     results = run_sync(replay_many(traces))
     replay_s = time.perf_counter() - started
     matched = sum(1 for r in results if r.ok)
@@ -154,10 +162,13 @@ def main() -> None:
         ("record live (baseline, scripted model)", record_s),
         ("read + validate traces", read_s),
         ("compare decisions", compare_s),
+        ("fast check (replay --check)", check_s),
+        ("read + fast check", read_s + check_s),
         ("full replay through the loop", replay_s),
     ]
     print(
-        f"{args.tasks} tasks, {events} events, {steps} steps; replays matching: {matched}/{len(results)}"
+        f"{args.tasks} tasks, {events} events, {steps} steps; replays matching: "
+        f"{matched}/{len(results)}; checks passing: {checked}/{len(checks)}"
     )
     print(f"{'phase':42} {'seconds':>9} {'events/s':>10} {'vs record':>10}")
     for name, seconds in rows:
@@ -173,6 +184,7 @@ def main() -> None:
         "events": events,
         "steps": steps,
         "replays_matching": matched,
+        "checks_passing": checked,
         "seconds": {name: round(seconds, 4) for name, seconds in rows},
         "events_per_s": {name: round(events / seconds, 1) for name, seconds in rows},
         "target_events_per_s": 5000,

@@ -12,8 +12,9 @@ sweep's best accuracy (a baseline tuned on the evaluation set itself).
 Latency: the 10 real adapters plus synthetic ones made by mixing and perturbing the real
 adapters' example vectors (and recombining their words for the keyword index). "excl" times
 ``Router.decide`` on a precomputed query vector (the router's own work); "incl" times
-``await Router.route`` with the real embedding of the query. The baseline row times the
-nearest-neighbour product over every example row. Writes ``bench/results/bench_router.json``.
+``await Router.route`` with the real embedding of the query. "NN" times the baseline's
+nearest-neighbour product over every example row. "=exact" is the share of decisions that
+match exact scoring of every adapter (the shortlist must not change decisions). Writes ``bench/results/bench_router.json``.
 """
 
 from __future__ import annotations
@@ -147,8 +148,19 @@ def latency(
             sims = matrix @ vector
             int(np.argmax(sims))
             base.append(time.perf_counter() - t0)
+        # The shortlist must not change decisions: compare with exact scoring of every adapter.
+        agreement = 1.0
+        if size > router.config.shortlist:
+            exact = Router(profiles, embedder=embedder, config=RouterConfig(shortlist=size))
+            same = [
+                router.decide(v, c).adapter == exact.decide(v, c).adapter
+                for v, c in zip(query_vectors, contexts, strict=True)
+            ]
+            agreement = sum(same) / len(same)
+            del exact
         row = {
             "adapters": size,
+            "agreement_with_exact": agreement,
             "example_rows": int(matrix.shape[0]),
             "build_s": round(build_s, 2),
             "excl_p50_ms": percentiles(excl)[0],
@@ -162,7 +174,7 @@ def latency(
         print(
             f"{size:>7} {row['example_rows']:>8} {row['excl_p50_ms']:>9.3f} {row['excl_p99_ms']:>9.3f} "
             f"{row['incl_p50_ms']:>9.2f} {row['incl_p99_ms']:>9.2f} "
-            f"{row['baseline_nn_p50_ms']:>9.3f} {row['baseline_nn_p99_ms']:>9.3f}",
+            f"{row['baseline_nn_p50_ms']:>9.3f} {row['baseline_nn_p99_ms']:>9.3f} {agreement:>7.3f}",
             flush=True,
         )
         del router, matrix
@@ -233,7 +245,7 @@ def main() -> None:
     print("\nlatency (ms): excl = router work on a given query vector; incl = with the embedding")
     print(
         f"{'adapters':>7} {'rows':>8} {'excl p50':>9} {'excl p99':>9} {'incl p50':>9} {'incl p99':>9} "
-        f"{'NN p50':>9} {'NN p99':>9}"
+        f"{'NN p50':>9} {'NN p99':>9} {'=exact':>7}"
     )
     queries = [r.text for r in rows]
     timing = latency(profiles, embedder, sizes, args.decisions, queries)

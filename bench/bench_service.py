@@ -48,7 +48,7 @@ TOKEN = "bench-token-0123456789abcdef"
 
 def _scratch_database() -> tuple[str, Any]:
     admin_url = make_url(ADMIN_URL)
-    name = f"trellis_bench_{uuid.uuid4().hex[:8]}"
+    name = f"trellis_service_bench_{uuid.uuid4().hex[:8]}"
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
@@ -221,6 +221,8 @@ def main() -> None:
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--delay", type=float, default=0.05, help="scripted model latency (s)")
     args = parser.parse_args()
+    # SIGTERM unwinds like Ctrl-C, so the scratch database and the workers are cleaned up.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     per_loop = 6 if args.quick else 12
     url, drop = _scratch_database()
     rows = []

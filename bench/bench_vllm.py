@@ -58,7 +58,7 @@ SCHEMA = {
     "type": "object",
     "properties": {
         "room": {"enum": ["kitchen", "garage", "bedroom", "bathroom"]},
-        "action": {"type": "string", "maxLength": 40},
+        "action": {"type": "string", "maxLength": 16},
     },
     "required": ["room", "action"],
     "additionalProperties": False,

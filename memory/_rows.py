@@ -23,6 +23,9 @@ CHUNK = 5_000
 
 T = TypeVar("T")
 
+# One configured encoder: json.dumps with options builds a new encoder on every call.
+ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
 
 def now() -> datetime:
     return datetime.now(UTC)
@@ -50,7 +53,7 @@ def check_json_text(field: str, value: Any, limit: int) -> tuple[Any, JsonText |
     if value is None:
         return None, None
     try:
-        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        text = ENCODER.encode(value)
         size = len(text.encode("utf-8"))
     except (TypeError, ValueError) as exc:  # ValueError: NaN, circular, lone surrogates
         raise NotSerializableError(field, str(exc)) from exc
@@ -186,7 +189,7 @@ class JsonText(str):
 def _json_text(value: Any) -> str | None:
     if value is None or isinstance(value, JsonText):
         return value
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return ENCODER.encode(value)
 
 
 def bulk_insert(

@@ -7,7 +7,6 @@ one task are serialised (no two writers can each add half of a cycle).
 
 from __future__ import annotations
 
-import json
 from collections import deque
 from datetime import datetime
 from typing import Any
@@ -17,6 +16,7 @@ from sqlalchemy import Connection, RowMapping, func, literal, select, update
 from memory._records import MemoryConfig, NodeRecord, NodeSpec, NodeStatus
 from memory._rows import (
     EDGES,
+    ENCODER,
     EVENTS,
     NODES,
     JsonText,
@@ -332,7 +332,7 @@ def insert_specs(
                     depends_on=tuple(deps),
                 )
             )
-            snapshot = json.dumps(
+            snapshot = ENCODER.encode(
                 {
                     "parent_id": parent_id,
                     "key": spec.key,
@@ -343,9 +343,7 @@ def insert_specs(
                     "attempts": 0,
                     "superseded": False,
                     "depends_on": deps,
-                },
-                ensure_ascii=False,
-                separators=(",", ":"),
+                }
             )
             # Splice the input's JSON in rather than serialising it a second time.
             snapshot = f'{snapshot[:-1]},"input":{text or "null"}}}'

@@ -18,7 +18,7 @@ from memory._asyncio import run_sync
 from memory._db import make_sessionmaker
 from memory.errors import UsageError
 from planners._tables import CueRow
-from planners._validate import _GENERIC_ACTIONS, _words
+from planners._validate import _GENERIC_STEMS, _words
 
 __all__ = ["CueStore", "cue_key"]
 
@@ -31,7 +31,7 @@ def cue_key(cue: Cue) -> str:
 
 
 def _action_key(action: str | None) -> str:
-    return " ".join(sorted(set(_words(action or "")) - _GENERIC_ACTIONS))
+    return " ".join(sorted(set(_words(action or "")) - _GENERIC_STEMS))
 
 
 def _conflicts(new: Cue, old: Cue) -> bool:

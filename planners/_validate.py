@@ -37,13 +37,24 @@ _FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
 
 
 def _stem(word: str) -> str:
+    """A deliberately crude stemmer: both sides of every comparison go through it, so it
+    only has to map inflections of one word together (plates/plate, cooking/cook)."""
     if len(word) > 4 and word.endswith("ies"):
-        return word[:-3] + "y"
-    if len(word) > 3 and word.endswith("es") and word[:-2].endswith(("s", "x", "ch", "sh")):
-        return word[:-2]
-    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
-        return word[:-1]
+        word = word[:-3] + "y"
+    elif len(word) > 3 and word.endswith("es") and word[:-2].endswith(("s", "x", "ch", "sh")):
+        word = word[:-2]
+    elif len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+        word = word[:-1]
+    if len(word) > 5 and word.endswith("ing"):
+        word = word[:-3]
+    elif len(word) > 4 and word.endswith("ed"):
+        word = word[:-2]
+    if len(word) > 3 and word.endswith("e"):
+        word = word[:-1]
     return word
+
+
+_GENERIC_STEMS = {_stem(w) for w in _GENERIC_ACTIONS}
 
 
 def _words(text: str) -> list[str]:
@@ -76,7 +87,7 @@ def _mentions(step: PlanStep, phrase: str | None) -> bool:
 def _performs(step: PlanStep, cue: Cue) -> bool:
     if not _mentions(step, cue.subject):
         return False
-    action = set(_words(cue.action or "")) - _GENERIC_ACTIONS
+    action = set(_words(cue.action or "")) - _GENERIC_STEMS
     return not action or action <= step_words(step)[0]
 
 

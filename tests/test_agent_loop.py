@@ -69,7 +69,13 @@ def pay(amount: int) -> dict[str, int]:
     return {"paid": amount}
 
 
-SKILLS = [wash, look, explode, hang, weird, pay]
+@skill(side_effects=False)
+def huge() -> str:
+    """Returns more than a node may store."""
+    return "x" * 2_000_000
+
+
+SKILLS = [wash, look, explode, hang, weird, pay, huge]
 
 
 def step(sid: str, skill_name: str, args: dict[str, Any], deps: list[str] | None = None) -> dict:
@@ -172,6 +178,7 @@ def test_planner_inventing_a_skill_fails_clearly(tmp_path: Path) -> None:
         (step("a", "explode", {"item": "vase"}), "SkillFailedError"),
         (step("a", "hang", {"seconds": 5}), "SkillTimeoutError"),
         (step("a", "weird", {}), "SkillResultNotSerializableError"),
+        (step("a", "huge", {}), "PayloadTooLargeError"),
     ],
 )
 def test_bad_skills_are_recorded_then_replanned(
@@ -333,5 +340,51 @@ def test_events_are_json_round_trippable(tmp_path: Path) -> None:
         for event in events:
             again = adapter.validate_json(json.dumps(event.model_dump(mode="json")))
             assert type(again) is type(event)
+    finally:
+        agent.close()
+
+
+def test_checkpoint_retention_is_configurable(tmp_path: Path) -> None:
+    plans = {"two": {"steps": [step("a", "look", {"room": "a"}), step("b", "look", {"room": "b"})]}}
+    keep_all = make_agent(
+        f"sqlite:///{tmp_path}/all.db", plans, keep_checkpoints=None, keep_checkpoints_running=None
+    )
+    delete = make_agent(f"sqlite:///{tmp_path}/none.db", plans, keep_checkpoints=0)
+    try:
+        kept = keep_all.run("two")
+        assert checkpoint_count(keep_all, kept.task_id) > 10  # every superstep
+        gone = delete.run("two")
+        assert checkpoint_count(delete, gone.task_id) == 0
+        # The tree is the durable record: still complete without checkpoints.
+        assert delete.tree(gone.task_id).task.status is TaskStatus.DONE
+        assert delete.resume(gone.task_id).outcome == "success"
+    finally:
+        keep_all.close()
+        delete.close()
+
+
+def test_decompose_steps_are_planned_when_reached(tmp_path: Path) -> None:
+    plans = {
+        "host dinner": {
+            "steps": [
+                {
+                    "id": "prep",
+                    "title": "prepare the table",
+                    "skill": "decompose",
+                    "args": {},
+                    "depends_on": [],
+                },
+                step("serve", "wash", {"item": "pan"}, ["prep"]),
+            ]
+        },
+        "prepare the table": {"steps": [step("p1", "wash", {"item": "plates"})]},
+    }
+    agent = make_agent(f"sqlite:///{tmp_path}/t.db", plans)
+    try:
+        result = agent.run("host dinner")
+        assert result.success and LOG == ["wash plates", "wash pan"]
+        nodes = {n.key: n for n in agent.tree(result.task_id).nodes}
+        assert nodes["p1"].parent_id == nodes["prep"].id
+        assert nodes["prep"].status is NodeStatus.DONE
     finally:
         agent.close()

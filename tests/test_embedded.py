@@ -238,3 +238,17 @@ async def test_stream_yields_pieces_that_join_to_the_result(backend: EmbeddedBac
     assert "".join(pieces) == result.text
     assert len(pieces) >= 2, "the text arrived in one piece"
     assert all(pieces)
+
+
+async def test_adapters_load_on_first_use_through_a_resolver(
+    backend: EmbeddedBackend, tmp_path: Path
+) -> None:
+    folder = create_lora_adapter(default_model_dir(), tmp_path / "lazy", seed=21)
+    lazy = EmbeddedBackend(EmbeddedConfig(), resolve_adapter_path={"lazy": folder}.get)
+    assert "lazy" not in lazy.adapters()
+    result = await lazy.generate(prompt("Hi", "lazy", max_tokens=2))
+    assert result.adapter == "lazy" and lazy.adapters()["lazy"] == folder.resolve()
+    assert "lazy" in backend.adapters()  # one model per process: the other backend sees it
+    with pytest.raises(UnknownAdapterError, match="'missing'"):
+        await lazy.generate(prompt("Hi", "missing", max_tokens=2))
+    await lazy.unload_adapter("lazy")

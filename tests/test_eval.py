@@ -19,10 +19,12 @@ from agent._eval import (
     load_run,
     run_from_traces,
 )
+from agent._replay_check import check_trace
 from agent._report import write_report
 from agent._sdk import Agent
-from agent._trace import Trace, TraceWriter, read_trace
+from agent._trace import Trace, read_trace
 from agent._trace_cli import register
+from agent._trace_io import TraceWriter
 from agent._trace_record import TraceRecorder
 from agent._twc import TwcConfig, TwcEnvironment
 from planners import ScriptedPlanner
@@ -103,6 +105,7 @@ def test_eval_reruns_recorded_tasks_and_flips_are_computed(
 ) -> None:
     baseline = run_from_traces([traces], name="recorded")
     assert [t.success for t in baseline.tasks] == [True, True, True]
+    assert all(check_trace(read_trace(p)).ok for p in traces.glob("*.jsonl"))
     good, worse = runs
     assert [(t.task, t.status, t.success) for t in good.tasks] == [
         ("twc-1", "ok", True), ("twc-2", "ok", True), ("twc-3", "ok", True),

@@ -161,6 +161,14 @@ def test_forbid_cue_is_enforced_on_args_and_titles() -> None:
     assert ok.steps[0].args == {"obj": "red plate"}
 
 
+def test_forbid_with_a_generic_verb_covers_any_use() -> None:
+    cues = rule_extract("do not take the white forks")
+    assert "breaks the rule" in problems([step("a", "pick_up", obj="white fork")], cues)
+    assert "breaks the rule" in problems(
+        [step("a", "put", obj="white forks", container="box")], cues
+    )
+
+
 def test_forbid_cue_with_action_only_hits_that_action() -> None:
     cues = rule_extract("don't open the window")
     assert "breaks the rule" in problems([step("a", "open", obj="window")], cues)
@@ -228,3 +236,16 @@ def test_cycle_detection_agrees_with_networkx(edges: list[tuple[int, int]]) -> N
         assert len(validate_plan(steps, SKILLS).steps) == 6
     else:
         assert "forms a cycle" in problems(steps)
+
+
+def test_inflections_match_between_cues_and_steps() -> None:
+    cues = rule_extract("wash your hands before cooking")
+    plan = [step("a", "open", obj="cooked rice"), step("b", "open", obj="oven")]
+    wrong = [
+        {"id": "c", "title": "cook the pasta", "skill": DECOMPOSE, "args": {}, "depends_on": []}
+    ]
+    assert "add a step that does 'wash hands' before" in problems(wrong, cues)
+    validate_plan(plan, SKILLS, rule_extract("never open the dishes"))
+    assert "breaks the rule" in problems(
+        [step("a", "open", obj="dish")], rule_extract("never open the dishes")
+    )

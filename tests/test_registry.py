@@ -91,6 +91,8 @@ def test_add_get_list_remove_roundtrip(database_url: str, root: Path) -> None:
     assert before - dt.timedelta(seconds=1) <= fetched.created <= dt.datetime.now(dt.UTC)
     assert [r.name for r in registry.list()] == ["dishes", "laundry"]
     assert "dishes" in registry and "nope" not in registry
+    assert registry.path_of("dishes") == (root / "dishes").resolve()
+    assert registry.path_of("nope") is None
 
     removed = registry.remove("dishes")
     assert removed.name == "dishes"

@@ -13,19 +13,12 @@ from typer.testing import CliRunner
 from adapters import FunctionBackend, LLMRequest
 from agent._config import AgentConfig
 from agent._replay import compare_traces, replay_sync
+from agent._replay_check import check_trace
 from agent._sdk import Agent
 from agent._skills import skill
-from agent._trace import (
-    LLMEvent,
-    MemoryTraceSink,
-    PlanEvent,
-    SkillCallEvent,
-    Trace,
-    TraceWriter,
-    parse_trace_lines,
-    read_trace,
-)
+from agent._trace import LLMEvent, PlanEvent, SkillCallEvent, Trace, parse_trace_lines, read_trace
 from agent._trace_cli import register
+from agent._trace_io import MemoryTraceSink, TraceWriter
 from agent._trace_record import TraceRecorder
 from memory import run_sync
 from planners import LLMPlanner, PlannerConfig, ScriptedPlanner
@@ -199,6 +192,36 @@ def test_compare_ignores_node_id_offsets(trace_file: Path) -> None:
     assert compare_traces(trace.events, list(trace.events)) is None
 
 
+def test_the_fast_check_passes_recorded_runs_and_finds_changed_decisions(
+    trace_file: Path,
+) -> None:
+    assert check_trace(read_trace(trace_file)).ok
+    scripted = MemoryTraceSink()
+    record_run(scripted, planner="scripted")
+    assert check_trace(parse_trace_lines(scripted.lines)).ok
+    lines = trace_file.read_text().splitlines()
+    trace = parse_trace_lines(lines)
+    # The act answer said "look in the kitchen"; a recorded call to the garage contradicts it.
+    call = trace.of_type(SkillCallEvent)[0]
+    edited = json.loads(lines[call.seq])
+    edited["args"] = {"room": "garage"}
+    changed = [*lines[: call.seq], json.dumps(edited), *lines[call.seq + 1 :]]
+    result = check_trace(parse_trace_lines(changed))
+    assert result.divergence is not None and result.divergence.seq == call.seq
+    assert result.divergence.expected == {"skill": "look", "args": {"room": "kitchen"}}
+    # A step recorded as done after its skill failed is caught at that status change.
+    failed = next(e for e in trace.events if e.type == "skill_result" and not e.ok)
+    status = next(
+        e for e in trace.events[failed.seq :] if e.type == "tree" and e.node_id == failed.node_id
+    )
+    edited = json.loads(lines[status.seq])
+    edited["status"] = "done"
+    changed = [*lines[: status.seq], json.dumps(edited), *lines[status.seq + 1 :]]
+    result = check_trace(parse_trace_lines(changed))
+    assert result.divergence is not None and result.divergence.seq == status.seq
+    assert (result.divergence.expected, result.divergence.got) == ("failed", "done")
+
+
 def _cli() -> typer.Typer:
     app = typer.Typer()
     register(app)
@@ -210,6 +233,8 @@ def test_cli_replay_exit_codes(trace_file: Path, tmp_path: Path) -> None:
     ok = runner.invoke(_cli(), ["replay", str(trace_file)])
     assert ok.exit_code == 0, ok.output
     assert "replay matches" in ok.output
+    quick = runner.invoke(_cli(), ["replay", "--check", str(trace_file)])
+    assert quick.exit_code == 0 and "check passes" in quick.output
     lines = trace_file.read_text().splitlines()
     broken = tmp_path / "broken.jsonl"
     broken.write_text("\n".join(lines[:4]) + "\n{not json\n")
@@ -242,8 +267,68 @@ def test_record_then_replay_is_exact_with_the_embedded_model(tmp_path: Path) -> 
         run_sync(model.aclose())
     trace = read_trace(path)
     start = trace.start
-    assert start.backend == model.name and start.model and len(start.model["sha256"]) > 0
+    assert start.backend.startswith("embedded")
+    assert start.model and start.model["name"] == "gemma-3-270m" and start.model["sha256"]
     calls = trace.of_type(LLMEvent)
     assert len(calls) >= 2 and all(c.stage == "act" and c.completion_tokens > 0 for c in calls)
     result = replay_sync(trace)
     assert result.ok, result.divergence.describe() if result.divergence else result.error
+
+
+def test_a_run_paused_for_approval_is_recorded_and_replays() -> None:
+    @skill(needs_approval=True)
+    def throw_away(item: str) -> str:
+        """Throw an item away (a human approves each call)."""
+        return f"{item} is gone"
+
+    plan = {"steps": [{"id": "bin", "title": "throw away the box", "skill": "throw_away",
+                       "args": {"item": "box"}, "depends_on": []}]}  # fmt: skip
+    sink = MemoryTraceSink()
+    recorder = TraceRecorder(sink)
+    agent = Agent(
+        config=AgentConfig(database_url="sqlite://"),
+        backend=recorder.backend(FunctionBackend(lambda request: "{}")),
+        planner=recorder.planner(ScriptedPlanner({"clean up": plan})),
+        skills=recorder.skills([throw_away]),
+    )
+    try:
+        result = recorder.run(agent, "clean up")
+    finally:
+        agent.close()
+    assert result.outcome == "interrupted"
+    trace = parse_trace_lines(sink.lines)
+    assert [e.type for e in trace.events][-2:] == ["interrupt", "end"]
+    assert trace.events[-2].args == {"item": "box"}
+    replayed = replay_sync(trace)
+    assert replayed.ok, replayed.divergence
+
+
+@pytest.mark.slow
+def test_cli_record_with_the_embedded_defaults_then_replay(tmp_path: Path) -> None:
+    out = tmp_path / "twc.jsonl"
+    app = _cli()
+    runner = CliRunner()
+    recorded = runner.invoke(
+        app,
+        ["record", "--env", "twc", "--seed", "2", "--fold", "train", "--max-steps", "1",
+         "--out", str(out), "--family", "twc", "--save"],
+    )  # fmt: skip
+    assert recorded.exit_code == 0, recorded.output
+    trace = read_trace(out)
+    assert trace.start.env and trace.start.env["seed"] == 2
+    assert trace.start.metadata == {"family": "twc"} and trace.end is not None
+    stored = recorded.output.split("stored as ")[1].split()[0]
+    for args in (["replay", str(out)], ["replay", "--check", str(out)], ["replay", stored]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, (args, result.output)
+    # The same task live again, base model only: the same greedy model decides the same.
+    evaluated = runner.invoke(
+        app, ["eval", str(out), "--adapters", "none", "--out", str(tmp_path / "eval")]
+    )
+    assert evaluated.exit_code == 0, evaluated.output
+    run = json.loads((tmp_path / "eval" / "run.json").read_text())
+    assert [t["status"] for t in run["tasks"]] == ["ok"]
+    assert run["tasks"][0]["success"] == trace.end.success
+    assert (tmp_path / "eval" / "report.html").is_file()
+    compared = runner.invoke(app, ["compare", str(out), str(tmp_path / "eval" / "run.json")])
+    assert compared.exit_code == 0 and "negative flips 0" in compared.output

@@ -12,7 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
@@ -152,7 +151,6 @@ def test_three_workers_one_killed_every_task_once(postgres_url: str, tmp_path: P
             process.send_signal(signal.SIGTERM)
         codes = [p.wait(timeout=40) for p in workers[1:]]
         stop_server(server)
-        httpx.Client().close()
     assert codes == [0, 0]
     for index in (1, 2):
         log = (tmp_path / f"worker{index}.log").read_text()

@@ -15,16 +15,15 @@ from agent._skills import skill
 from agent._trace import (
     EndEvent,
     LLMEvent,
-    MemoryTraceSink,
     PlanEvent,
     SkillResultEvent,
     TaskStartEvent,
-    TraceWriter,
     parse_trace_lines,
     read_trace,
     render_schema,
     schema_path,
 )
+from agent._trace_io import MemoryTraceSink, TraceWriter
 from agent._trace_record import TraceRecorder
 from agent._trace_store import TraceStore
 from agent.errors import TraceFormatError, TraceVersionError
@@ -154,7 +153,7 @@ def test_not_a_trace_and_empty_files_are_refused(tmp_path: Path) -> None:
 
 
 def test_the_schema_file_is_up_to_date() -> None:
-    assert schema_path().read_text() == render_schema(), "run: python -m agent._trace"
+    assert schema_path().read_text() == render_schema(), "run: python -m agent._trace_schema"
     schema = json.loads(render_schema())
     kinds = set(schema["event"]["discriminator"]["mapping"])
     assert kinds == {
@@ -194,3 +193,35 @@ def test_traces_are_stored_in_the_database(database_url: str) -> None:
             store.save(['{"format": "trellis-trace", "version": "9.0"}'])
     finally:
         engine.dispose()
+
+
+def test_otel_export_follows_the_genai_conventions(recorded_file: Path) -> None:
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from agent._trace_otel import export_otel
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace = read_trace(recorded_file)
+    count = export_otel(trace, tracer_provider=provider, capture_content=True)
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    assert count == len(exporter.get_finished_spans()) == 4
+    root = spans["invoke_agent trellis"]
+    root_attributes = dict(root.attributes or {})
+    assert root_attributes["gen_ai.operation.name"] == "invoke_agent"
+    assert root_attributes["trellis.success"] is True
+    llm = next(s for s in spans.values() if s.name.startswith("text_completion"))
+    llm_attributes = dict(llm.attributes or {})
+    llm_event = trace.of_type(LLMEvent)[0]
+    assert llm_attributes["gen_ai.usage.input_tokens"] == llm_event.prompt_tokens
+    assert llm_attributes["gen_ai.prompt"] == llm_event.prompt
+    assert llm.parent is not None and root.context is not None
+    assert llm.parent.span_id == root.context.span_id
+    tool = spans["execute_tool pick_up"]
+    assert dict(tool.attributes or {})["gen_ai.tool.name"] == "pick_up"
+    assert (tool.start_time or 0) <= (tool.end_time or 0)
+    assert any(e.name == "trellis.plan" for e in root.events)

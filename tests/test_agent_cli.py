@@ -1,0 +1,87 @@
+"""The `trellis run/resume/tasks/tree/approve` commands (scripted runs made through the SDK)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from adapters import FunctionBackend
+from agent import Agent, AgentConfig, skill
+from agent.cli import app
+from planners import ScriptedPlanner
+
+runner = CliRunner()
+
+
+@skill(needs_approval=True)
+def ship(item: str) -> str:
+    """Ship an item (needs approval)."""
+    return f"shipped {item}"
+
+
+def _agent(url: str) -> Agent:
+    plans = {
+        "ship it": {
+            "steps": [
+                {
+                    "id": "a",
+                    "title": "ship the box",
+                    "skill": "ship",
+                    "args": {"item": "box"},
+                    "depends_on": [],
+                }
+            ]
+        }
+    }
+    return Agent(
+        config=AgentConfig(database_url=url),
+        skills=[ship],
+        backend=FunctionBackend(lambda request: "{}"),
+        planner=ScriptedPlanner(plans),
+    )
+
+
+def test_tasks_tree_and_approve(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/cli.db"
+    agent = _agent(url)
+    result = agent.run("ship it")
+    agent.close()
+    assert result.outcome == "interrupted"
+
+    listed = runner.invoke(app, ["tasks", "--database-url", url])
+    assert listed.exit_code == 0, listed.output
+    assert result.task_id in listed.output and "running" in listed.output
+
+    shown = runner.invoke(app, ["tree", result.task_id, "--database-url", url])
+    assert shown.exit_code == 0, shown.output
+    assert "ship the box" in shown.output and "waiting for approval" in shown.output
+
+    # A command-line approve needs the skill registered in this process: the SDK approves.
+    again = _agent(url)
+    done = again.approve(result.task_id)
+    again.close()
+    assert done.success
+
+    resumed = runner.invoke(app, ["resume", result.task_id, "--database-url", url])
+    assert resumed.exit_code == 0, resumed.output
+    assert "success" in resumed.output
+
+    no_pending = runner.invoke(app, ["approve", result.task_id, "--database-url", url])
+    assert no_pending.exit_code != 0
+    assert "not waiting for an approval" in str(no_pending.exception)
+
+
+def test_run_refuses_bad_input(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/cli.db"
+    nothing = runner.invoke(app, ["run", "--database-url", url])
+    assert nothing.exit_code == 2 and "GOAL" in nothing.output
+    no_skills = runner.invoke(app, ["run", "tidy up", "--database-url", url])
+    assert no_skills.exit_code == 2 and "--skills" in no_skills.output
+    bad_module = runner.invoke(
+        app, ["run", "tidy up", "--skills", "../etc/passwd", "--database-url", url]
+    )
+    assert bad_module.exit_code == 2 and "not a module name" in bad_module.output
+    test_fold = runner.invoke(app, ["run", "--env", "twc", "--fold", "test", "--database-url", url])
+    assert test_fold.exit_code != 0
+    assert "held-out" in str(test_fold.exception)
