@@ -633,7 +633,8 @@ class Stages:
                 "replans": replans,
                 "result": _ending("failed", reason),
             }
-        self.d.store.transition(failed_id, NodeStatus.PENDING, cause="replan")
+        # Each write below is safe to repeat if the process died between them.
+        self._set_status(task_id, failed_id, NodeStatus.PENDING, cause="replan")
         created = self.d.store.replace_subtree(failed_id, steps, cause="replan")
         self._set_status(task_id, failed_id, NodeStatus.RUNNING, cause="replanned")
         self.emit(
