@@ -4,7 +4,8 @@ Compares, in one run and on the same prompts:
   * 8 concurrent requests, all to the base model          (the baseline)
   * 8 concurrent requests spread over 4 LoRA adapters     (target: >= 0.85x the baseline)
   * the same 8 adapter requests served one at a time      (target: batched >= 2x faster)
-  * 8 concurrent base requests with a JSON schema         (the cost of structured output)
+  * 8 concurrent base requests with a JSON schema         (the cost of structured output,
+    in tokens/s; these rows get at least 32 tokens so the object can finish)
 
 The embedded backend (default) creates 4 LoRA adapters in a temporary folder. ``--backend
 vllm --url URL --adapters a,b,c,d`` measures a running vLLM server with the same code: the
@@ -61,6 +62,8 @@ SCHEMA = {
     "additionalProperties": False,
 }
 RESULTS = ROOT / "bench" / "results" / "bench_backends.json"
+SCHEMA_TOKENS = 32
+"""Token budget of the structured-output rows (the object needs about 20)."""
 
 
 def requests_for(
@@ -122,7 +125,10 @@ async def measure(
         "adapters_sequential": lambda: one_at_a_time(
             backend, requests_for(list(adapters), max_tokens)
         ),
-        "schema_batched": lambda: concurrent(backend, requests_for([None], max_tokens, SCHEMA)),
+        # Long enough for the whole object: a cut-off JSON would not show validity.
+        "schema_batched": lambda: concurrent(
+            backend, requests_for([None], max(max_tokens, SCHEMA_TOKENS), SCHEMA)
+        ),
     }
     rows: dict[str, dict[str, float]] = {}
     for _ in range(rounds):

@@ -452,15 +452,49 @@ async def run_scripted(tasks: list[Task], seed: int, config: PlannerConfig) -> d
     }
 
 
-async def run_real(tasks: list[Task], n_plans: int, n_reminders: int) -> dict[str, Any]:
+async def run_real(
+    tasks: list[Task], n_plans: int, n_reminders: int, *, max_tokens: int, timeout_s: float
+) -> dict[str, Any]:
     from adapters import EmbeddedBackend, ReminderAdapter, ReminderConfig
 
     backend = EmbeddedBackend()
     await backend.start()
     out: dict[str, Any] = {"backend": backend.name}
+    if n_reminders:
+        adapter = ReminderAdapter(backend, config=ReminderConfig(mode="model", max_attempts=1))
+        truths = [t for task in tasks for t in task.reminders][:n_reminders]
+        model_ok = rules_ok = agree = 0
+        rows = []
+        for truth in truths:
+            result = await adapter.extract(truth.text)
+            print(f"  real reminder {truth.text!r}: {result.raw_outputs}", flush=True)
+            m = bool(result.model_cues) and truth_matches(result.model_cues[0], truth)
+            r = len(result.rule_cues) == 1 and truth_matches(result.rule_cues[0], truth)
+            model_ok += m
+            rules_ok += r
+            agree += bool(result.agreement)
+            rows.append(
+                {
+                    "reminder": truth.text,
+                    "model": [c.model_dump(mode="json") for c in result.model_cues],
+                    "raw": result.raw_outputs,
+                    "model_correct": m,
+                    "rules_correct": r,
+                }
+            )
+        out["reminders"] = {
+            "reminders": len(truths),
+            "model_accuracy": model_ok / len(truths),
+            "rules_accuracy": rules_ok / len(truths),
+            "model_rules_agreement": agree / len(truths),
+            "rows": rows,
+        }
     if n_plans:
         planner = LLMPlanner(
-            backend, config=PlannerConfig(max_attempts=2, max_tokens=200, max_steps=6)
+            backend,
+            config=PlannerConfig(
+                max_attempts=2, max_tokens=max_tokens, max_steps=6, timeout_s=timeout_s
+            ),
         )
         rows = []
         for task in tasks[:n_plans]:
@@ -494,35 +528,6 @@ async def run_real(tasks: list[Task], n_plans: int, n_reminders: int) -> dict[st
             "invalid_plans_reaching_execution": sum(r["accepted_invalid"] for r in rows),
             "rows": rows,
         }
-    if n_reminders:
-        adapter = ReminderAdapter(backend, config=ReminderConfig(mode="model", max_attempts=1))
-        truths = [t for task in tasks for t in task.reminders][:n_reminders]
-        model_ok = rules_ok = agree = 0
-        rows = []
-        for truth in truths:
-            result = await adapter.extract(truth.text)
-            print(f"  real reminder {truth.text!r}: {result.raw_outputs}", flush=True)
-            m = bool(result.model_cues) and truth_matches(result.model_cues[0], truth)
-            r = len(result.rule_cues) == 1 and truth_matches(result.rule_cues[0], truth)
-            model_ok += m
-            rules_ok += r
-            agree += bool(result.agreement)
-            rows.append(
-                {
-                    "reminder": truth.text,
-                    "model": [c.model_dump(mode="json") for c in result.model_cues],
-                    "raw": result.raw_outputs,
-                    "model_correct": m,
-                    "rules_correct": r,
-                }
-            )
-        out["reminders"] = {
-            "reminders": len(truths),
-            "model_accuracy": model_ok / len(truths),
-            "rules_accuracy": rules_ok / len(truths),
-            "model_rules_agreement": agree / len(truths),
-            "rows": rows,
-        }
     return out
 
 
@@ -534,12 +539,22 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--real-plans", type=int, default=0)
     parser.add_argument("--real-reminders", type=int, default=0)
+    parser.add_argument("--real-max-tokens", type=int, default=160)
+    parser.add_argument("--real-timeout", type=float, default=900.0)
     args = parser.parse_args()
     tasks = generate(args.goals, args.seed)
     config = PlannerConfig(max_attempts=3)
     scripted = asyncio.run(run_scripted(tasks, args.seed, config))
     real = (
-        asyncio.run(run_real(tasks, args.real_plans, args.real_reminders))
+        asyncio.run(
+            run_real(
+                tasks,
+                args.real_plans,
+                args.real_reminders,
+                max_tokens=args.real_max_tokens,
+                timeout_s=args.real_timeout,
+            )
+        )
         if (args.real_plans or args.real_reminders)
         else None
     )
