@@ -17,7 +17,8 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command
 
 from agent._checkpoint import CheckpointHandle, open_checkpointer, prune_checkpoints
-from agent._loop import LoopDeps, LoopState, Stages
+from agent._loop import Stages
+from agent._loop_state import LoopDeps, LoopState
 
 __all__ = ["LoopGraph"]
 

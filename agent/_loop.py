@@ -11,14 +11,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol, TypedDict
+from typing import Any
 
 from langgraph.types import interrupt
 
-from adapters import LLMBackend, LLMResult
+from adapters import LLMResult
 from agent._act import choose_call
-from agent._calls import SkillCallLog
-from agent._config import AgentConfig
 from agent._events import (
     ApprovalRequested,
     CuesMade,
@@ -32,10 +30,11 @@ from agent._events import (
     SkillFinished,
     TaskFinished,
 )
+from agent._loop_state import LoopDeps, LoopState, ending, registry_error, require
 from agent._planning import plan_specs, render_cues
-from agent._skills import SkillContext, SkillOutcome, SkillRegistry
+from agent._skills import SkillContext, SkillOutcome
 from agent.errors import EnvironmentFailure
-from memory import NodeRecord, NodeSpec, NodeStatus, TaskStatus, TaskStore, run_sync
+from memory import NodeRecord, NodeSpec, NodeStatus, TaskStatus, run_sync
 from memory.errors import (
     IllegalTransitionError,
     NotSerializableError,
@@ -44,77 +43,9 @@ from memory.errors import (
     TrellisError,
 )
 
-__all__ = ["Environment", "LoopDeps", "LoopState", "Stages"]
+__all__ = ["Stages"]
 
 _SATISFIED = {NodeStatus.DONE, NodeStatus.SKIPPED}
-
-
-class LoopState(TypedDict, total=False):
-    """The checkpointed state: ids and counters (the tree holds everything else)."""
-
-    task_id: str
-    cues: list[dict[str, Any]]
-    next: str
-    node_id: int | None
-    step: dict[str, Any] | None
-    plan_target: int | None
-    failed_node: int | None
-    adapter: str | None
-    attempt: int
-    call: dict[str, Any] | None
-    decision: str | None
-    outcome: dict[str, Any] | None
-    steps: int
-    replans: int
-    elapsed_s: float
-    prompt_tokens: int
-    completion_tokens: int
-    adapters: list[str]
-    result: dict[str, Any] | None
-
-
-class Environment(Protocol):
-    """What the loop needs from an environment (see :class:`agent.TwcEnvironment`)."""
-
-    @property
-    def state(self) -> Any: ...
-
-    def replay(self, actions: list[str]) -> Any: ...
-
-    def close(self) -> None: ...
-
-
-class LoopDeps:
-    """Everything the stages use; one per agent, shared by its tasks."""
-
-    def __init__(
-        self,
-        *,
-        store: TaskStore,
-        skills: SkillRegistry,
-        backend: LLMBackend,
-        planner: Any,
-        router: Any,
-        reminder_adapter: Any,
-        config: AgentConfig,
-        env_factory: Callable[[dict[str, Any]], tuple[Any, str]] | None,
-        skill_context: dict[str, Any],
-    ) -> None:
-        self.store = store
-        self.skills = skills
-        self.backend = backend
-        self.planner = planner
-        self.router = router
-        self.reminder_adapter = reminder_adapter
-        self.config = config
-        self.env_factory = env_factory
-        self.skill_context = skill_context
-        self.calls = SkillCallLog(store.engine)
-        self.sinks: dict[str, Callable[[EventBase], None]] = {}
-        self.envs: dict[str, tuple[Any, str]] = {}
-        self.no_env: set[str] = set()
-        self.prune: Callable[[str, int], None] | None = None
-        """Set by the graph: keep only the newest N checkpoints of a task."""
 
 
 def _timed(stage: Callable[[Stages, LoopState], dict[str, Any]]) -> Any:
@@ -304,7 +235,7 @@ class Stages:
         if steps is None:
             reason = f"planning failed: {error}"
             self._set_status(task_id, target_id, NodeStatus.FAILED, cause="plan", error=reason)
-            return {**update, "next": "finish", "result": _ending("failed", reason)}
+            return {**update, "next": "finish", "result": ending("failed", reason)}
         created = store.add_children(task_id, target_id, steps, cause="plan")
         self.emit(
             PlanMade(
@@ -328,21 +259,21 @@ class Stages:
         config = self.d.config
         finish = {"next": "finish", "node_id": None}
         if state.get("steps", 0) >= config.max_steps:
-            return {**finish, "result": _ending("budget_exhausted", "max_steps reached")}
+            return {**finish, "result": ending("budget_exhausted", "max_steps reached")}
         if state.get("elapsed_s", 0.0) >= config.wall_time_s:
-            return {**finish, "result": _ending("budget_exhausted", "wall time used up")}
+            return {**finish, "result": ending("budget_exhausted", "wall time used up")}
         env = self.environment(task_id)
         if env is not None:
             game = env[0].state
             if game.done:
                 outcome = "success" if game.success else "failed"
-                return {**finish, "result": _ending(outcome, f"game over, score {game.score:g}")}
+                return {**finish, "result": ending(outcome, f"game over, score {game.score:g}")}
         ready = self._ready(task_id)
         if not ready and env is None:
             # Only when nothing can run is it worth looking for finished containers: closing
             # one finishes the task or unblocks the steps that wait for it.
             if self._close_containers(task_id) is NodeStatus.DONE:
-                return {**finish, "result": _ending("success", "every step is done")}
+                return {**finish, "result": ending("success", "every step is done")}
             ready = self._ready(task_id)
         if ready:
             node = ready[0]
@@ -358,9 +289,9 @@ class Stages:
         if failed:
             if state.get("replans", 0) >= config.max_replans:
                 reason = f"step {failed[0].id} failed and max_replans is used up"
-                return {**finish, "result": _ending("failed", reason)}
+                return {**finish, "result": ending("failed", reason)}
             return {"next": "replan", "failed_node": failed[0].id, "node_id": None}
-        return {**finish, "result": _ending("failed", "no step can run: the plan is stuck")}
+        return {**finish, "result": ending("failed", "no step can run: the plan is stuck")}
 
     def _ready(self, task_id: str) -> list[NodeRecord]:
         return [n for n in self.d.store.ready_nodes(task_id) if n.parent_id is not None]
@@ -387,7 +318,7 @@ class Stages:
 
     @_timed
     def route(self, state: LoopState) -> dict[str, Any]:
-        task_id, node_id = state["task_id"], _require(state.get("node_id"))
+        task_id, node_id = state["task_id"], require(state.get("node_id"))
         adapter: str | None = None
         route_record: dict[str, Any] = {"adapter": None, "reason": "no router configured"}
         if self.d.router is not None:
@@ -427,7 +358,7 @@ class Stages:
 
     @_timed
     def act(self, state: LoopState) -> dict[str, Any]:
-        task_id, node_id = state["task_id"], _require(state.get("node_id"))
+        task_id, node_id = state["task_id"], require(state.get("node_id"))
         step = state.get("step") or {}
         planned = step.get("input") or {}
         name = planned.get("skill")
@@ -499,7 +430,7 @@ class Stages:
             return {"decision": None, "next": "execute"}
         if not self.d.skills.get(name).spec.needs_approval:
             return {"decision": None, "next": "execute"}
-        node_id = _require(state.get("node_id"))
+        node_id = require(state.get("node_id"))
         request = {
             "task_id": state["task_id"],
             "node_id": node_id,
@@ -513,7 +444,7 @@ class Stages:
 
     @_timed
     def execute(self, state: LoopState) -> dict[str, Any]:
-        task_id, node_id = state["task_id"], _require(state.get("node_id"))
+        task_id, node_id = state["task_id"], require(state.get("node_id"))
         call = state.get("call") or {}
         name = str(call.get("skill"))
         steps = state.get("steps", 0) + 1
@@ -583,7 +514,7 @@ class Stages:
 
     @_timed
     def observe(self, state: LoopState) -> dict[str, Any]:
-        task_id, node_id = state["task_id"], _require(state.get("node_id"))
+        task_id, node_id = state["task_id"], require(state.get("node_id"))
         outcome = SkillOutcome.model_validate(state.get("outcome") or {"skill": "", "ok": False})
         if outcome.ok:
             try:
@@ -618,7 +549,7 @@ class Stages:
     def replan(self, state: LoopState) -> dict[str, Any]:
         task_id = state["task_id"]
         failed_id = state.get("failed_node")
-        failed_id = _require(failed_id)
+        failed_id = require(failed_id)
         failed = self.d.store.get_node(failed_id)
         replans = state.get("replans", 0) + 1
         if failed.status is NodeStatus.RUNNING:
@@ -631,7 +562,7 @@ class Stages:
                 **update,
                 "next": "finish",
                 "replans": replans,
-                "result": _ending("failed", reason),
+                "result": ending("failed", reason),
             }
         # Each write below is safe to repeat if the process died between them.
         self._set_status(task_id, failed_id, NodeStatus.PENDING, cause="replan")
@@ -651,7 +582,7 @@ class Stages:
     @_timed
     def finish(self, state: LoopState) -> dict[str, Any]:
         task_id = state["task_id"]
-        result = dict(state.get("result") or _ending("failed", "finished without a result"))
+        result = dict(state.get("result") or ending("failed", "finished without a result"))
         success = result["outcome"] == "success"
         root = self.d.store.root(task_id)
         if root.status not in (NodeStatus.DONE, NodeStatus.FAILED):
@@ -681,23 +612,3 @@ class Stages:
             )
         )
         return {"result": result, "next": "end"}
-
-
-def _require(node_id: int | None) -> int:
-    # The graph's edges only lead to these stages with a node selected.
-    if node_id is None:
-        raise RuntimeFailure("the loop reached a node stage without a selected node")
-    return node_id
-
-
-def _ending(outcome: str, reason: str) -> dict[str, Any]:
-    return {"outcome": outcome, "reason": reason}
-
-
-def registry_error(registry: SkillRegistry, name: str) -> dict[str, Any]:
-    """The recorded error for a skill name that is not registered."""
-    try:
-        registry.get(name)
-    except TrellisError as exc:
-        return {"error": str(exc), "error_type": type(exc).__name__}
-    return {}

@@ -27,7 +27,7 @@ from agent._config import AgentConfig
 from agent._defaults import default_reminder_adapter
 from agent._events import AgentEvent, EventBase, TaskFinished, TaskStarted
 from agent._graph import LoopGraph
-from agent._loop import LoopDeps
+from agent._loop_state import LoopDeps
 from agent._skills import Skill, SkillLike, SkillRegistry
 from agent._twc import TwcConfig, TwcEnvironment, twc_skills
 from agent.errors import ApprovalPendingError, EnvironmentFailure, NoPendingApprovalError

@@ -1,0 +1,104 @@
+"""The loop's checkpointed state and the dependencies its stages share."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol, TypedDict
+
+from adapters import LLMBackend
+from agent._calls import SkillCallLog
+from agent._config import AgentConfig
+from agent._events import EventBase
+from agent._skills import SkillRegistry
+from memory import TaskStore
+from memory.errors import RuntimeFailure, TrellisError
+
+__all__ = ["Environment", "LoopDeps", "LoopState", "ending", "registry_error", "require"]
+
+
+class LoopState(TypedDict, total=False):
+    """The checkpointed state: ids and counters (the tree holds everything else)."""
+
+    task_id: str
+    cues: list[dict[str, Any]]
+    next: str
+    node_id: int | None
+    step: dict[str, Any] | None
+    plan_target: int | None
+    failed_node: int | None
+    adapter: str | None
+    attempt: int
+    call: dict[str, Any] | None
+    decision: str | None
+    outcome: dict[str, Any] | None
+    steps: int
+    replans: int
+    elapsed_s: float
+    prompt_tokens: int
+    completion_tokens: int
+    adapters: list[str]
+    result: dict[str, Any] | None
+
+
+class Environment(Protocol):
+    """What the loop needs from an environment (see :class:`agent.TwcEnvironment`)."""
+
+    @property
+    def state(self) -> Any: ...
+
+    def replay(self, actions: list[str]) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+class LoopDeps:
+    """Everything the stages use; one per agent, shared by its tasks."""
+
+    def __init__(
+        self,
+        *,
+        store: TaskStore,
+        skills: SkillRegistry,
+        backend: LLMBackend,
+        planner: Any,
+        router: Any,
+        reminder_adapter: Any,
+        config: AgentConfig,
+        env_factory: Callable[[dict[str, Any]], tuple[Any, str]] | None,
+        skill_context: dict[str, Any],
+    ) -> None:
+        self.store = store
+        self.skills = skills
+        self.backend = backend
+        self.planner = planner
+        self.router = router
+        self.reminder_adapter = reminder_adapter
+        self.config = config
+        self.env_factory = env_factory
+        self.skill_context = skill_context
+        self.calls = SkillCallLog(store.engine)
+        self.sinks: dict[str, Callable[[EventBase], None]] = {}
+        self.envs: dict[str, tuple[Any, str]] = {}
+        self.no_env: set[str] = set()
+        self.prune: Callable[[str, int], None] | None = None
+        """Set by the graph: keep only the newest N checkpoints of a task."""
+
+
+def require(node_id: int | None) -> int:
+    # The graph's edges only lead to these stages with a node selected.
+    if node_id is None:
+        raise RuntimeFailure("the loop reached a node stage without a selected node")
+    return node_id
+
+
+def ending(outcome: str, reason: str) -> dict[str, Any]:
+    return {"outcome": outcome, "reason": reason}
+
+
+def registry_error(registry: SkillRegistry, name: str) -> dict[str, Any]:
+    """The recorded error for a skill name that is not registered."""
+    try:
+        registry.get(name)
+    except TrellisError as exc:
+        return {"error": str(exc), "error_type": type(exc).__name__}
+    return {}
