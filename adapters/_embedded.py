@@ -70,6 +70,9 @@ class EmbeddedConfig(BaseModel):
     """When set, adapters may only be loaded from below these folders."""
     adapters: dict[str, Path] = Field(default_factory=dict)
     """Adapters to load at start, name -> PEFT folder."""
+    threads: int | None = Field(default=None, ge=1)
+    """Torch intra-op threads for this process; None keeps torch's default. On a CPU shared
+    with other busy processes, 1 avoids threads spinning while they wait for each other."""
 
 
 @dataclass(frozen=True)
@@ -254,6 +257,10 @@ class EmbeddedBackend(BackendBase):
             await self.load_adapter(name, path)
 
     def _load(self) -> LoadedModel:
+        if self.config.threads is not None:
+            import torch
+
+            torch.set_num_threads(self.config.threads)
         model_dir = resolve_model_dir(self.config.model_dir)
         name = self.config.base_model_name or model_identity(model_dir)["name"]
         return load_model(model_dir, name=name, device=self.config.device, dtype=self.config.dtype)

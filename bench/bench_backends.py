@@ -181,10 +181,6 @@ def print_table(name: str, report: dict[str, Any]) -> None:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     backend: LLMBackend
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     load_before = [round(x, 2) for x in os.getloadavg()]
     if args.backend == "vllm":
         from adapters import VLLMBackend, VLLMConfig
@@ -200,7 +196,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         report["server"] = args.url
     else:
         adapters = ["a1", "a2", "a3", "a4"]
-        embedded = EmbeddedBackend(EmbeddedConfig(max_batch_size=8, batch_wait_ms=20.0))
+        embedded = EmbeddedBackend(
+            EmbeddedConfig(max_batch_size=8, batch_wait_ms=20.0, threads=args.threads or None)
+        )
         with tempfile.TemporaryDirectory(prefix="bench-adapters-") as folder:
             for seed, name in enumerate(adapters):
                 path = create_lora_adapter(default_model_dir(), Path(folder) / name, seed=seed)

@@ -103,7 +103,9 @@ def plan_json_schema(
     names = [s.name for s in skills]
     if allow_decompose:
         names.append(DECOMPOSE)
-    ids: dict[str, Any] = {"type": "string", "maxLength": 12}
+    # Ids are "1".."max_steps": short to generate, and a model cannot point depends_on at
+    # something that is not a step id (small models like to write skill names there).
+    ids: dict[str, Any] = {"enum": [str(i) for i in range(1, max_steps + 1)]}
     common: dict[str, Any] = {
         "id": ids,
         "title": {"type": "string", "maxLength": 80},
