@@ -45,6 +45,7 @@ from adapters._replay import RecordingBackend, ReplayBackend, request_fingerprin
 from adapters._router import RouteDecision, Router, RouterConfig, StepContext
 from adapters._router_eval import RouterEvaluation, evaluate_router, load_eval_rows
 from adapters._router_policies import AdapterProfile, RouteRule
+from adapters._training import TrainingConfig, TrainingReport, load_examples, train_adapter
 from adapters._vllm import VLLMBackend
 from adapters._vllm_pool import ServedModel, ServerResidency, VLLMConfig
 from adapters.errors import (
@@ -63,6 +64,8 @@ from adapters.errors import (
     ModelPreparationError,
     ReplayMismatchError,
     SchemaCompileError,
+    TrainingDataError,
+    TrainingResumeError,
     UnknownAdapterError,
 )
 
@@ -117,6 +120,10 @@ __all__ = [
     "ServerResidency",
     "StepContext",
     "SyncBackend",
+    "TrainingConfig",
+    "TrainingDataError",
+    "TrainingReport",
+    "TrainingResumeError",
     "UnknownAdapterError",
     "VLLMBackend",
     "VLLMConfig",
@@ -129,11 +136,13 @@ __all__ = [
     "evaluate_router",
     "inspect_adapter",
     "load_eval_rows",
+    "load_examples",
     "model_identity",
     "model_problems",
     "prepare_model",
     "request_fingerprint",
     "resolve_model_dir",
     "rule_extract",
+    "train_adapter",
     "verify_model",
 ]

@@ -152,7 +152,10 @@ def parse_json_text(text: str) -> tuple[Any, str | None]:
         return json.loads(text), None
     except json.JSONDecodeError as exc:
         snippet = text[max(0, exc.pos - 20) : exc.pos + 20]
-        return None, f"not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg} near {snippet!r}"
+        return (
+            None,
+            f"not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg} near {snippet!r}",
+        )
 
 
 def count_tokens_approx(text: str) -> int:

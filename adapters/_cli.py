@@ -184,5 +184,10 @@ def show_adapter(
 
 
 def register(app: typer.Typer) -> None:
+    from adapters._router_cli import register_router_commands
+    from adapters._training_cli import register_training_commands
+
+    register_router_commands(adapters_app)
+    register_training_commands(adapters_app)
     app.add_typer(model_app, name="model")
     app.add_typer(adapters_app, name="adapters")

@@ -22,7 +22,9 @@ POSTGRES_ADMIN_URL = os.environ.get(
 
 
 @pytest.fixture(autouse=True)
-def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """No test writes into the user's real data directory."""
     home = tmp_path_factory.mktemp("trellis-home")
     monkeypatch.setenv("TRELLIS_HOME", str(home))
