@@ -40,9 +40,7 @@ def render() -> str:
         package = cls.__module__.split(".")[0]
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
         lines.append(f"{'    ' * depth}{cls.__name__} ({package}): {doc}")
-        children = sorted(
-            (c for c in errors if cls in c.__bases__), key=lambda c: c.__name__
-        )
+        children = sorted((c for c in errors if cls in c.__bases__), key=lambda c: c.__name__)
         for child in children:
             walk(child, depth + 1)
 

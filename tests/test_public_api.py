@@ -52,7 +52,9 @@ def test_error_tree_document_is_current() -> None:
         sys.path.pop(0)
     expected = tree.render()
     actual = (ROOT / "docs" / "errors.md").read_text()
-    assert actual == expected, "docs/errors.md is stale: python docs/_errors_tree.py > docs/errors.md"
+    assert actual == expected, (
+        "docs/errors.md is stale: python docs/_errors_tree.py > docs/errors.md"
+    )
 
 
 def test_every_error_derives_from_one_branch() -> None:
