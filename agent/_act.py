@@ -25,7 +25,11 @@ __all__ = [
     "act_json_schema",
     "build_act_prompt",
     "choose_call",
+    "env_act_prompt_args",
 ]
+
+ENV_ACT_STEP = "take the next action"
+"""The step text of every environment move (the game's observation carries the rest)."""
 
 _MAX_OBSERVATION_CHARS = 600
 _MAX_HISTORY = 6
@@ -72,6 +76,19 @@ def build_act_prompt(
     lines.append(answer)
     lines.append("JSON:")
     return "\n".join(lines)
+
+
+def env_act_prompt_args(
+    *, goal: str, observation: str, history: Sequence[str], cues: Sequence[str]
+) -> dict[str, Any]:
+    """Prompt arguments of one environment move; the loop and the training data share them."""
+    return {
+        "goal": goal,
+        "step": ENV_ACT_STEP,
+        "observation": observation,
+        "history": list(history),
+        "cues": list(cues),
+    }
 
 
 def act_json_schema(

@@ -13,7 +13,18 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal, cast
 
-from sqlalchemy import JSON, DateTime, Engine, Integer, String, Table, insert, select, update
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Engine,
+    Integer,
+    String,
+    Table,
+    Update,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -99,11 +110,17 @@ class SkillCallLog:
     def finish(self, call_key: str, outcome: Any, *, status: CallStatus = "finished") -> None:
         """Record the outcome of a started call."""
         with self._engine.begin() as conn:
-            conn.execute(
-                update(_TABLE)
-                .where(_TABLE.c.call_key == call_key)
-                .values(status=status, outcome=outcome, finished_at=_now())
-            )
+            conn.execute(self.finish_statement(call_key, outcome, status=status))
+
+    @staticmethod
+    def finish_statement(call_key: str, outcome: Any, *, status: CallStatus = "finished") -> Update:
+        """The statement :meth:`finish` runs, for a caller that commits it together with
+        its own writes (the loop: with the node's status change)."""
+        return (
+            update(_TABLE)
+            .where(_TABLE.c.call_key == call_key)
+            .values(status=status, outcome=outcome, finished_at=_now())
+        )
 
     def calls(self, task_id: str, *, skill_prefix: str = "") -> list[CallRecord]:
         """Every record of a task in call order (optionally only skills starting with a prefix)."""

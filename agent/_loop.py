@@ -16,7 +16,7 @@ from typing import Any
 from langgraph.types import interrupt
 
 from adapters import LLMResult
-from agent._act import choose_call
+from agent._act import choose_call, env_act_prompt_args
 from agent._events import (
     ApprovalRequested,
     CuesMade,
@@ -82,7 +82,8 @@ class Stages:
         except IllegalTransitionError:
             current = self.d.store.get_node(node_id)
             if current.status is status:
-                return current  # already there: this stage ran before a crash
+                # Already there: this stage ran before a crash (and ``also`` committed then).
+                return current
             if not (status is NodeStatus.RUNNING and current.status is NodeStatus.FAILED):
                 raise
             self.d.store.transition(node_id, NodeStatus.PENDING, cause=cause)
@@ -373,13 +374,12 @@ class Stages:
             chosen = run_sync(
                 choose_call(
                     self.d.backend,
-                    prompt_args={
-                        "goal": self.d.store.get_task(task_id).goal,
-                        "step": "take the next action",
-                        "observation": game.observation,
-                        "history": history,
-                        "cues": render_cues(state.get("cues", [])),
-                    },
+                    prompt_args=env_act_prompt_args(
+                        goal=self.d.store.get_task(task_id).goal,
+                        observation=game.observation,
+                        history=history,
+                        cues=render_cues(state.get("cues", [])),
+                    ),
                     skills=[registry.get(env[1]).spec],
                     adapter=state.get("adapter"),
                     env_skill=env[1],
@@ -472,6 +472,7 @@ class Stages:
         )
         key = f"{task_id}:{node_id}:{state.get('attempt', 0)}"
         reused = False
+        finished_key: str | None = None
         if skill.spec.side_effects:
             existing = self.d.calls.start(
                 task_id=task_id, node_id=node_id, call_key=key, skill=name, args=args
@@ -494,7 +495,9 @@ class Stages:
             else:
                 self.emit(SkillCalled(task_id=task_id, node_id=node_id, skill=name, args=args))
                 outcome = skill.invoke_sync(args, context)
-                self.d.calls.finish(key, outcome.model_dump(mode="json"))
+                # The outcome is checkpointed with this stage; observe records it with the
+                # node's status change, one transaction instead of two per step.
+                finished_key = key
         else:
             self.emit(SkillCalled(task_id=task_id, node_id=node_id, skill=name, args=args))
             outcome = skill.invoke_sync(args, context)
@@ -510,12 +513,20 @@ class Stages:
                 reused=reused,
             )
         )
-        return {"outcome": outcome.model_dump(mode="json"), "steps": steps, "next": "observe"}
+        return {
+            "outcome": outcome.model_dump(mode="json"),
+            "call_key": finished_key,
+            "steps": steps,
+            "next": "observe",
+        }
 
     @_timed
     def observe(self, state: LoopState) -> dict[str, Any]:
         task_id, node_id = state["task_id"], require(state.get("node_id"))
         outcome = SkillOutcome.model_validate(state.get("outcome") or {"skill": "", "ok": False})
+        key = state.get("call_key")
+        # A fresh side-effecting call's "finished" record commits with the status change.
+        also = [] if key is None else [self.d.calls.finish_statement(key, state.get("outcome"))]
         if outcome.ok:
             try:
                 self._set_status(
@@ -524,6 +535,7 @@ class Stages:
                     NodeStatus.DONE,
                     cause="skill finished",
                     output={"skill": outcome.skill, "result": outcome.result},
+                    also=also,
                 )
             except (PayloadTooLargeError, NotSerializableError) as exc:
                 # The call ran but its result cannot be stored: record why, keep going.
@@ -538,12 +550,19 @@ class Stages:
                 cause="skill failed",
                 error=f"{outcome.error_type}: {outcome.error}",
                 output={"skill": outcome.skill, "error": outcome.error_record()},
+                also=also,
             )
         keep = self.d.config.keep_checkpoints_running
         every = self.d.config.prune_every_steps
         if keep is not None and self.d.prune is not None and state.get("steps", 0) % every == 0:
             self.d.prune(task_id, keep)
-        return {"next": "select", "call": None, "outcome": None, "decision": None}
+        return {
+            "next": "select",
+            "call": None,
+            "outcome": None,
+            "call_key": None,
+            "decision": None,
+        }
 
     @_timed
     def replan(self, state: LoopState) -> dict[str, Any]:

@@ -31,6 +31,7 @@ class LoopState(TypedDict, total=False):
     call: dict[str, Any] | None
     decision: str | None
     outcome: dict[str, Any] | None
+    call_key: str | None
     steps: int
     replans: int
     elapsed_s: float

@@ -23,6 +23,7 @@ _COMMAND_MODULES = (
     "agent._cli",
     "agent._service_cli",
     "agent._trace_cli",
+    "agent._data_cli",
 )
 
 

@@ -39,6 +39,7 @@ from memory.errors import UnknownNodeError, UnknownTaskError, UsageError
 __all__ = ["TaskReads", "parse_task_status"]
 
 _OPEN = (NodeStatus.PENDING.value, NodeStatus.READY.value)
+_SATISFIED = tuple(s.value for s in SATISFIED)
 
 
 class TaskReads:
@@ -140,53 +141,67 @@ class TaskReads:
         children: the cost follows depth and fan-out, not the size of the task.
         """
         with self._read() as conn:
-            task = self._task_row(conn, task_id)
-            running = [
-                r[0]
-                for r in conn.execute(
-                    select(NODES.c.id).where(
-                        NODES.c.task_id == task_id,
-                        NODES.c.status == NodeStatus.RUNNING.value,
-                        NODES.c.superseded.is_(False),
-                    )
+            # Only ids and statuses until the ready set is known: full rows (with their JSON
+            # columns) are read for the ready nodes alone, not for every waiting step.
+            running: list[int] = []
+            root_running = False
+            for node_id, parent_id in conn.execute(
+                select(NODES.c.id, NODES.c.parent_id).where(
+                    NODES.c.task_id == task_id,
+                    NODES.c.status == NodeStatus.RUNNING.value,
+                    NODES.c.superseded.is_(False),
                 )
-            ]
-            candidates: list[RowMapping] = []
+            ):
+                running.append(node_id)
+                root_running = root_running or parent_id is None
+            # A candidate is ready when no dependency of it is unfinished: one anti-join, so
+            # waiting steps cost an index probe each and are never loaded.
+            dep = NODES.alias("dep")
+            blocked = (
+                select(EDGES.c.node_id)
+                .join(dep, dep.c.id == EDGES.c.depends_on_id)
+                .where(EDGES.c.node_id == NODES.c.id, dep.c.status.not_in(_SATISFIED))
+                .exists()
+            )
+            ready_ids: list[int] = []
             for part in chunks(running):
-                candidates.extend(
-                    conn.execute(
-                        select(NODES).where(
-                            NODES.c.parent_id.in_(part),
-                            NODES.c.status.in_(_OPEN),
-                            NODES.c.superseded.is_(False),
-                        )
-                    )
-                    .mappings()
-                    .all()
-                )
-            root_row = self._node_row(conn, task["root_id"])
-            if root_row["status"] in _OPEN:
-                candidates.append(root_row)
-            deps = dependencies_of(conn, [r["id"] for r in candidates])
-            dep_ids = sorted({d for ds in deps.values() for d in ds})
-            satisfied = {s.value for s in SATISFIED}
-            unfinished: set[int] = set()
-            for part in chunks(dep_ids):
-                unfinished.update(
+                ready_ids.extend(
                     r[0]
                     for r in conn.execute(
                         select(NODES.c.id).where(
-                            NODES.c.id.in_(part), NODES.c.status.not_in(satisfied)
+                            NODES.c.parent_id.in_(part),
+                            NODES.c.status.in_(_OPEN),
+                            NODES.c.superseded.is_(False),
+                            ~blocked,
                         )
                     )
                 )
-            ready = [
-                node_record(r, deps.get(r["id"], ()))
-                for r in candidates
-                if not unfinished.intersection(deps.get(r["id"], ()))
-            ]
-        ready.sort(key=lambda n: n.id)
-        return ready if limit is None else ready[:limit]
+            # The root has no parent: ready when open and unblocked (never while running).
+            if not root_running:
+                if (
+                    not running
+                    and conn.execute(select(TASKS.c.id).where(TASKS.c.id == task_id)).first()
+                    is None
+                ):
+                    raise UnknownTaskError(task_id)
+                ready_ids.extend(
+                    r[0]
+                    for r in conn.execute(
+                        select(NODES.c.id).where(
+                            NODES.c.task_id == task_id,
+                            NODES.c.parent_id.is_(None),
+                            NODES.c.status.in_(_OPEN),
+                            ~blocked,
+                        )
+                    )
+                )
+            ready_ids.sort()
+            if limit is not None:
+                ready_ids = ready_ids[:limit]
+            rows = fetch_node_rows(conn, ready_ids)
+            deps = dependencies_of(conn, ready_ids)
+            ready = [node_record(rows[i], deps.get(i, ())) for i in ready_ids]
+        return ready
 
     def topological_order(self, task_id: str) -> list[NodeRecord]:
         """Live nodes so that parents precede children and dependencies precede dependents."""

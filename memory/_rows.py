@@ -50,19 +50,28 @@ def check_json(field: str, value: Any, limit: int) -> Any:
 
 def check_json_text(field: str, value: Any, limit: int) -> tuple[Any, JsonText | None]:
     """:func:`check_json`, also returning the serialised text."""
-    if value is None:
+    text = encode_checked(field, value, limit)
+    if text is None:
         return None, None
+    # Tuples become lists and non-string keys become strings: return what a read gives back.
+    return json.loads(text), text
+
+
+def encode_checked(field: str, value: Any, limit: int) -> JsonText | None:
+    """The checks of :func:`check_json_text` without reading the text back (batch callers
+    parse many texts in one :func:`json.loads`)."""
+    if value is None:
+        return None
     try:
         text = ENCODER.encode(value)
-        size = len(text.encode("utf-8"))
+        size = len(text) if text.isascii() else len(text.encode("utf-8"))
     except (TypeError, ValueError) as exc:  # ValueError: NaN, circular, lone surrogates
         raise NotSerializableError(field, str(exc)) from exc
     if "\\u0000" in text:
         raise NotSerializableError(field, "it contains a NUL character, which PostgreSQL rejects")
     if size > limit:
         raise PayloadTooLargeError(field, size, limit)
-    # Tuples become lists and non-string keys become strings: return what a read gives back.
-    return json.loads(text), JsonText(text)
+    return JsonText(text)
 
 
 def check_text(field: str, value: Any, limit: int, *, max_chars: int | None = None) -> str:
@@ -212,23 +221,35 @@ def bulk_insert_tuples(
     rows: Sequence[tuple[Any, ...]],
     *,
     batch: int = CHUNK,
+    copy: bool = False,
 ) -> None:
     """Insert driver-ready tuples: JSON as :class:`JsonText` (or None), timestamps through
     :func:`driver_value`.
 
     SQLAlchemy's per-value bind processing dominates large batched inserts; this path
-    serialises each value once and hands plain tuples to the driver.
+    serialises each value once and hands plain tuples to the driver. ``copy``: on
+    PostgreSQL through psycopg, stream the rows with one ``COPY`` instead.
     """
     if not rows:
         return
     dialect = conn.dialect
     mark = "?" if dialect.paramstyle == "qmark" else "%s"
     postgres = dialect.name == "postgresql"
+    quote = dialect.identifier_preparer.quote
+    if copy and postgres and dialect.driver == "psycopg":
+        raw = conn.connection.driver_connection
+        if raw is not None:
+            # Same rows and constraints as the INSERT, several times faster: one command,
+            # no per-row statement round trip. Runs inside the caller's transaction.
+            sql = f"COPY {quote(table.name)} ({', '.join(quote(c) for c in columns)}) FROM STDIN"
+            with raw.cursor() as cursor, cursor.copy(sql) as stream:
+                for row in rows:
+                    stream.write_row(row)
+            return
     placeholders = [
         f"CAST({mark} AS JSONB)" if postgres and isinstance(table.c[c].type, JSON) else mark
         for c in columns
     ]
-    quote = dialect.identifier_preparer.quote
     sql = (
         f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) "
         f"VALUES ({', '.join(placeholders)})"

@@ -15,7 +15,17 @@ from contextlib import contextmanager
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Connection, Engine, RowMapping, delete, insert, select, text, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Executable,
+    RowMapping,
+    delete,
+    insert,
+    select,
+    text,
+    update,
+)
 
 from memory._db import DatabaseConfig, check_schema, make_engine
 from memory._db import upgrade as upgrade_schema
@@ -415,10 +425,12 @@ class TaskStore(TaskReads):
         error: str | None = None,
         adapter: str | None = None,
         route: Any = None,
+        also: Sequence[Executable] = (),
     ) -> NodeRecord:
         """Move a node to ``status``; ``output``/``error``/``adapter``/``route`` are set when
         given (None leaves them). ``running`` counts an attempt and stamps ``started_at``;
-        finishing states stamp ``finished_at``.
+        finishing states stamp ``finished_at``. ``also``: statements on the same database
+        (another package's bookkeeping) that commit or roll back with the status change.
 
         Raises IllegalTransitionError naming both states, and StaleWriteError when
         ``expected_version`` is given and the node has moved on since.
@@ -448,7 +460,10 @@ class TaskStore(TaskReads):
                 stamps = {"finished_at": None}
             else:
                 stamps = {"finished_at": at}
-            return self._apply(conn, row, changes, stamps, cause, at)
+            record = self._apply(conn, row, changes, stamps, cause, at)
+            for statement in also:
+                conn.execute(statement)
+            return record
 
     def update_node(
         self,

@@ -7,8 +7,13 @@ one task are serialised (no two writers can each add half of a cycle).
 
 from __future__ import annotations
 
+import gc
+import json
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
+from json.encoder import encode_basestring as quote
 from typing import Any
 
 from sqlalchemy import Connection, RowMapping, func, literal, select, update
@@ -16,16 +21,15 @@ from sqlalchemy import Connection, RowMapping, func, literal, select, update
 from memory._records import MemoryConfig, NodeRecord, NodeSpec, NodeStatus
 from memory._rows import (
     EDGES,
-    ENCODER,
     EVENTS,
     NODES,
     JsonText,
     bulk_insert,
     bulk_insert_tuples,
-    check_json_text,
     check_text,
     chunks,
     driver_value,
+    encode_checked,
     event_row,
     fetch_node_rows,
 )
@@ -126,10 +130,20 @@ def check_new_dependency(conn: Connection, node_id: int, depends_on_id: int) -> 
 def _sibling_order(specs: list[NodeSpec]) -> None:
     """Refuse duplicate keys, unknown sibling keys and cycles among one batch of siblings."""
     keys: dict[str, NodeSpec] = {}
+    # Plans usually list a step after what it waits for: then no key is unknown and no
+    # cycle is possible, and the search below can be skipped.
+    ordered = True
     for spec in specs:
         if spec.key in keys:
             raise DuplicateKeyError(spec.key, where="in this batch of siblings")
+        if ordered:
+            for dep in spec.depends_on:
+                if isinstance(dep, str) and dep not in keys:
+                    ordered = False
+                    break
         keys[spec.key] = spec
+    if ordered:
+        return
     graph: dict[str, list[str]] = {}
     for spec in specs:
         graph[spec.key] = []
@@ -174,7 +188,7 @@ def _validate(
     specs: list[NodeSpec], config: MemoryConfig
 ) -> list[tuple[NodeSpec, tuple[Any, JsonText | None]]]:
     """Check every spec of the subtree before writing anything; inputs normalised and as JSON."""
-    checked: list[tuple[NodeSpec, tuple[Any, JsonText | None]]] = []
+    texts: list[tuple[NodeSpec, JsonText | None]] = []
     queue: deque[list[NodeSpec]] = deque([specs])
     limit = config.max_payload_bytes
     while queue:
@@ -186,10 +200,14 @@ def _validate(
             )
             if "\x00" in spec.key:
                 raise UsageError(f"key {spec.key!r} contains a NUL character")
-            checked.append((spec, check_json_text(f"input of {spec.key!r}", spec.input, limit)))
+            texts.append((spec, encode_checked(f"input of {spec.key!r}", spec.input, limit)))
             if spec.children:
                 queue.append(spec.children)
-    return checked
+    # Read every input back in one parse (as a read would return it: tuples become lists,
+    # non-string keys strings); one json.loads per node costs more than the parse itself.
+    present = [text for _, text in texts if text is not None]
+    values = iter(json.loads(f"[{','.join(present)}]") if present else [])
+    return [(spec, (None, None) if text is None else (next(values), text)) for spec, text in texts]
 
 
 def insert_specs(
@@ -202,16 +220,47 @@ def insert_specs(
     at: datetime,
 ) -> list[NodeRecord]:
     """Insert ``specs`` (and their children) below ``parent``; return the new nodes, level order."""
+    with _collector_paused():
+        return _insert_specs(conn, parent, specs, config=config, cause=cause, at=at)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Hold off the cyclic garbage collector while a batch is built.
+
+    A large batch allocates several tuples and records per node, none of them cyclic; each
+    automatic collection would also walk every spec of the tree, a quarter or more of the
+    insert's time at 100k nodes. It is switched back on only if it was on before.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _insert_specs(
+    conn: Connection,
+    parent: RowMapping,
+    specs: list[NodeSpec],
+    *,
+    config: MemoryConfig,
+    cause: str | None,
+    at: datetime,
+) -> list[NodeRecord]:
     task_id: str = parent["task_id"]
     if parent["superseded"]:
         raise UsageError(
             f"node {parent['id']} was superseded by replanning; add children to the live "
             "node that replaced it"
         )
-    inputs = {id(spec): value for spec, value in _validate(specs, config)}
+    checked = _validate(specs, config)
+    inputs = {id(spec): value for spec, value in checked}
 
     # Existing nodes named by id must be live nodes of this task, and not an ancestor.
-    external = sorted({d for s in _walk(specs) for d in s.depends_on if isinstance(d, int)})
+    external = sorted({d for s, _ in checked for d in s.depends_on if isinstance(d, int)})
     if external:
         found = fetch_node_rows(conn, external)
         for dep in external:
@@ -250,6 +299,8 @@ def insert_specs(
     ).scalar_one()
 
     pending = NodeStatus.PENDING
+    pending_value = pending.value
+    status = quote(pending_value)
     stamp = driver_value(conn, NODES.c.created_at, at)
     event_stamp = driver_value(conn, EVENTS.c.at, at)
     created: list[NodeRecord] = []
@@ -257,45 +308,55 @@ def insert_specs(
     event_rows: list[tuple[Any, ...]] = []
     # One level at a time: a level's ids parent the next. Rows are driver-ready tuples (see
     # bulk_insert_tuples): large subtrees are bound by Python overhead, not by SQLite.
+    ids = _allocate_ids(conn, len(checked))
     level: list[tuple[int, int, list[NodeSpec], int]] = [
         (parent["id"], parent["depth"] + 1, specs, first_position)
     ]
     while level:
         rows: list[tuple[Any, ...]] = []
         owners: list[tuple[NodeSpec, int, int, int]] = []
+        by_group: dict[tuple[int | None, str], int] = {}
         for parent_id, depth, group, offset in level:
             for index, spec in enumerate(group):
                 owners.append((spec, parent_id, depth, offset + index))
-                rows.append(
-                    (
-                        task_id,
-                        parent_id,
-                        spec.key,
-                        spec.kind,
-                        spec.title,
-                        pending.value,
-                        inputs[id(spec)][1],
-                        spec.adapter,
-                        0,
-                        offset + index,
-                        depth,
-                        False,
-                        stamp,
-                        stamp,
-                        1,
-                    )
+                values: tuple[Any, ...] = (
+                    task_id,
+                    parent_id,
+                    spec.key,
+                    spec.kind,
+                    spec.title,
+                    pending_value,
+                    inputs[id(spec)][1],
+                    spec.adapter,
+                    0,
+                    offset + index,
+                    depth,
+                    False,
+                    stamp,
+                    stamp,
+                    1,
                 )
-        # Plain executemany (RETURNING in parameter order degrades to one statement per row
-        # on SQLite), then read the ids back by (parent, key): unique among live siblings.
-        bulk_insert_tuples(conn, NODES, _NODE_COLUMNS, rows, batch=config.insert_batch_size)
-        parents = sorted({owner[1] for owner in owners})
-        by_group: dict[tuple[int | None, str], int] = {}
+                if ids is not None:
+                    node_id = next(ids)
+                    by_group[(parent_id, spec.key)] = node_id
+                    values = (node_id, *values)
+                rows.append(values)
+        if ids is not None:
+            bulk_insert_tuples(
+                conn, NODES, ("id", *_NODE_COLUMNS), rows, batch=config.insert_batch_size, copy=True
+            )
+        else:
+            # Plain executemany (RETURNING in parameter order degrades to one statement per
+            # row on SQLite), then read the ids back by (parent, key): unique among live
+            # siblings.
+            bulk_insert_tuples(conn, NODES, _NODE_COLUMNS, rows, batch=config.insert_batch_size)
+        parents = sorted({owner[1] for owner in owners}) if ids is None else []
         for part in chunks(parents):
             for node_id, parent_id, key in conn.execute(
                 select(NODES.c.id, NODES.c.parent_id, NODES.c.key).where(
                     NODES.c.parent_id.in_(part), NODES.c.superseded.is_(False)
                 )
-            ):
+            ).all():
                 by_group[(parent_id, key)] = node_id
         next_level: list[tuple[int, int, list[NodeSpec], int]] = []
         for spec, parent_id, depth, position in owners:
@@ -332,29 +393,25 @@ def insert_specs(
                     depends_on=tuple(deps),
                 )
             )
-            snapshot = ENCODER.encode(
-                {
-                    "parent_id": parent_id,
-                    "key": spec.key,
-                    "kind": spec.kind,
-                    "title": spec.title,
-                    "status": pending.value,
-                    "adapter": spec.adapter,
-                    "attempts": 0,
-                    "superseded": False,
-                    "depends_on": deps,
-                }
+            # The text ENCODER gives for the snapshot dict, built from escaped strings: one
+            # encoder call per node costs more than the rest of the row. The input's JSON is
+            # spliced in rather than serialised a second time.
+            adapter = "null" if spec.adapter is None else quote(spec.adapter)
+            snapshot = (
+                f'{{"parent_id":{parent_id},"key":{quote(spec.key)},"kind":{quote(spec.kind)},'
+                f'"title":{quote(spec.title)},"status":{status},"adapter":{adapter},'
+                f'"attempts":0,"superseded":false,"depends_on":[{",".join(map(str, deps))}],'
+                f'"input":{text or "null"}}}'
             )
-            # Splice the input's JSON in rather than serialising it a second time.
-            snapshot = f'{snapshot[:-1]},"input":{text or "null"}}}'
             event_rows.append(
                 (task_id, node_id, "created", None, JsonText(snapshot), cause, event_stamp)
             )
             if spec.children:
                 next_level.append((node_id, depth + 1, spec.children, 0))
         level = next_level
-    bulk_insert_tuples(conn, EDGES, _EDGE_COLUMNS, edge_rows, batch=config.insert_batch_size)
-    bulk_insert_tuples(conn, EVENTS, _EVENT_COLUMNS, event_rows, batch=config.insert_batch_size)
+    batch = config.insert_batch_size
+    bulk_insert_tuples(conn, EDGES, _EDGE_COLUMNS, edge_rows, batch=batch, copy=True)
+    bulk_insert_tuples(conn, EVENTS, _EVENT_COLUMNS, event_rows, batch=batch, copy=True)
     return created
 
 
@@ -377,6 +434,32 @@ _NODE_COLUMNS = (
 )
 _EDGE_COLUMNS = ("node_id", "depends_on_id", "task_id")
 _EVENT_COLUMNS = ("task_id", "node_id", "field", "old", "new", "cause", "at")
+
+
+def _allocate_ids(conn: Connection, count: int) -> Iterator[int] | None:
+    """Ids for ``count`` new nodes, in increasing order, taken before inserting them (so no
+    query reads them back); None where the backend gives no safe way to reserve them."""
+    backend = conn.dialect.name
+    if backend == "sqlite":
+        # Writers run under BEGIN IMMEDIATE, so no one else inserts until commit; the table
+        # has no AUTOINCREMENT, so these are the rowids SQLite itself would assign. Without
+        # an open transaction (an engine not set up by Trellis) another writer could take
+        # them between the read and the insert: read the ids back instead.
+        raw = conn.connection.driver_connection
+        if raw is None or not getattr(raw, "in_transaction", False):
+            return None
+        last = conn.execute(select(func.max(NODES.c.id))).scalar_one() or 0
+        return iter(range(last + 1, last + 1 + count))
+    if backend == "postgresql":
+        sequence = conn.execute(
+            select(func.pg_get_serial_sequence(NODES.name, NODES.c.id.name))
+        ).scalar_one()
+        if sequence is None:
+            return None
+        series = func.generate_series(1, count).table_valued("n")
+        taken = conn.execute(select(func.nextval(sequence)).select_from(series)).scalars()
+        return iter(sorted(taken))
+    return None
 
 
 def _walk(specs: list[NodeSpec]) -> list[NodeSpec]:

@@ -76,6 +76,10 @@ def _start(script: Path, url: str, out: Path, task_id: str) -> subprocess.Popen[
     )
 
 
+def _lines(path: Path) -> int:
+    return len(path.read_text().split()) if path.exists() else 0
+
+
 def _wait_for_task(proc: subprocess.Popen[str], task_id: str) -> str:
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -107,7 +111,14 @@ def test_kill_and_resume_never_repeats_a_side_effect(
     for _round in range(4):
         proc = _start(script, url, out, task_id)
         task_id = _wait_for_task(proc, task_id)
-        time.sleep(rng.uniform(0.05, 1.0))
+        # Kill by progress, not by wall time, so the kill points do not depend on machine
+        # speed: after 0-2 more lines (often right after a write, before the call's result
+        # is recorded: the dangerous window), plus a little jitter.
+        target = _lines(out) + rng.randint(0, 2)
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and _lines(out) < target and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0.0, 0.05))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1

@@ -1,0 +1,51 @@
+"""`trellis data ...`: build adapter training data with the runtime's own prompts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+console = Console(stderr=True)
+data_app = typer.Typer(help="Build training data for the default adapters.", no_args_is_help=True)
+
+
+def _seed_range(text: str) -> range:
+    try:
+        start, _, stop = text.partition(":")
+        return range(int(start), int(stop)) if stop else range(int(start), int(start) + 1)
+    except ValueError as exc:
+        raise typer.BadParameter(f"expected START:STOP (e.g. 0:200), got {text!r}") from exc
+
+
+@data_app.command("twc")
+def twc(
+    out: Path = typer.Option(..., help="JSONL file to write."),
+    seeds: str = typer.Option("0:200", help="Train-fold seeds START:STOP."),
+    max_locations: int = typer.Option(3, help="Rooms cycle through 1..N."),
+    max_items: int = typer.Option(3, help="Objects cycle through 1..N."),
+) -> None:
+    """Act-step rows from twc gold paths (train fold only)."""
+    from agent._datasets import twc_act_examples, twc_configs, write_jsonl
+
+    configs = twc_configs(_seed_range(seeds), max_locations=max_locations, max_items=max_items)
+    count = write_jsonl(twc_act_examples(configs), out)
+    console.print(f"[green]wrote[/green] {count} rows from {len(configs)} games to {out}")
+
+
+@data_app.command("reminders")
+def reminders(
+    out: Path = typer.Option(..., help="JSONL file to write."),
+    count: int = typer.Option(1000, help="Rows."),
+    seed: int = typer.Option(0, help="Generator seed (use another seed for held-back rows)."),
+) -> None:
+    """Reminder-to-cue rows from templated reminders of the three kinds."""
+    from agent._datasets import reminder_cue_examples, write_jsonl
+
+    written = write_jsonl(reminder_cue_examples(count, seed=seed), out)
+    console.print(f"[green]wrote[/green] {written} rows to {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(data_app, name="data")
