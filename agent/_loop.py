@@ -276,6 +276,8 @@ class Stages:
             if self._close_containers(task_id) is NodeStatus.DONE:
                 return {**finish, "result": ending("success", "every step is done")}
             ready = self._ready(task_id)
+        if not ready:
+            ready = self._orphaned(task_id)
         if ready:
             node = ready[0]
             if node.kind == "decompose" or (node.input or {}).get("skill") == "decompose":
@@ -296,6 +298,21 @@ class Stages:
 
     def _ready(self, task_id: str) -> list[NodeRecord]:
         return [n for n in self.d.store.ready_nodes(task_id) if n.parent_id is not None]
+
+    def _orphaned(self, task_id: str) -> list[NodeRecord]:
+        # A crash between a step's "running" commit and the next checkpoint leaves a leaf
+        # step running with no stage driving it. Pick it up again: route tolerates the
+        # node already running, and the call log keeps a side effect from running twice.
+        nodes = self.d.store.nodes(task_id)
+        parents = {n.parent_id for n in nodes}
+        return [
+            n
+            for n in nodes
+            if n.status is NodeStatus.RUNNING
+            and n.parent_id is not None
+            and n.id not in parents
+            and n.kind != "decompose"
+        ]
 
     def _close_containers(self, task_id: str) -> NodeStatus:
         # A running node with children (the root, a decomposed or replanned step) is done
