@@ -127,7 +127,7 @@ def _agent(database_url: str | None, max_steps: int | None) -> Agent:
     return Agent(config=AgentConfig(**options))
 
 
-def _finish(agent: Agent, finished: Any) -> None:
+def _finish(agent: Agent, finished: Any, *, strict: bool = False) -> None:
     from agent._sdk import RunResult
 
     result = RunResult(
@@ -136,7 +136,8 @@ def _finish(agent: Agent, finished: Any) -> None:
     )
     console.print(_summary(result))
     agent.close()
-    if not result.success and result.outcome != "interrupted":
+    # A run that reached an outcome is a working command; --strict makes failure an error.
+    if strict and not result.success and result.outcome != "interrupted":
         raise typer.Exit(1)
 
 
@@ -185,6 +186,9 @@ def run(
     database_url: str | None = typer.Option(
         None, envvar="TRELLIS_DATABASE_URL", help="Database URL."
     ),
+    strict: bool = typer.Option(
+        False, "--strict", help="Exit with status 1 when the task does not succeed."
+    ),
 ) -> None:
     """Run a goal (or a household game) with a live tree, then print a summary."""
     from agent._twc import TwcConfig
@@ -212,7 +216,7 @@ def run(
     finished = asyncio.run(
         _show(agent, agent.stream(goal, reminders=reminder, user_id=user, env=environment))
     )
-    _finish(agent, finished)
+    _finish(agent, finished, strict=strict)
 
 
 def resume(
