@@ -176,32 +176,10 @@ SERVICE_TABLES = {"service_tasks", "service_events", "service_reminders"}
 
 
 def test_migration_matches_the_models(database_url: str) -> None:
-    from alembic.autogenerate import compare_metadata
-    from alembic.runtime.migration import MigrationContext
+    from _schema import migration_drift
     from sqlalchemy import inspect
-
-    from memory import Base
 
     engine = make_engine(database_url)
     upgrade(engine)
     assert set(inspect(engine).get_table_names()) >= SERVICE_TABLES
-    with engine.connect() as connection:
-        diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
-    ours = [d for d in diff if SERVICE_TABLES & set(_names(d))]
-    assert ours == []
-
-
-def _names(item: object) -> list[str]:
-    found: list[str] = []
-    stack = [item]
-    while stack:
-        value = stack.pop()
-        if isinstance(value, list | tuple):
-            stack.extend(value)
-        elif hasattr(value, "table") and getattr(value.table, "name", None):
-            found.append(value.table.name)
-        elif hasattr(value, "name") and isinstance(value.name, str):
-            found.append(value.name)
-        elif isinstance(value, str):
-            found.append(value)
-    return found
+    assert migration_drift(engine, SERVICE_TABLES) == []
