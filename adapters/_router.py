@@ -8,8 +8,8 @@ Policies compose in a fixed order, and the decision names the one that decided:
    is ``keyword`` when the blend changed the winner);
 4. ``refine``: when the two best scores are closer than ``refine_margin``, the base model
    picks among the top candidates (training-free re-ranking; failures keep the score winner);
-5. ``ood``: the winner scored below its fitted threshold, so the base model serves and the
-   request is logged for the coverage report. ``empty``: no adapter is registered.
+5. ``ood``: the winner scored below its fitted threshold (and was not clearly ahead of the
+   runner-up), so the base model serves and the request is logged for the coverage report. ``empty``: no adapter is registered.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ from adapters._router_policies import (
     EmbeddingIndex,
     RouteRule,
     Scores,
-    fit_threshold,
+    fit_thresholds,
+    loo_scores,
     profile_terms,
     refine_request,
     saturate,
@@ -107,28 +108,41 @@ class RouterConfig(BaseModel):
     rules: tuple[RouteRule, ...] = ()
     """Pinned routes, checked in order before anything else; the first match wins."""
     top_k: int = Field(default=3, ge=1, le=16)
-    """Adapter embedding score = mean of its top-k example similarities (1: the best one)."""
+    """Nearest-example part of an adapter's score: mean of its top-k similarities (1: the best)."""
+    centroid_weight: float = Field(default=0.5, ge=0.0, le=1.0)
+    """Share of an adapter's embedding score taken from the similarity to its centroid (the
+    mean of all its texts); the rest is the top-k mean. The centroid steadies adapters whose
+    examples are spread out."""
     shortlist: int = Field(default=64, ge=1)
     """Above this many adapters, exact scores are computed only for the nearest centroids."""
     coarse_dim: int = Field(default=96, ge=0)
     """Above ``shortlist`` adapters (and from 256), centroids are projected to this many
     dimensions to pick the shortlist fast (0: full dimension)."""
-    keyword_weight: float = Field(default=0.2, ge=0.0, le=1.0)
+    keyword_weight: float = Field(default=0.15, ge=0.0, le=1.0)
     """Weight of the saturated BM25 score added to the embedding score (0 disables it)."""
     keyword_half: float = Field(default=4.0, gt=0.0)
     """BM25 score that counts as a half-strength keyword match."""
     threshold_quantile: float = Field(default=0.1, ge=0.0, le=0.5)
     """Fitting: quantile of leave-one-out example scores the threshold starts from."""
-    threshold_margin: float = Field(default=0.05, ge=0.0, le=0.5)
+    threshold_pooling: float = Field(default=0.5, ge=0.0, le=1.0)
+    """Fitting: share of that quantile taken over all adapters' examples together (the rest
+    from the adapter's own examples); pooling steadies thresholds fitted on few examples."""
+    threshold_margin: float = Field(default=0.02, ge=0.0, le=0.5)
     """Fitting: subtracted from that quantile, to admit paraphrases a bit further out."""
-    threshold_floor: float = Field(default=0.25, ge=-1.0, le=1.0)
+    threshold_floor: float = Field(default=0.1, ge=-1.0, le=1.0)
     """Fitting: no threshold goes below this (unrelated text must stay uncovered)."""
     threshold_ceiling: float = Field(default=0.6, ge=-1.0, le=1.0)
     """Fitting: no threshold goes above this (tight adapters must stay reachable)."""
     default_threshold: float = Field(default=0.4, ge=-1.0, le=1.0)
     """Threshold of adapters with fewer than ``min_fit_examples`` examples."""
     min_fit_examples: int = Field(default=3, ge=2)
-    """Fewest examples from which a threshold is fitted."""
+    """Fewest examples from which an adapter's own quantile is used (fewer: the pooled one)."""
+    clear_margin: float = Field(default=0.15, ge=0.0, le=1.0)
+    """A winner ahead of the runner-up by at least this much is kept although it scored up
+    to ``clear_slack`` below its threshold (unrelated text is rarely close to one adapter
+    only; 1 disables this)."""
+    clear_slack: float = Field(default=0.05, ge=0.0, le=0.5)
+    """How far below its threshold a clear winner may score."""
     refine_margin: float = Field(default=0.03, ge=0.0, le=1.0)
     """Ask the base model when the top-2 margin is below this (0: never; needs a backend)."""
     refine_top_k: int = Field(default=3, ge=2, le=10)
@@ -147,7 +161,8 @@ class RouterConfig(BaseModel):
     def fit_method(self) -> str:
         """Identifies the fitting settings; thresholds fitted otherwise are refitted."""
         return (
-            f"loo-top{self.top_k}-q{self.threshold_quantile:g}-m{self.threshold_margin:g}"
+            f"loo-top{self.top_k}-c{self.centroid_weight:g}-q{self.threshold_quantile:g}"
+            f"-p{self.threshold_pooling:g}-m{self.threshold_margin:g}"
             f"-[{self.threshold_floor:g},{self.threshold_ceiling:g}]"
         )
 
@@ -190,7 +205,9 @@ class Router:
         self._profiles: dict[str, AdapterProfile] = {}
         self._vectors: dict[str, np.ndarray] = {}
         self._terms: dict[str, Counter[str]] = {}
+        self._loo: dict[str, np.ndarray] = {}
         self._fitted: dict[str, float] = {}
+        self._fit_dirty = True
         self._stored: dict[str, StoredThreshold] = {}
         self._names: list[str] = []
         self._index: EmbeddingIndex | None = None
@@ -268,10 +285,10 @@ class Router:
             self._profiles.pop(name, None)
             self._vectors.pop(name, None)
             self._terms.pop(name, None)
-            self._fitted.pop(name, None)
+            self._loo.pop(name, None)
         if forget and self.store is not None:
             self.store.forget_embeddings(self.embedder.name, names)
-        self._dirty = True
+        self._dirty = self._fit_dirty = True
 
     def _embed(self, profiles: Sequence[AdapterProfile]) -> None:
         if not profiles:
@@ -296,24 +313,36 @@ class Router:
             self._profiles[p.name] = p
             self._vectors[p.name] = block
             self._terms[p.name] = profile_terms(p)
-            self._fitted[p.name] = fit_threshold(
-                block,
-                top_k=config.top_k,
-                quantile=config.threshold_quantile,
-                margin=config.threshold_margin,
-                floor=config.threshold_floor,
-                ceiling=config.threshold_ceiling,
-                default=config.default_threshold,
-                min_examples=config.min_fit_examples,
+            self._loo[p.name] = loo_scores(
+                block, top_k=config.top_k, centroid_weight=config.centroid_weight
             )
-        self._dirty = True
+        self._dirty = self._fit_dirty = True
+
+    def _ensure_fitted(self) -> None:
+        # Pooled thresholds depend on every adapter, so they are refitted when the set changes.
+        if not self._fit_dirty:
+            return
+        config = self.config
+        self._fitted = fit_thresholds(
+            self._loo,
+            quantile=config.threshold_quantile,
+            pooling=config.threshold_pooling,
+            margin=config.threshold_margin,
+            floor=config.threshold_floor,
+            ceiling=config.threshold_ceiling,
+            default=config.default_threshold,
+            min_examples=config.min_fit_examples,
+        )
+        self._fit_dirty = False
 
     def _ensure_index(self) -> None:
         if not self._dirty:
             return
         self._names = list(self._profiles)
         self._index = EmbeddingIndex(
-            [self._vectors[n] for n in self._names], top_k=self.config.top_k
+            [self._vectors[n] for n in self._names],
+            top_k=self.config.top_k,
+            centroid_weight=self.config.centroid_weight,
         )
         self._bm25 = Bm25Index([self._terms[n] for n in self._names])
         self._thresholds = np.array([self.threshold(n) for n in self._names], dtype=np.float32)
@@ -331,6 +360,7 @@ class Router:
             and stored.method in ("manual", self.config.fit_method())
         ):
             return stored.threshold
+        self._ensure_fitted()
         return self._fitted[name]
 
     def fit(self) -> dict[str, float]:
@@ -339,6 +369,7 @@ class Router:
         Manual thresholds of unchanged adapters are kept. Returns the thresholds in force.
         """
         now = dt.datetime.now(dt.UTC)
+        self._ensure_fitted()
         result: dict[str, StoredThreshold] = {}
         for name, profile in self._profiles.items():
             stored = self._stored.get(name)
@@ -467,7 +498,12 @@ class Router:
         ]
         threshold = float(self._thresholds[position])
         embedding_score = float(scores.embedding[best])
-        if embedding_score < threshold:
+        lead = score - float(scores.combined[int(order[1])]) if len(order) > 1 else 0.0
+        clear = (
+            lead >= self.config.clear_margin
+            and embedding_score >= threshold - self.config.clear_slack
+        )
+        if embedding_score < threshold and not clear:
             return RouteDecision(
                 adapter=None,
                 score=round(score, 4),
@@ -496,10 +532,12 @@ class Router:
                 if runner_up
                 else ""
             )
-            reason = (
-                f"{name} is the closest adapter "
-                f"({score:.3f} >= threshold {threshold:.3f}{margin_text})"
+            comparison = (
+                f"{embedding_score:.3f} >= threshold {threshold:.3f}"
+                if embedding_score >= threshold
+                else f"{embedding_score:.3f}, below threshold {threshold:.3f} but well ahead"
             )
+            reason = f"{name} is the closest adapter (similarity {comparison}{margin_text})"
         decision = RouteDecision(
             adapter=name,
             score=round(score, 4),
@@ -509,10 +547,7 @@ class Router:
             threshold=round(threshold, 4),
         )
         top = [int(scores.candidates[i]) for i in order[: self.config.refine_top_k]]
-        close = (
-            len(order) > 1
-            and score - float(scores.combined[int(order[1])]) < self.config.refine_margin
-        )
+        close = len(order) > 1 and lead < self.config.refine_margin
         return decision, top if close else []
 
     async def route(self, context: StepContext | str) -> RouteDecision:

@@ -31,7 +31,8 @@ __all__ = [
     "EmbeddingIndex",
     "RouteRule",
     "Scores",
-    "fit_threshold",
+    "fit_thresholds",
+    "loo_scores",
     "refine_request",
     "tokenize",
 ]
@@ -238,7 +239,7 @@ class Scores:
     candidates: np.ndarray
     """Adapter positions in the index."""
     embedding: np.ndarray
-    """Per-adapter embedding similarity (max, or mean of the top-k example similarities)."""
+    """Per-adapter embedding similarity (top-k mean blended with the centroid similarity)."""
     keyword: np.ndarray
     """Saturated BM25 score in [0, 1)."""
     combined: np.ndarray
@@ -253,11 +254,13 @@ class EmbeddingIndex:
         blocks: Sequence[np.ndarray],
         *,
         top_k: int = 1,
+        centroid_weight: float = 0.0,
         coarse_dim: int = 96,
         coarse_from: int = 256,
     ) -> None:
         self.size = len(blocks)
         self.top_k = top_k
+        self.centroid_weight = centroid_weight
         self.counts = np.array([block.shape[0] for block in blocks], dtype=np.int64)
         self.starts = np.zeros(self.size + 1, dtype=np.int64)
         np.cumsum(self.counts, out=self.starts[1:])
@@ -287,8 +290,9 @@ class EmbeddingIndex:
     def score(self, query: np.ndarray, positions: np.ndarray | None = None) -> np.ndarray:
         """Exact per-adapter scores for the given adapters (all when None), vectorised.
 
-        The similarities of the adapters' rows are laid out in a padded (adapters x rows)
-        matrix so that the top-k mean of every adapter is one partition, with no Python loop.
+        The score blends the top-k mean of the adapter's row similarities with the
+        similarity to its centroid. The row similarities are laid out in a padded
+        (adapters x rows) matrix so that every top-k mean is one partition, with no Python loop.
         """
         if positions is None:
             sims = matvec(self.rows, query)
@@ -304,14 +308,22 @@ class EmbeddingIndex:
         within = np.arange(total) - offsets[segment]
         if positions is not None:
             sims = matvec(self.rows[starts[segment] + within], query)
+        if not total:
+            return np.zeros(0, dtype=np.float32)
         if self.top_k == 1:
-            return np.maximum.reduceat(sims, offsets) if total else np.zeros(0, dtype=np.float32)
-        padded = np.full((len(lengths), int(lengths.max())), -np.inf, dtype=np.float32)
-        padded[segment, within] = sims
-        k = min(self.top_k, padded.shape[1])
-        top = -np.partition(-padded, k - 1, axis=1)[:, :k]
-        valid = np.isfinite(top)
-        return (np.where(valid, top, 0.0).sum(axis=1) / valid.sum(axis=1)).astype(np.float32)
+            nearest = np.maximum.reduceat(sims, offsets)
+        else:
+            padded = np.full((len(lengths), int(lengths.max())), -np.inf, dtype=np.float32)
+            padded[segment, within] = sims
+            k = min(self.top_k, padded.shape[1])
+            top = -np.partition(-padded, k - 1, axis=1)[:, :k]
+            valid = np.isfinite(top)
+            nearest = np.where(valid, top, 0.0).sum(axis=1) / valid.sum(axis=1)
+        if self.centroid_weight > 0:
+            centroids = self.centroids if positions is None else self.centroids[positions]
+            weight = np.float32(self.centroid_weight)
+            nearest = (1 - weight) * nearest + weight * matvec(centroids, query)
+        return np.asarray(nearest, dtype=np.float32)
 
     def shortlist(self, query: np.ndarray, size: int) -> np.ndarray:
         """Positions of the ``size`` adapters whose centroid is nearest the query."""
@@ -323,34 +335,62 @@ class EmbeddingIndex:
         return np.argpartition(coarse, self.size - size)[self.size - size :]
 
 
-def fit_threshold(
-    block: np.ndarray,
+def loo_scores(block: np.ndarray, *, top_k: int, centroid_weight: float) -> np.ndarray:
+    """Each example's score against its own adapter with that example left out.
+
+    ``block`` is the adapter's rows (row 0 is the description); the score is the one
+    :meth:`EmbeddingIndex.score` computes, so thresholds fitted on it apply to decisions.
+    """
+    examples = block.shape[0] - 1
+    if examples < 1:
+        return np.zeros(0, dtype=np.float32)
+    sims = block[1:] @ block.T
+    sims[np.arange(examples), np.arange(1, examples + 1)] = -np.inf
+    k = min(top_k, block.shape[0] - 1)
+    scores = (-np.sort(-sims, axis=1)[:, :k]).mean(axis=1)
+    if centroid_weight > 0:
+        rest = block.sum(axis=0)[None, :] - block[1:]
+        norms = np.linalg.norm(rest, axis=1)
+        norms[norms == 0] = 1.0
+        centroid = np.einsum("ij,ij->i", block[1:], rest) / norms
+        scores = (1 - centroid_weight) * scores + centroid_weight * centroid
+    return scores.astype(np.float32)
+
+
+def fit_thresholds(
+    loo: dict[str, np.ndarray],
     *,
-    top_k: int,
     quantile: float,
+    pooling: float,
     margin: float,
     floor: float,
     ceiling: float,
     default: float,
     min_examples: int,
-) -> float:
-    """SEMA-style threshold from an adapter's own examples (row 0 is the description).
+) -> dict[str, float]:
+    """Per-adapter OOD thresholds from leave-one-out example scores (see :func:`loo_scores`).
 
-    Each example is scored against the adapter with that example left out; the threshold is
-    a low quantile of those scores minus a margin, kept within [floor, ceiling]. Adapters with
-    too few examples get ``default``.
+    An adapter's own quantile from twenty-odd examples is noisy, and how far its own
+    examples spread says little about how far a new paraphrase lands. So each threshold
+    blends the adapter's own quantile with the same quantile over every adapter's examples
+    (``pooling`` is the pooled share), minus a margin, within [floor, ceiling]. Adapters with
+    fewer than ``min_examples`` examples take the pooled value alone (``default`` when no
+    adapter has enough).
     """
-    examples = block.shape[0] - 1
-    if examples < min_examples:
-        return default
-    sims = block @ block.T
-    np.fill_diagonal(sims, -np.inf)
-    own = sims[1:]
-    k = min(top_k, block.shape[0] - 1)
-    top = -np.sort(-own, axis=1)[:, :k]
-    scores = top.mean(axis=1)
-    value = float(np.quantile(scores, quantile)) - margin
-    return float(min(max(value, floor), ceiling))
+    usable = [scores for scores in loo.values() if len(scores) >= min_examples]
+    pooled = float(np.quantile(np.concatenate(usable), quantile)) if usable else None
+    out: dict[str, float] = {}
+    for name, scores in loo.items():
+        if pooled is None:
+            out[name] = default
+            continue
+        if len(scores) >= min_examples:
+            own = float(np.quantile(scores, quantile))
+            value = pooling * pooled + (1 - pooling) * own - margin
+        else:
+            value = pooled - margin
+        out[name] = float(min(max(value, floor), ceiling))
+    return out
 
 
 def saturate(bm25: np.ndarray, half: float) -> np.ndarray:

@@ -37,6 +37,7 @@ from adapters import (
 from adapters._embeddings import normalize_rows
 from adapters._router_cli import register_router_commands
 from adapters._router_eval import evaluate_predictions
+from adapters._router_policies import EmbeddingIndex, loo_scores
 from memory import SchemaMismatchError, UsageError, make_engine, upgrade
 
 PROFILES: list[dict[str, Any]] = [
@@ -317,6 +318,58 @@ def test_fitted_thresholds_follow_each_adapters_own_examples() -> None:
         config=RouterConfig(default_threshold=0.33),
     )
     assert few.threshold("one") == pytest.approx(0.33)
+
+
+def test_leave_one_out_scores_match_the_index_without_that_example() -> None:
+    # Thresholds are fitted on these scores, so they must be the scores a decision computes.
+    block = normalize_rows(np.random.default_rng(5).normal(size=(7, 16)))
+    for top_k, weight in ((1, 0.0), (3, 0.5), (3, 1.0)):
+        fitted = loo_scores(block, top_k=top_k, centroid_weight=weight)
+        for i in range(6):
+            rest = np.delete(block, i + 1, axis=0)
+            index = EmbeddingIndex([rest], top_k=top_k, centroid_weight=weight)
+            assert fitted[i] == pytest.approx(float(index.score(block[i + 1])[0]), abs=1e-5)
+
+
+def test_pooled_thresholds_share_evidence_across_adapters() -> None:
+    sparse = {"name": "notes", "description": "notes memo jot", "examples": ["jot a memo"]}
+    wide = {"threshold_floor": -1.0, "threshold_ceiling": 1.0}
+    own = hashing_router(threshold_pooling=0.0, **wide)
+    pooled = hashing_router(threshold_pooling=1.0, **wide)
+    own_values = {n: own.threshold(n) for n in own.names}
+    assert len(set(own_values.values())) == 3  # each adapter's own examples
+    assert len({round(pooled.threshold(n), 6) for n in pooled.names}) == 1
+    half = hashing_router(threshold_pooling=0.5, **wide)
+    for name in half.names:  # in between the two
+        low, high = sorted((own_values[name], pooled.threshold(name)))
+        assert low - 1e-6 <= half.threshold(name) <= high + 1e-6
+    # An adapter with too few examples of its own takes the pooled value; adding it refits.
+    before = pooled.threshold("email")
+    pooled.add(sparse)
+    assert pooled.threshold("notes") == pytest.approx(pooled.threshold("email"))
+    assert pooled.threshold("email") == pytest.approx(before)  # its one example is not pooled
+    pooled.add({**sparse, "name": "notes2", "examples": ["a", "b", "c", "d"]})
+    assert pooled.threshold("email") != pytest.approx(before)
+
+
+async def test_a_clear_winner_just_below_its_threshold_is_kept() -> None:
+    table = {
+        **two_adapter_table(CLOSE_QUERY).table,
+        "near alpha only": (0.45, 0.0, 0.0, float(np.sqrt(1 - 0.45**2))),
+        "between both": (0.45, 0.43, 0.0, float(np.sqrt(1 - 0.45**2 - 0.43**2))),
+    }
+    embedder = TableEmbedder(table)
+    strict = Router(TWO, embedder=embedder, config=RouterConfig(clear_margin=1.0))
+    kept = Router(TWO, embedder=embedder, config=RouterConfig(clear_margin=0.2, clear_slack=0.2))
+    assert kept.threshold("alpha") > 0.45 + 0.05  # tight examples: a high threshold
+    refused = await strict.route("near alpha only")
+    assert refused.adapter is None and refused.out_of_distribution
+    decision = await kept.route("near alpha only")
+    assert (decision.adapter, decision.policy) == ("alpha", "embedding")
+    assert "below threshold" in decision.reason and "well ahead" in decision.reason
+    # As close, but to both adapters: no clear lead, so still out of distribution.
+    between = await kept.route("between both")
+    assert between.out_of_distribution and between.runner_up[0][0] == "alpha"
 
 
 def test_thresholds_persist_can_be_overridden_and_refit(database_url: str) -> None:
