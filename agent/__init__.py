@@ -27,7 +27,7 @@ from agent._events import (
     TaskStarted,
 )
 from agent._queue import QueuedTask, QueueState, TaskQueue
-from agent._replay import Divergence, ReplayResult, replay, replay_sync
+from agent._replay import Divergence, Replayer, ReplayResult, replay, replay_many, replay_sync
 from agent._replay_check import check_trace
 from agent._sdk import Agent, RunResult, TaskTree
 from agent._service_errors import (
@@ -86,6 +86,7 @@ __all__ = [
     "QueueState",
     "QueuedTask",
     "ReplayResult",
+    "Replayer",
     "RouteDecided",
     "RunResult",
     "ServiceConfigError",
@@ -128,6 +129,7 @@ __all__ = [
     "read_trace",
     "register_profile",
     "replay",
+    "replay_many",
     "replay_sync",
     "skill",
     "twc_skills",

@@ -12,17 +12,20 @@ database with other tasks still matches.
 
 from __future__ import annotations
 
+import asyncio
+import multiprocessing
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, create_model, model_validator
 
-from adapters import LLMBackend, LLMRequest, LLMResult
+from adapters import LLMBackend, LLMRequest, LLMResult, ReminderAdapter, ReminderConfig
 from adapters.errors import ReplayMismatchError
 from agent._config import AgentConfig
-from agent._skills import Skill, SkillContext, SkillOutcome
+from agent._skills import Skill, SkillContext, SkillOutcome, SkillRegistry
 from agent._trace import (
     CuesEvent,
     EndEvent,
@@ -40,11 +43,13 @@ from agent._trace import (
 from agent._trace_io import MemoryTraceSink, json_sha256
 from agent._trace_record import TraceRecorder
 from memory import TaskStore, run_sync
+from memory.errors import UsageError
 from planners import SkillSpec
 
 __all__ = [
     "Divergence",
     "ReplayResult",
+    "Replayer",
     "args_model_from_schema",
     "compare_traces",
     "replay",
@@ -425,6 +430,135 @@ def compare_traces(recorded: list[Any], replayed: list[Any]) -> Divergence | Non
 # --- running -------------------------------------------------------------------------------
 
 
+class Replayer:
+    """Replays traces one after the other on one store, one agent and one compiled graph.
+
+    The agent (its compiled LangGraph graph, its checkpointer) is built once; before each
+    trace only what the trace decides is bound to it: the recorded model, planner, router,
+    skills and configuration. Nothing else is carried between traces (node ids are compared by order
+    of appearance, so earlier tasks in the store do not matter). One replay at a time.
+    """
+
+    def __init__(
+        self,
+        *,
+        database_url: str = "sqlite://",
+        store: TaskStore | None = None,
+        planner_factory: PlannerFactory | None = None,
+    ) -> None:
+        from agent._sdk import Agent
+
+        self._own_store = store is None
+        self.store = store if store is not None else TaskStore.open(database_url)
+        self._database_url = database_url
+        self._planner_factory = planner_factory
+        # Placeholders until a trace binds its own; given, so no default is ever built (no
+        # model loaded, no registered adapter routing a replay). Reminders become cues by
+        # the rule extractor, as in every replay.
+        self.agent = Agent(
+            config=AgentConfig(database_url=database_url),
+            store=self.store,
+            backend=_ReplayBackend([], "replay"),
+            planner=_ReplayPlanner([]),
+            router=_ReplayRouter([]),
+            reminder_adapter=ReminderAdapter(None, config=ReminderConfig(mode="rules")),
+        )
+
+    def _bind(self, trace: Trace, recorder: TraceRecorder) -> Any:
+        """Give the agent this trace's recorded world; returns the environment config."""
+        from agent._twc import TwcConfig, twc_skills
+
+        start = trace.start
+        # The planner gets the recording wrapper too, so its model calls land in the replay trace.
+        backend = recorder.backend(_ReplayBackend(trace.of_type(LLMEvent), start.backend))
+        if self._planner_factory is not None:
+            planner = self._planner_factory(backend)
+        elif start.planner.get("kind") == "llm":
+            from planners import LLMPlanner, PlannerConfig
+
+            planner = LLMPlanner(
+                backend,
+                adapter=start.planner.get("adapter"),
+                config=PlannerConfig.model_validate(start.planner.get("config") or {}),
+            )
+        else:
+            planner = _ReplayPlanner(trace.of_type(PlanEvent))
+        routes = trace.of_type(RouteEvent)
+        router = _ReplayRouter(routes) if any(r.adapter or r.reason for r in routes) else None
+        env = None
+        if start.env and start.env.get("kind") == "twc":
+            env = TwcConfig.model_validate({k: v for k, v in start.env.items() if k != "kind"})
+        results = trace.of_type(SkillResultEvent)
+        # With a recreated environment its own skills run (the prompts show its state).
+        env_names = {s.name for s in twc_skills()} if env is not None else set()
+        skills = [
+            _ReplaySkill(info, results) for info in start.skills if info.name not in env_names
+        ]
+        config = AgentConfig.model_validate(
+            {
+                **start.config,
+                "database_url": self._database_url,
+                # Checkpoint frequency does not change decisions; replays need no crash safety.
+                "durability": "exit",
+                "keep_checkpoints": 0,
+            }
+        )
+        agent, deps = self.agent, self.agent.deps
+        agent.config = deps.config = config
+        agent.skills = deps.skills = SkillRegistry(recorder.skills(skills))
+        deps.backend = backend
+        deps.planner = recorder.planner(planner)
+        deps.router = router
+        return env
+
+    async def replay(self, trace: Trace) -> ReplayResult:
+        """Re-run the recorded task with recorded answers and compare every decision."""
+        started = time.perf_counter()
+        recorder = TraceRecorder(MemoryTraceSink())
+        error: str | None = None
+        try:
+            env = self._bind(trace, recorder)
+            await recorder.arun(
+                self.agent,
+                trace.start.goal,
+                reminders=trace.start.reminders,
+                env=env,
+                raise_errors=False,
+            )
+        except Exception as exc:  # a replay reports failures; it never raises for a bad run
+            error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self._close_envs()
+        end = recorder.events[-1] if recorder.events else None
+        if error is None and isinstance(end, EndEvent):
+            error = end.error
+        divergence = compare_traces(trace.events, recorder.events)
+        return ReplayResult(
+            source=trace.source,
+            ok=divergence is None and error is None,
+            events=len(trace.events),
+            replayed_events=len(recorder.events),
+            divergence=divergence,
+            error=error,
+            duration_s=time.perf_counter() - started,
+        )
+
+    def _close_envs(self) -> None:
+        # A finished task closes its environment; one stopped by an error or an approval
+        # still holds it.
+        envs = self.agent.deps.envs
+        for env, _skill in envs.values():
+            env.close()
+        envs.clear()
+
+    def close(self) -> None:
+        """Release the agent's checkpointer, and the store when this replayer opened it."""
+        self._close_envs()
+        self.agent.loop_graph.close()
+        if self._own_store:
+            self.store.close()
+
+
 async def replay(
     trace: Trace,
     *,
@@ -437,83 +571,15 @@ async def replay(
     ``planner_factory(backend)`` replaces the recorded planner (to check what a planner
     change does to recorded runs). ``database_url`` is where the replayed tree lives
     (an in-memory SQLite database by default); pass ``store`` to reuse one open store
-    across many replays (it is left open).
+    (it is left open). For many traces :func:`replay_many` builds the agent only once.
     """
-    from agent._sdk import Agent
-    from agent._twc import TwcConfig, twc_skills
-
     started = time.perf_counter()
-    start = trace.start
-    llm_events = trace.of_type(LLMEvent)
-    recorder = TraceRecorder(MemoryTraceSink())
-    # The planner gets the recording wrapper too, so its model calls land in the replay trace.
-    backend = recorder.backend(_ReplayBackend(llm_events, start.backend))
-    if planner_factory is not None:
-        planner = planner_factory(backend)
-    elif start.planner.get("kind") == "llm":
-        from planners import LLMPlanner, PlannerConfig
-
-        planner = LLMPlanner(
-            backend,
-            adapter=start.planner.get("adapter"),
-            config=PlannerConfig.model_validate(start.planner.get("config") or {}),
-        )
-    else:
-        planner = _ReplayPlanner(trace.of_type(PlanEvent))
-    routes = trace.of_type(RouteEvent)
-    router = _ReplayRouter(routes) if any(r.adapter or r.reason for r in routes) else None
-    env = None
-    if start.env and start.env.get("kind") == "twc":
-        env = TwcConfig.model_validate({k: v for k, v in start.env.items() if k != "kind"})
-    results = trace.of_type(SkillResultEvent)
-    # With a recreated environment its own skills run (the prompts show its state).
-    env_names = {s.name for s in twc_skills()} if env is not None else set()
-    skills = [_ReplaySkill(info, results) for info in start.skills if info.name not in env_names]
-    config = AgentConfig.model_validate(
-        {
-            **start.config,
-            "database_url": database_url,
-            # Checkpoint frequency does not change decisions; replays need no crash safety.
-            "durability": "exit",
-            "keep_checkpoints": 0,
-        }
-    )
-    own_store = store is None
-    if store is None:
-        store = TaskStore.open(database_url)
-    agent = Agent(
-        config=config,
-        skills=recorder.skills(skills),
-        backend=backend,
-        planner=recorder.planner(planner),
-        router=router,
-        store=store,
-    )
-    error: str | None = None
+    replayer = Replayer(database_url=database_url, store=store, planner_factory=planner_factory)
     try:
-        await recorder.arun(
-            agent, start.goal, reminders=start.reminders, env=env, raise_errors=False
-        )
-    except Exception as exc:  # a replay reports failures; it never raises for a bad run
-        error = f"{type(exc).__name__}: {exc}"
+        result = await replayer.replay(trace)
     finally:
-        if own_store:
-            agent.close()
-        else:
-            agent.loop_graph.close()
-    end = recorder.events[-1] if recorder.events else None
-    if error is None and isinstance(end, EndEvent):
-        error = end.error
-    divergence = compare_traces(trace.events, recorder.events)
-    return ReplayResult(
-        source=trace.source,
-        ok=divergence is None and error is None,
-        events=len(trace.events),
-        replayed_events=len(recorder.events),
-        divergence=divergence,
-        error=error,
-        duration_s=time.perf_counter() - started,
-    )
+        replayer.close()
+    return result.model_copy(update={"duration_s": time.perf_counter() - started})
 
 
 def replay_sync(trace: Trace, **kwargs: Any) -> ReplayResult:
@@ -522,11 +588,39 @@ def replay_sync(trace: Trace, **kwargs: Any) -> ReplayResult:
 
 
 async def replay_many(
-    traces: list[Trace], *, database_url: str = "sqlite://"
+    traces: list[Trace], *, database_url: str = "sqlite://", workers: int = 1
 ) -> list[ReplayResult]:
-    """Replay several traces one after the other on one store (saves opening it per trace)."""
-    store = TaskStore.open(database_url)
+    """Replay several traces one after the other with one :class:`Replayer`.
+
+    ``workers`` above 1 splits the traces into that many contiguous chunks, each replayed
+    by its own process on its own store; results keep the input order and do not depend
+    on the split (each replay is independent of the tasks before it).
+    """
+    if workers < 1:
+        raise UsageError(f"workers must be 1 or more, got {workers}")
+    if workers > 1 and len(traces) > 1:
+        return await _replay_in_processes(traces, database_url, min(workers, len(traces)))
+    replayer = Replayer(database_url=database_url)
     try:
-        return [await replay(trace, store=store) for trace in traces]
+        return [await replayer.replay(trace) for trace in traces]
     finally:
-        store.close()
+        replayer.close()
+
+
+def _replay_chunk(traces: list[Trace], database_url: str) -> list[ReplayResult]:
+    return run_sync(replay_many(traces, database_url=database_url))
+
+
+async def _replay_in_processes(
+    traces: list[Trace], database_url: str, workers: int
+) -> list[ReplayResult]:
+    # Spawned, not forked: a fork would copy the parent's busy event-loop threads.
+    context = multiprocessing.get_context("spawn")
+    size = -(-len(traces) // workers)
+    chunks = [traces[i : i + size] for i in range(0, len(traces), size)]
+    loop = asyncio.get_running_loop()
+    with ProcessPoolExecutor(len(chunks), mp_context=context) as pool:
+        parts = await asyncio.gather(
+            *(loop.run_in_executor(pool, _replay_chunk, chunk, database_url) for chunk in chunks)
+        )
+    return [result for part in parts for result in part]

@@ -242,12 +242,11 @@ def record(
 ) -> None:
     """Run a goal (or a game) with the embedded defaults and record it as a trace."""
     from agent._config import AgentConfig
-    from agent._defaults import default_backend, default_planner
     from agent._sdk import Agent
-    from agent._trace_io import TraceWriter
-    from agent._trace_record import TraceRecorder
+    from agent._trace_record import record_run
     from agent._trace_store import TraceStore
     from agent._twc import TwcConfig
+    from memory import run_sync
 
     environment = None
     if env is not None:
@@ -265,21 +264,23 @@ def record(
     options: dict[str, Any] = {"database_url": database_url}
     if max_steps is not None:
         options["max_steps"] = max_steps
-    writer = TraceWriter(out, fsync="event")
-    recorder = TraceRecorder(writer, metadata={"family": family} if family else {})
-    backend = recorder.backend(default_backend())
-    agent = Agent(
-        config=AgentConfig(**options),
-        backend=backend,
-        planner=recorder.planner(default_planner(backend)),
-    )
+    agent = Agent(config=AgentConfig(**options))
     try:
-        result = recorder.run(agent, goal, reminders=reminder, env=environment)
+        # The same path as ``Agent.run(..., trace=out)``, with the family label added.
+        result = run_sync(
+            record_run(
+                agent,
+                out,
+                goal,
+                reminders=reminder,
+                env=environment,
+                metadata={"family": family} if family else {},
+            )
+        )
         if save:
             trace_id = TraceStore(agent.store.engine).save(out.read_text().splitlines())
             console.print(f"stored as db:{trace_id}")
     finally:
-        writer.close()
         agent.close()
     console.print(
         f"{result.outcome}: {result.steps} steps, {result.replans} replans; trace: {out}",

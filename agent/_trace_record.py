@@ -12,10 +12,14 @@ written in the stream's order::
     result = recorder.run(agent, "tidy the kitchen", reminders=["mugs go in the dishwasher"])
 
 One recorder records one run at a time (the wrappers do not know which task a call is for).
+An existing agent records a run with ``agent.run(goal, trace="run.jsonl")``, which goes
+through :func:`record_run` (a recording twin of the agent, on the same store and model).
 """
 
 from __future__ import annotations
 
+import copy
+import os
 import threading
 import time
 from collections import deque
@@ -53,7 +57,14 @@ from agent._trace import (
     TreeEvent,
     TreeNode,
 )
-from agent._trace_io import TraceSink, event_line, folder_sha256, header_line, json_sha256
+from agent._trace_io import (
+    TraceSink,
+    TraceWriter,
+    event_line,
+    folder_sha256,
+    header_line,
+    json_sha256,
+)
 from memory import run_sync
 from memory.errors import TrellisError
 
@@ -61,7 +72,7 @@ if TYPE_CHECKING:
     from agent._sdk import Agent, RunResult
     from agent._twc import TwcConfig
 
-__all__ = ["RecordingBackend", "RecordingPlanner", "TraceRecorder", "skill_info"]
+__all__ = ["RecordingBackend", "RecordingPlanner", "TraceRecorder", "record_run", "skill_info"]
 
 
 def skill_info(skill: Skill) -> SkillInfo:
@@ -505,6 +516,60 @@ class TraceRecorder:
         )
 
 
+async def record_run(
+    agent: Agent,
+    path: str | os.PathLike[str],
+    goal: str | None = None,
+    *,
+    reminders: Iterable[str] = (),
+    env: TwcConfig | None = None,
+    user_id: str = "default",
+    metadata: dict[str, Any] | None = None,
+) -> RunResult:
+    """Run ``goal`` on ``agent`` and record it to the trace file ``path`` (fsync'd per event).
+
+    The run goes through a twin of ``agent`` that shares its store, configuration, model,
+    router and reminder adapter, with the model, planner and skills wrapped for recording;
+    ``agent`` itself is not changed, so its other runs are not recorded.
+    """
+    from agent._sdk import Agent
+
+    agent._ensure_defaults()  # the twin shares the loaded model instead of loading another
+    deps = agent.deps
+    writer = TraceWriter(path, fsync="event")
+    recorder = TraceRecorder(writer, metadata=metadata)
+    backend = recorder.backend(deps.backend)
+
+    def recording(part: Any) -> Any:
+        # An LLM planner (or a router or reminder adapter that asks the model) calls the
+        # model itself: a copy of it calls the recording backend instead.
+        if getattr(part, "backend", None) is not deps.backend:
+            return part
+        part = copy.copy(part)
+        part.backend = backend
+        return part
+
+    twin = Agent(
+        config=agent.config,
+        skills=recorder.skills(agent.skills),
+        backend=backend,
+        planner=recorder.planner(recording(deps.planner)),
+        router=recording(deps.router),
+        reminder_adapter=recording(deps.reminder_adapter),
+        store=agent.store,
+        skill_context=deps.skill_context,
+    )
+    try:
+        result = await recorder.arun(twin, goal, reminders=reminders, env=env, user_id=user_id)
+        pending = twin.loop_graph.pending_approval(result.task_id)
+        return result.model_copy(update={"pending_approval": pending})
+    finally:
+        for environment, _skill in twin.deps.envs.values():
+            environment.close()  # a task waiting for approval rebuilds it when resumed
+        twin.loop_graph.close()
+        writer.close()
+
+
 def _model_info(backend: Any) -> dict[str, Any] | None:
     """Name and content hash of the base model behind a backend, when it can be known."""
     config = getattr(backend, "config", None)
@@ -523,7 +588,8 @@ def _adapter_infos(agent: Agent) -> list[dict[str, Any]]:
     from adapters import AdapterRegistry
 
     try:
-        records = AdapterRegistry(agent.store.engine).list()
+        # The agent's store is already at the current schema: no Alembic run per trace.
+        records = AdapterRegistry(agent.store.engine, migrate=False).list()
     except Exception:  # a database without the registry tables has no adapters to record
         return []
     infos = []

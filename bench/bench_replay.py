@@ -1,20 +1,25 @@
 """Replay speed (events/s) on a trace set recorded with the scripted model, and trace size.
 
-    python bench/bench_replay.py [--tasks 100]
+    python bench/bench_replay.py [--tasks 100] [--workers 2] [--repeat 3]
 
 Records N tasks through the real agent loop (LLM planner and act calls answered by a
 scripted ``FunctionBackend``; every fifth task has a failing step and a replan), then
 measures on the same traces: reading (parse + validate), comparing decisions, the fast
 check (``trellis replay --check``: decisions re-derived from the recorded answers without
-the loop) and full deterministic replay through the loop (``trellis replay``). The baseline in the same run is the live recording
-itself (the same loop with the scripted model). Prints a table and writes
-``bench/results/bench_replay.json``.
+the loop) and full deterministic replay through the loop (``trellis replay``: the real
+loop re-run with recorded answers, every decision compared). Full replay is measured three
+ways: one agent per trace (how ``replay`` runs a single trace), one agent for the whole set
+(``replay_many``, the main number; both best of ``--repeat`` rounds, taken in turn) and
+``replay_many`` with worker processes (process start-up included). The baseline
+in the same run is the live recording itself (the same loop with the scripted model).
+Prints a table and writes ``bench/results/bench_replay.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -28,7 +33,7 @@ if str(ROOT) not in sys.path:
 
 from adapters import FunctionBackend, LLMRequest  # noqa: E402
 from agent._config import AgentConfig  # noqa: E402
-from agent._replay import compare_traces, replay_many  # noqa: E402
+from agent._replay import compare_traces, replay, replay_many  # noqa: E402
 from agent._replay_check import check_trace  # noqa: E402
 from agent._sdk import Agent  # noqa: E402
 from agent._skills import skill  # noqa: E402
@@ -128,12 +133,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=100, help="tasks in the trace set")
     parser.add_argument(
+        "--workers", type=int, default=2, help="processes for the parallel full replay row"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="rounds of the one-process full replays (best kept)"
+    )
+    parser.add_argument(
         "--out", type=Path, default=ROOT / "bench" / "results" / "bench_replay.json"
     )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
+        cpu = time.process_time()
         paths, record_s = record(Path(tmp), args.tasks)
+        record_cpu_s = time.process_time() - cpu
         size = sum(p.stat().st_size for p in paths)
 
         started = time.perf_counter()
@@ -153,10 +166,34 @@ def main() -> None:
     check_s = time.perf_counter() - started
     checked = sum(1 for r in checks if r.ok)
 
-    started = time.perf_counter()
-    results = run_sync(replay_many(traces))
-    replay_s = time.perf_counter() - started
+    async def one_agent_per_trace() -> list[Any]:
+        store = TaskStore.open("sqlite://")
+        try:
+            return [await replay(trace, store=store) for trace in traces]
+        finally:
+            store.close()
+
+    # Both ways in turn, best of --repeat each: other load on the machine only adds time.
+    per_trace_s = replay_s = per_trace_cpu_s = replay_cpu_s = float("inf")
+    for _round in range(args.repeat):
+        started, cpu = time.perf_counter(), time.process_time()
+        per_trace = run_sync(one_agent_per_trace())
+        per_trace_s = min(per_trace_s, time.perf_counter() - started)
+        per_trace_cpu_s = min(per_trace_cpu_s, time.process_time() - cpu)
+
+        started, cpu = time.perf_counter(), time.process_time()
+        results = run_sync(replay_many(traces))
+        replay_s = min(replay_s, time.perf_counter() - started)
+        replay_cpu_s = min(replay_cpu_s, time.process_time() - cpu)
     matched = sum(1 for r in results if r.ok)
+
+    started = time.perf_counter()
+    parallel = run_sync(replay_many(traces, workers=args.workers))
+    parallel_s = time.perf_counter() - started
+    # Worker processes must reach the same verdicts, in the same order.
+    same = [(r.source, r.ok, r.replayed_events) for r in parallel] == [
+        (r.source, r.ok, r.replayed_events) for r in results
+    ] and all(r.ok for r in per_trace)
 
     rows = [
         ("record live (baseline, scripted model)", record_s),
@@ -164,16 +201,27 @@ def main() -> None:
         ("compare decisions", compare_s),
         ("fast check (replay --check)", check_s),
         ("read + fast check", read_s + check_s),
-        ("full replay through the loop", replay_s),
+        ("full replay, one agent per trace", per_trace_s),
+        ("full replay through the loop (1 process)", replay_s),
+        (f"full replay, {args.workers} worker processes", parallel_s),
     ]
     print(
         f"{args.tasks} tasks, {events} events, {steps} steps; replays matching: "
-        f"{matched}/{len(results)}; checks passing: {checked}/{len(checks)}"
+        f"{matched}/{len(results)}; checks passing: {checked}/{len(checks)}; "
+        f"other replay modes agree: {same}"
     )
     print(f"{'phase':42} {'seconds':>9} {'events/s':>10} {'vs record':>10}")
     for name, seconds in rows:
         rate = events / seconds if seconds > 0 else 0.0
         print(f"{name:42} {seconds:9.3f} {rate:10,.0f} {record_s / seconds:9.1f}x")
+    # CPU seconds of this process (all its threads): comparable when other work shares the CPUs.
+    cpu_rows = {
+        "record live (baseline, scripted model)": record_cpu_s,
+        "full replay, one agent per trace": per_trace_cpu_s,
+        "full replay through the loop (1 process)": replay_cpu_s,
+    }
+    for name, seconds in cpu_rows.items():
+        print(f"{name + ' (CPU)':42} {seconds:9.3f} {events / seconds:10,.0f}")
     print(
         f"trace size: {size:,} bytes; {size / max(1, steps):,.0f} bytes/step; {size / events:,.0f} bytes/event"
     )
@@ -184,6 +232,13 @@ def main() -> None:
         "events": events,
         "steps": steps,
         "replays_matching": matched,
+        "replay_modes_agree": same,
+        "cpu_seconds": {name: round(seconds, 4) for name, seconds in cpu_rows.items()},
+        "cpu_events_per_s": {
+            name: round(events / seconds, 1) for name, seconds in cpu_rows.items()
+        },
+        "workers": args.workers,
+        "repeat": args.repeat,
         "checks_passing": checked,
         "seconds": {name: round(seconds, 4) for name, seconds in rows},
         "events_per_s": {name: round(events / seconds, 1) for name, seconds in rows},
@@ -191,7 +246,12 @@ def main() -> None:
         "trace_bytes": size,
         "bytes_per_step": round(size / max(1, steps), 1),
         "bytes_per_event": round(size / events, 1),
-        "machine": {"python": platform.python_version(), "processor": platform.machine()},
+        "machine": {
+            "python": platform.python_version(),
+            "processor": platform.machine(),
+            "cpus": os.cpu_count(),
+            "load_1min": round(os.getloadavg()[0], 2),
+        },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from adapters import FunctionBackend, LLMRequest
 from agent._config import AgentConfig
-from agent._replay import compare_traces, replay_sync
+from agent._replay import compare_traces, replay_many, replay_sync
 from agent._replay_check import check_trace
 from agent._sdk import Agent
 from agent._skills import skill
@@ -220,6 +220,68 @@ def test_the_fast_check_passes_recorded_runs_and_finds_changed_decisions(
     result = check_trace(parse_trace_lines(changed))
     assert result.divergence is not None and result.divergence.seq == status.seq
     assert (result.divergence.expected, result.divergence.got) == ("failed", "done")
+
+
+def test_a_run_recorded_with_the_sdk_trace_option_replays_exactly(tmp_path: Path) -> None:
+    backend = FunctionBackend(scripted_model)
+    # The planner holds the plain backend: its calls must still reach the trace.
+    planner = LLMPlanner(backend, config=PlannerConfig(max_tokens=200))
+    path = tmp_path / "sdk.jsonl"
+    with Agent(
+        config=AgentConfig(database_url="sqlite://", use_plan_args=False),
+        backend=backend,
+        planner=planner,
+        skills=[look, pick_up],
+    ) as agent:
+        result = agent.run("tidy the kitchen", reminders=["never break anything"], trace=path)
+        recorded = path.read_text()
+        trace = read_trace(path)
+        assert trace.start.task_id == result.task_id and trace.start.goal == "tidy the kitchen"
+        assert trace.end is not None and trace.end.success == result.success is True
+        assert (trace.end.steps, trace.end.replans) == (result.steps, result.replans) == (4, 1)
+        stages = [e.stage for e in trace.of_type(LLMEvent)]
+        assert stages.count("plan") == 2 and stages.count("act") == 4
+        # The agent itself is unchanged: a later run is not recorded anywhere.
+        again = agent.run("tidy the kitchen")
+        assert again.success and again.task_id != result.task_id
+        assert planner.backend is backend and agent.deps.backend is backend
+    assert path.read_text() == recorded
+    replayed = replay_sync(trace)
+    assert replayed.ok, replayed.divergence.describe() if replayed.divergence else replayed.error
+    assert replayed.replayed_events == replayed.events == len(trace.events)
+
+
+def _mixed_traces(trace_file: Path) -> tuple[list[Trace], int]:
+    """A matching, a changed (first skill call's room), a scripted and the matching trace."""
+    llm = read_trace(trace_file)
+    scripted = MemoryTraceSink()
+    record_run(scripted, planner="scripted")
+    lines = trace_file.read_text().splitlines()
+    call = llm.of_type(SkillCallEvent)[0]
+    edited = json.loads(lines[call.seq])
+    edited["args"] = {"room": "garage"}
+    lines[call.seq] = json.dumps(edited)
+    changed = parse_trace_lines(lines, source="changed")
+    return [llm, changed, parse_trace_lines(scripted.lines), llm], call.seq
+
+
+def test_one_replayer_for_many_traces_carries_nothing_between_them(trace_file: Path) -> None:
+    traces, changed_seq = _mixed_traces(trace_file)
+    results = run_sync(replay_many(traces))
+    assert [r.ok for r in results] == [True, False, True, True]
+    divergence = results[1].divergence
+    assert divergence is not None and divergence.seq == changed_seq
+    assert divergence.field == "skill_call.args.room"
+    assert [r.replayed_events for r in results] == [len(t.events) for t in traces]
+
+
+def test_worker_processes_reach_the_same_verdicts_in_order(trace_file: Path) -> None:
+    traces, _seq = _mixed_traces(trace_file)
+    results = run_sync(replay_many(traces))
+    parallel = run_sync(replay_many(traces, workers=2))
+    assert [(r.ok, r.replayed_events, r.divergence) for r in parallel] == [
+        (r.ok, r.replayed_events, r.divergence) for r in results
+    ]
 
 
 def _cli() -> typer.Typer:
