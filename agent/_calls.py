@@ -17,6 +17,7 @@ from sqlalchemy import (
     JSON,
     DateTime,
     Engine,
+    Insert,
     Integer,
     String,
     Table,
@@ -76,7 +77,8 @@ _TABLE: Table = cast(Table, SkillCallRow.__table__)
 
 class SkillCallLog:
     """Reads and writes the exactly-once records on the Trellis database (SQLAlchemy Core:
-    two small writes per side-effecting call, on the loop's per-step path)."""
+    two small writes per side-effecting call, each committed with the node's status change
+    where the loop can)."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -90,22 +92,32 @@ class SkillCallLog:
         self, *, task_id: str, node_id: int, call_key: str, skill: str, args: Any
     ) -> CallRecord | None:
         """Commit a ``started`` row; returns the existing record instead when there is one."""
+        statement = self.start_statement(
+            task_id=task_id, node_id=node_id, call_key=call_key, skill=skill, args=args
+        )
         try:
             with self._engine.begin() as conn:
-                conn.execute(
-                    insert(_TABLE).values(
-                        task_id=task_id,
-                        node_id=node_id,
-                        call_key=call_key,
-                        skill=skill,
-                        args=args,
-                        status="started",
-                        started_at=_now(),
-                    )
-                )
+                conn.execute(statement)
         except IntegrityError:
             return self.get(call_key)
         return None
+
+    @staticmethod
+    def start_statement(
+        *, task_id: str, node_id: int, call_key: str, skill: str, args: Any
+    ) -> Insert:
+        """The insert :meth:`start` runs, for a caller that commits it with its own writes
+        (the loop: with the node's move to ``running``). A duplicate key fails that whole
+        transaction with IntegrityError."""
+        return insert(_TABLE).values(
+            task_id=task_id,
+            node_id=node_id,
+            call_key=call_key,
+            skill=skill,
+            args=args,
+            status="started",
+            started_at=_now(),
+        )
 
     def finish(self, call_key: str, outcome: Any, *, status: CallStatus = "finished") -> None:
         """Record the outcome of a started call."""

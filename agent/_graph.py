@@ -1,9 +1,12 @@
 """The LangGraph StateGraph of the loop, its checkpointer, and how one run is driven.
 
-remind -> plan -> select -> route -> act -> approve -> execute -> observe -> select ...
-select also leads to plan (decompose a step, or the next environment move), replan (a
-step failed) and finish. The thread id is the task id; the checkpointer lives in the same
-database as the Task Memory Tree.
+remind -> plan -> select -> select ... -> finish. One ``select`` superstep takes a step
+through select, route, act, execute and observe when its call is fixed by the plan; a call
+the model chose, or one that needs approval, is checkpointed first and runs in ``execute``
+(after ``approve``). select also leads to plan (decompose a step, or the next environment
+move), replan (a step failed) and finish. Each superstep writes one checkpoint, so fewer
+supersteps per step is most of the loop's overhead. The thread id is the task id; the
+checkpointer lives in the same database as the Task Memory Tree.
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ from agent._loop_state import LoopDeps, LoopState
 __all__ = ["LoopGraph"]
 
 _SELECT_ROUTES: dict[Hashable, str] = {
-    "route": "route",
+    "select": "select",
+    "approve": "approve",
+    "execute": "execute",
     "plan": "plan",
     "replan": "replan",
     "finish": "finish",
@@ -32,18 +37,7 @@ _SELECT_ROUTES: dict[Hashable, str] = {
 _AFTER_PLAN: dict[Hashable, str] = {"select": "select", "finish": "finish"}
 
 
-_STAGES = (
-    "remind",
-    "plan",
-    "select",
-    "route",
-    "act",
-    "approve",
-    "execute",
-    "observe",
-    "replan",
-    "finish",
-)
+_STAGES = ("remind", "plan", "select", "approve", "execute", "replan", "finish")
 
 
 def _merge(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
@@ -84,17 +78,15 @@ class LoopGraph:
         graph.add_edge("remind", "plan")
         graph.add_conditional_edges("plan", _next, _AFTER_PLAN)
         graph.add_conditional_edges("select", _next, _SELECT_ROUTES)
-        graph.add_edge("route", "act")
-        graph.add_edge("act", "approve")
         graph.add_edge("approve", "execute")
-        graph.add_edge("execute", "observe")
-        graph.add_edge("observe", "select")
+        graph.add_edge("execute", "select")
         graph.add_conditional_edges("replan", _next, _AFTER_PLAN)
         graph.add_edge("finish", END)
         self.graph = graph.compile(checkpointer=self.handle.saver)
 
     def config(self, task_id: str) -> RunnableConfig:
-        # Each act step passes through about 7 graph nodes; leave room for plans and replans.
+        # An act step takes one to four supersteps (an environment move: select, plan,
+        # select, execute); leave room for decomposed steps, plans and replans.
         limit = 8 * self.deps.config.max_steps + 12 * (self.deps.config.max_replans + 1) + 50
         return cast(
             RunnableConfig, {"configurable": {"thread_id": task_id}, "recursion_limit": limit}
@@ -108,17 +100,25 @@ class LoopGraph:
             payload = command
         else:
             payload = {"loop": {"task_id": task_id, **command}}
-        for _update in self.graph.stream(
-            cast(Any, payload),
-            self.config(task_id),
-            stream_mode="updates",
-            durability=self.deps.config.durability,
-        ):
-            pass
+        try:
+            for _update in self.graph.stream(
+                cast(Any, payload),
+                self.config(task_id),
+                stream_mode="updates",
+                durability=self.deps.config.durability,
+            ):
+                self._flush(task_id)
+        finally:
+            self._flush(task_id)
         if self.finished_result(task_id) is not None:
             keep = self.deps.config.keep_checkpoints
             if keep is not None:
                 self.prune(task_id, keep)
+
+    def _flush(self, task_id: str) -> None:
+        sink = self.deps.sinks.get(task_id)
+        if sink is not None:
+            sink.flush()
 
     def values(self, task_id: str) -> dict[str, Any]:
         """The latest checkpointed state of the task (empty when it has none)."""

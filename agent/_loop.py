@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from langgraph.types import interrupt
+from sqlalchemy.exc import IntegrityError
 
 from adapters import LLMResult
 from agent._act import choose_call, env_act_prompt_args
@@ -40,12 +41,18 @@ from memory.errors import (
     NotSerializableError,
     PayloadTooLargeError,
     RuntimeFailure,
+    StaleWriteError,
     TrellisError,
 )
 
 __all__ = ["Stages"]
 
 _SATISFIED = {NodeStatus.DONE, NodeStatus.SKIPPED}
+
+
+def _call_key(task_id: str, node_id: int, attempt: int) -> str:
+    """The exactly-once record's key: one call per attempt of a step."""
+    return f"{task_id}:{node_id}:{attempt}"
 
 
 def _timed(stage: Callable[[Stages, LoopState], dict[str, Any]]) -> Any:
@@ -69,10 +76,18 @@ class Stages:
 
     # --- helpers ---------------------------------------------------------------------------
 
-    def emit(self, event: EventBase) -> None:
+    def emit(self, event: EventBase, *, flush: bool = False) -> None:
         sink = self.d.sinks.get(event.task_id)
         if sink is not None:
-            sink(event)
+            sink.put(event)
+            if flush:
+                sink.flush()
+
+    def flush(self, task_id: str) -> None:
+        """Deliver the buffered events now: the stage is about to wait on something slow."""
+        sink = self.d.sinks.get(task_id)
+        if sink is not None:
+            sink.flush()
 
     def _set_status(
         self, task_id: str, node_id: int, status: NodeStatus, *, cause: str, **fields: Any
@@ -88,16 +103,19 @@ class Stages:
                 raise
             self.d.store.transition(node_id, NodeStatus.PENDING, cause=cause)
             node = self.d.store.transition(node_id, status, cause=cause, **fields)
+        self._emit_status(task_id, node, status)
+        return node
+
+    def _emit_status(self, task_id: str, node: NodeRecord, status: NodeStatus) -> None:
         self.emit(
             NodeStatusChanged(
                 task_id=task_id,
-                node_id=node_id,
+                node_id=node.id,
                 title=node.title,
                 status=node.status.value,
                 error=node.error if status is NodeStatus.FAILED else None,
             )
         )
-        return node
 
     def _check_database(self) -> None:
         url = self.d.store.engine.url
@@ -179,6 +197,7 @@ class Stages:
         cues: list[dict[str, Any]] = []
         update: dict[str, Any] = {}
         for reminder in reminders:
+            self.flush(task_id)
             extracted = run_sync(self.d.reminder_adapter.extract(reminder, scope="task"))
             cues.extend(c.model_dump(mode="json") for c in extracted.cues)
             merged: Any = {**state, **update}
@@ -251,50 +270,78 @@ class Stages:
     def _call_planner(
         self, state: LoopState, node_id: int, failed: int | None
     ) -> tuple[list[NodeSpec] | None, list[LLMResult], str | None]:
+        self.flush(state["task_id"])
         return plan_specs(self.d, state, node_id, failed=failed)
 
     @_timed
     def select(self, state: LoopState) -> dict[str, Any]:
+        """Pick the next step and take it through route and act. A call that needs neither
+        a model answer nor a human's decision also runs and is observed here: every write
+        on that path is safe to repeat, so the step costs one superstep (one checkpoint).
+        A model's answer or an approval is checkpointed before the call runs."""
+        update, node = self._pick(state)
+        if node is None:
+            return update
+        task_id = state["task_id"]
+        merged: Any = {**state, **update}
+        adapter, route_record = self._route(merged, node)
+        call = self._planned_call(task_id, node)
+        if call is not None and not self._needs_approval(call):
+            attempt, recorded = self._start(task_id, node, call, adapter, route_record)
+            return {**update, **self._run(merged, node.id, call, attempt, None, recorded)}
+        running = self._set_status(
+            task_id, node.id, NodeStatus.RUNNING, cause="act", adapter=adapter, route=route_record
+        )
+        update.update(adapter=adapter, attempt=running.attempts, decision=None)
+        if call is None:
+            chosen = self._choose(merged, node, adapter)
+            call = chosen.pop("call")
+            update.update(chosen)
+        next_stage = "approve" if self._needs_approval(call) else "execute"
+        return {**update, "call": call, "next": next_stage}
+
+    def _pick(self, state: LoopState) -> tuple[dict[str, Any], NodeRecord | None]:
+        """Where the loop goes next, and the step to run when that is one."""
         self._check_database()
         task_id = state["task_id"]
         config = self.d.config
         finish = {"next": "finish", "node_id": None}
         if state.get("steps", 0) >= config.max_steps:
-            return {**finish, "result": ending("budget_exhausted", "max_steps reached")}
+            return {**finish, "result": ending("budget_exhausted", "max_steps reached")}, None
         if state.get("elapsed_s", 0.0) >= config.wall_time_s:
-            return {**finish, "result": ending("budget_exhausted", "wall time used up")}
+            return {**finish, "result": ending("budget_exhausted", "wall time used up")}, None
         env = self.environment(task_id)
         if env is not None:
             game = env[0].state
             if game.done:
                 outcome = "success" if game.success else "failed"
-                return {**finish, "result": ending(outcome, f"game over, score {game.score:g}")}
+                reason = f"game over, score {game.score:g}"
+                return {**finish, "result": ending(outcome, reason)}, None
         ready = self._ready(task_id)
         if not ready and env is None:
             # Only when nothing can run is it worth looking for finished containers: closing
             # one finishes the task or unblocks the steps that wait for it.
             if self._close_containers(task_id) is NodeStatus.DONE:
-                return {**finish, "result": ending("success", "every step is done")}
+                return {**finish, "result": ending("success", "every step is done")}, None
             ready = self._ready(task_id)
         if not ready:
             ready = self._orphaned(task_id)
         if ready:
             node = ready[0]
             if node.kind == "decompose" or (node.input or {}).get("skill") == "decompose":
-                return {"next": "plan", "plan_target": node.id, "node_id": None}
-            step = {"title": node.title, "kind": node.kind, "input": node.input}
-            return {"next": "route", "node_id": node.id, "step": step}
+                return {"next": "plan", "plan_target": node.id, "node_id": None}, None
+            return {"node_id": node.id}, node
         if env is not None:
-            return {"next": "plan", "node_id": None}
+            return {"next": "plan", "node_id": None}, None
         failed = [
             n for n in self.d.store.nodes(task_id) if n.status is NodeStatus.FAILED and n.parent_id
         ]
         if failed:
             if state.get("replans", 0) >= config.max_replans:
                 reason = f"step {failed[0].id} failed and max_replans is used up"
-                return {**finish, "result": ending("failed", reason)}
-            return {"next": "replan", "failed_node": failed[0].id, "node_id": None}
-        return {**finish, "result": ending("failed", "no step can run: the plan is stuck")}
+                return {**finish, "result": ending("failed", reason)}, None
+            return {"next": "replan", "failed_node": failed[0].id, "node_id": None}, None
+        return {**finish, "result": ending("failed", "no step can run: the plan is stuck")}, None
 
     def _ready(self, task_id: str) -> list[NodeRecord]:
         return [n for n in self.d.store.ready_nodes(task_id) if n.parent_id is not None]
@@ -334,53 +381,59 @@ class Stages:
                 status[node.id] = NodeStatus.DONE
         return next(status[n.id] for n in nodes if n.parent_id is None)
 
-    @_timed
-    def route(self, state: LoopState) -> dict[str, Any]:
-        task_id, node_id = state["task_id"], require(state.get("node_id"))
-        adapter: str | None = None
-        route_record: dict[str, Any] = {"adapter": None, "reason": "no router configured"}
-        if self.d.router is not None:
-            from adapters import StepContext
+    def _route(self, state: LoopState, node: NodeRecord) -> tuple[str | None, dict[str, Any]]:
+        """The adapter for the step (None: the base model) and the router's record of why."""
+        task_id = state["task_id"]
+        if self.d.router is None:
+            self.emit(RouteDecided(task_id=task_id, node_id=node.id, adapter=None, reason=""))
+            return None, {"adapter": None, "reason": "no router configured"}
+        from adapters import StepContext
 
-            step = state.get("step") or {}
-            context = StepContext(
-                text=str(step.get("title", "")),
-                node_kind=step.get("kind"),
-                skill=(step.get("input") or {}).get("skill"),
-                task_id=task_id,
-                node_id=node_id,
-            )
-            decision = run_sync(self.d.router.route(context))
-            adapter = decision.adapter
-            route_record = decision.model_dump(mode="json")
-            self.emit(
-                RouteDecided(
-                    task_id=task_id,
-                    node_id=node_id,
-                    adapter=adapter,
-                    score=decision.score,
-                    reason=decision.reason,
-                )
-            )
-        else:
-            self.emit(RouteDecided(task_id=task_id, node_id=node_id, adapter=None, reason=""))
-        running = self._set_status(
-            task_id,
-            node_id,
-            NodeStatus.RUNNING,
-            cause="act",
-            adapter=adapter,
-            route=route_record,
+        context = StepContext(
+            text=node.title,
+            node_kind=node.kind,
+            skill=(node.input or {}).get("skill"),
+            task_id=task_id,
+            node_id=node.id,
         )
-        return {"adapter": adapter, "attempt": running.attempts, "next": "act"}
+        self.flush(task_id)
+        decision = run_sync(self.d.router.route(context))
+        self.emit(
+            RouteDecided(
+                task_id=task_id,
+                node_id=node.id,
+                adapter=decision.adapter,
+                score=decision.score,
+                reason=decision.reason,
+            )
+        )
+        return decision.adapter, decision.model_dump(mode="json")
 
-    @_timed
-    def act(self, state: LoopState) -> dict[str, Any]:
-        task_id, node_id = state["task_id"], require(state.get("node_id"))
-        step = state.get("step") or {}
-        planned = step.get("input") or {}
+    def _planned_call(self, task_id: str, node: NodeRecord) -> dict[str, Any] | None:
+        """The call the plan fixed for the step (or why it cannot run); None when the model
+        must choose it."""
+        planned = node.input or {}
         name = planned.get("skill")
         args = planned.get("args") or {}
+        env = self.environment(task_id)
+        if env is not None and name == env[1]:
+            return None  # the model picks the game action
+        registry = self.d.skills
+        if isinstance(name, str) and name in registry and self.d.config.use_plan_args:
+            try:
+                registry.get(name).spec.validate_args(args)
+                return {"skill": name, "args": dict(args)}
+            except TrellisError:
+                pass  # let the model fill in the arguments
+        if isinstance(name, str) and name not in registry:
+            return {"skill": name, "args": args, **registry_error(registry, name)}
+        return None
+
+    def _choose(self, state: LoopState, node: NodeRecord, adapter: str | None) -> dict[str, Any]:
+        """Ask the model for the step's call: the token counts and ``call``."""
+        task_id, node_id = state["task_id"], node.id
+        self.flush(task_id)
+        name = (node.input or {}).get("skill")
         env = self.environment(task_id)
         registry = self.d.skills
         if env is not None and name == env[1]:
@@ -398,7 +451,7 @@ class Stages:
                         cues=render_cues(state.get("cues", [])),
                     ),
                     skills=[registry.get(env[1]).spec],
-                    adapter=state.get("adapter"),
+                    adapter=adapter,
                     env_skill=env[1],
                     valid_actions=game.valid_actions,
                     max_tokens=self.d.config.act_max_tokens,
@@ -407,15 +460,6 @@ class Stages:
                 )
             )
         else:
-            if isinstance(name, str) and name in registry and self.d.config.use_plan_args:
-                try:
-                    registry.get(name).spec.validate_args(args)
-                    return {"call": {"skill": name, "args": dict(args)}, "next": "approve"}
-                except TrellisError:
-                    pass  # let the model fill in the arguments
-            if isinstance(name, str) and name not in registry:
-                error = registry_error(registry, name)
-                return {"call": {"skill": name, "args": args, **error}, "next": "approve"}
             specs = [registry.get(name).spec] if isinstance(name, str) else registry.specs()
             context = self.d.store.build_context(node_id, budget_chars=self.d.config.context_chars)
             chosen = run_sync(
@@ -423,12 +467,12 @@ class Stages:
                     self.d.backend,
                     prompt_args={
                         "goal": self.d.store.get_task(task_id).goal,
-                        "step": str(step.get("title", "")),
+                        "step": node.title,
                         "cues": render_cues(state.get("cues", [])),
                         "context": str(getattr(context, "text", context)),
                     },
                     skills=specs,
-                    adapter=state.get("adapter"),
+                    adapter=adapter,
                     max_tokens=self.d.config.act_max_tokens,
                     attempts=self.d.config.act_attempts,
                     timeout_s=self.d.config.llm_timeout_s,
@@ -438,46 +482,125 @@ class Stages:
         call: dict[str, Any] = {"skill": chosen.skill, "args": chosen.args}
         if chosen.error is not None:
             call.update(error=chosen.error, error_type=chosen.error_type)
-        return {**update, "call": call, "next": "approve"}
+        return {**update, "call": call}
+
+    def _needs_approval(self, call: dict[str, Any]) -> bool:
+        name = call.get("skill")
+        if call.get("error") or not isinstance(name, str) or name not in self.d.skills:
+            return False
+        return self.d.skills.get(name).spec.needs_approval
+
+    def _recorded(self, call: dict[str, Any]) -> bool:
+        """Whether running ``call`` goes through the exactly-once record."""
+        name = call.get("skill")
+        if call.get("error") or not isinstance(name, str) or name not in self.d.skills:
+            return False
+        return self.d.skills.get(name).spec.side_effects
+
+    def _start(
+        self,
+        task_id: str,
+        node: NodeRecord,
+        call: dict[str, Any],
+        adapter: str | None,
+        route: dict[str, Any],
+    ) -> tuple[int, bool]:
+        """Move the step to ``running``: its attempt number, and whether the call's
+        ``started`` record committed in the same transaction (a fresh side-effecting call)."""
+        if self._recorded(call) and node.status is not NodeStatus.RUNNING:
+            attempt = node.attempts + 1
+            started = self.d.calls.start_statement(
+                task_id=task_id,
+                node_id=node.id,
+                call_key=_call_key(task_id, node.id, attempt),
+                skill=str(call["skill"]),
+                args=call.get("args") or {},
+            )
+            try:
+                # The expected version pins the attempt number the call key was built with.
+                running = self.d.store.transition(
+                    node.id,
+                    NodeStatus.RUNNING,
+                    expected_version=node.version,
+                    cause="act",
+                    adapter=adapter,
+                    route=route,
+                    also=[started],
+                )
+            except (StaleWriteError, IllegalTransitionError, IntegrityError):
+                pass  # changed since it was read: the general path below sorts it out
+            else:
+                self._emit_status(task_id, running, NodeStatus.RUNNING)
+                return attempt, True
+        running = self._set_status(
+            task_id, node.id, NodeStatus.RUNNING, cause="act", adapter=adapter, route=route
+        )
+        return running.attempts, False
 
     def approve(self, state: LoopState) -> dict[str, Any]:
         call = state.get("call") or {}
-        name = call.get("skill")
-        if call.get("error") or not isinstance(name, str) or name not in self.d.skills:
-            return {"decision": None, "next": "execute"}
-        if not self.d.skills.get(name).spec.needs_approval:
+        if not self._needs_approval(call):
             return {"decision": None, "next": "execute"}
         node_id = require(state.get("node_id"))
         request = {
             "task_id": state["task_id"],
             "node_id": node_id,
-            "skill": name,
+            "skill": call["skill"],
             "args": call["args"],
         }
-        self.emit(ApprovalRequested(**request))
+        self.emit(ApprovalRequested(**request), flush=True)
         answer = interrupt(request)
         approved = answer is True or (isinstance(answer, dict) and answer.get("approved") is True)
         return {"decision": "approved" if approved else "rejected", "next": "execute"}
 
     @_timed
     def execute(self, state: LoopState) -> dict[str, Any]:
-        task_id, node_id = state["task_id"], require(state.get("node_id"))
+        """Run the call chosen (and approved) in an earlier superstep, and observe it."""
+        node_id = require(state.get("node_id"))
         call = state.get("call") or {}
-        name = str(call.get("skill"))
+        attempt, decision = state.get("attempt", 0), state.get("decision")
+        done = self._run(state, node_id, call, attempt, decision, False)
+        return {**done, "call": None, "decision": None}
+
+    def _run(
+        self,
+        state: LoopState,
+        node_id: int,
+        call: dict[str, Any],
+        attempt: int,
+        decision: str | None,
+        recorded: bool,
+    ) -> dict[str, Any]:
+        """Run the call on the running step and record its result in the tree."""
+        task_id = state["task_id"]
         steps = state.get("steps", 0) + 1
+        outcome, key = self._call(task_id, node_id, call, attempt, decision, recorded)
+        self._observe(task_id, node_id, outcome, key, steps)
+        return {"steps": steps, "next": "select"}
+
+    def _call(
+        self,
+        task_id: str,
+        node_id: int,
+        call: dict[str, Any],
+        attempt: int,
+        decision: str | None,
+        recorded: bool,
+    ) -> tuple[SkillOutcome, str | None]:
+        """The call's outcome, and the key of the record to mark finished with the step's
+        status change (a side-effecting call that ran now)."""
+        name = str(call.get("skill"))
         if call.get("error"):
-            outcome = SkillOutcome(
+            return SkillOutcome(
                 skill=name, ok=False, error_type=call.get("error_type"), error=call["error"]
-            )
-            return {"outcome": outcome.model_dump(mode="json"), "steps": steps, "next": "observe"}
-        if state.get("decision") == "rejected":
-            outcome = SkillOutcome(
+            ), None
+        if decision == "rejected":
+            return SkillOutcome(
                 skill=name,
                 ok=False,
                 error_type="ApprovalRejected",
                 error=f"a human rejected the call to {name!r}; the step was not run",
-            )
-            return {"outcome": outcome.model_dump(mode="json"), "steps": steps, "next": "observe"}
+            ), None
         skill = self.d.skills.get(name)
         args = call.get("args") or {}
         env = self.environment(task_id)
@@ -487,42 +610,50 @@ class Stages:
             env=env[0] if env is not None else None,
             extra=self.d.skill_context,
         )
-        key = f"{task_id}:{node_id}:{state.get('attempt', 0)}"
-        reused = False
-        finished_key: str | None = None
-        if skill.spec.side_effects:
+        if not skill.spec.side_effects:
+            called = SkillCalled(task_id=task_id, node_id=node_id, skill=name, args=args)
+            self.emit(called, flush=True)
+            outcome = skill.invoke_sync(args, context)
+            self._emit_finished(task_id, node_id, outcome, reused=False)
+            return outcome, None
+        key = _call_key(task_id, node_id, attempt)
+        existing = None
+        if not recorded:
             existing = self.d.calls.start(
                 task_id=task_id, node_id=node_id, call_key=key, skill=name, args=args
             )
-            if existing is not None and existing.status in ("finished", "unknown"):
-                outcome = SkillOutcome.model_validate(existing.outcome)
-                reused = True
-            elif existing is not None:
-                # Started before a crash, never finished: it may or may not have acted.
-                outcome = SkillOutcome(
-                    skill=name,
-                    ok=False,
-                    error_type="SkillOutcomeUnknown",
-                    error=(
-                        f"the process stopped while {name!r} was running; it is not run again "
-                        "because it has side effects. Check the world and replan."
-                    ),
-                )
-                self.d.calls.finish(key, outcome.model_dump(mode="json"), status="unknown")
-            else:
-                self.emit(SkillCalled(task_id=task_id, node_id=node_id, skill=name, args=args))
-                outcome = skill.invoke_sync(args, context)
-                # The outcome is checkpointed with this stage; observe records it with the
-                # node's status change, one transaction instead of two per step.
-                finished_key = key
-        else:
-            self.emit(SkillCalled(task_id=task_id, node_id=node_id, skill=name, args=args))
+        if existing is None:
+            called = SkillCalled(task_id=task_id, node_id=node_id, skill=name, args=args)
+            self.emit(called, flush=True)
             outcome = skill.invoke_sync(args, context)
+            self._emit_finished(task_id, node_id, outcome, reused=False)
+            # Recorded "finished" with the step's status change: one transaction, not two.
+            return outcome, key
+        if existing.status in ("finished", "unknown"):
+            outcome = SkillOutcome.model_validate(existing.outcome)
+        else:
+            # Started before a crash, never finished: it may or may not have acted.
+            outcome = SkillOutcome(
+                skill=name,
+                ok=False,
+                error_type="SkillOutcomeUnknown",
+                error=(
+                    f"the process stopped while {name!r} was running; it is not run again "
+                    "because it has side effects. Check the world and replan."
+                ),
+            )
+            self.d.calls.finish(key, outcome.model_dump(mode="json"), status="unknown")
+        self._emit_finished(task_id, node_id, outcome, reused=existing.status != "started")
+        return outcome, None
+
+    def _emit_finished(
+        self, task_id: str, node_id: int, outcome: SkillOutcome, *, reused: bool
+    ) -> None:
         self.emit(
             SkillFinished(
                 task_id=task_id,
                 node_id=node_id,
-                skill=name,
+                skill=outcome.skill,
                 ok=outcome.ok,
                 result=outcome.result,
                 error=outcome.error,
@@ -530,20 +661,16 @@ class Stages:
                 reused=reused,
             )
         )
-        return {
-            "outcome": outcome.model_dump(mode="json"),
-            "call_key": finished_key,
-            "steps": steps,
-            "next": "observe",
-        }
 
-    @_timed
-    def observe(self, state: LoopState) -> dict[str, Any]:
-        task_id, node_id = state["task_id"], require(state.get("node_id"))
-        outcome = SkillOutcome.model_validate(state.get("outcome") or {"skill": "", "ok": False})
-        key = state.get("call_key")
-        # A fresh side-effecting call's "finished" record commits with the status change.
-        also = [] if key is None else [self.d.calls.finish_statement(key, state.get("outcome"))]
+    def _observe(
+        self, task_id: str, node_id: int, outcome: SkillOutcome, key: str | None, steps: int
+    ) -> None:
+        """Write the outcome to the step (with its call's "finished" record, when ``key``)."""
+        also = (
+            []
+            if key is None
+            else [self.d.calls.finish_statement(key, outcome.model_dump(mode="json"))]
+        )
         if outcome.ok:
             try:
                 self._set_status(
@@ -571,15 +698,8 @@ class Stages:
             )
         keep = self.d.config.keep_checkpoints_running
         every = self.d.config.prune_every_steps
-        if keep is not None and self.d.prune is not None and state.get("steps", 0) % every == 0:
+        if keep is not None and self.d.prune is not None and steps % every == 0:
             self.d.prune(task_id, keep)
-        return {
-            "next": "select",
-            "call": None,
-            "outcome": None,
-            "call_key": None,
-            "decision": None,
-        }
 
     @_timed
     def replan(self, state: LoopState) -> dict[str, Any]:

@@ -13,7 +13,15 @@ from agent._skills import SkillRegistry
 from memory import TaskStore
 from memory.errors import RuntimeFailure, TrellisError
 
-__all__ = ["Environment", "LoopDeps", "LoopState", "ending", "registry_error", "require"]
+__all__ = [
+    "Environment",
+    "EventSink",
+    "LoopDeps",
+    "LoopState",
+    "ending",
+    "registry_error",
+    "require",
+]
 
 
 class LoopState(TypedDict, total=False):
@@ -23,15 +31,12 @@ class LoopState(TypedDict, total=False):
     cues: list[dict[str, Any]]
     next: str
     node_id: int | None
-    step: dict[str, Any] | None
     plan_target: int | None
     failed_node: int | None
     adapter: str | None
     attempt: int
     call: dict[str, Any] | None
     decision: str | None
-    outcome: dict[str, Any] | None
-    call_key: str | None
     steps: int
     replans: int
     elapsed_s: float
@@ -39,6 +44,16 @@ class LoopState(TypedDict, total=False):
     completion_tokens: int
     adapters: list[str]
     result: dict[str, Any] | None
+
+
+class EventSink(Protocol):
+    """Where a task's events go. ``put`` may only buffer; ``flush`` delivers what is
+    buffered. The loop flushes before it waits on something slow (a model, a skill, a
+    human) and after every superstep, so a consumer is woken once per burst of events."""
+
+    def put(self, event: EventBase) -> None: ...
+
+    def flush(self) -> None: ...
 
 
 class Environment(Protocol):
@@ -78,7 +93,7 @@ class LoopDeps:
         self.env_factory = env_factory
         self.skill_context = skill_context
         self.calls = SkillCallLog(store.engine)
-        self.sinks: dict[str, Callable[[EventBase], None]] = {}
+        self.sinks: dict[str, EventSink] = {}
         self.envs: dict[str, tuple[Any, str]] = {}
         self.no_env: set[str] = set()
         self.prune: Callable[[str, int], None] | None = None

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import threading
+from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -78,6 +81,51 @@ class TaskTree:
         return [n for n in self.nodes if not n.superseded]
 
 
+class _EventPipe:
+    """Events from the run's thread to the async consumer.
+
+    The thread buffers events and wakes the event loop only on :meth:`flush` (the loop
+    flushes before it waits on a model, a skill or a human, and after every superstep):
+    a wake-up per event cost the run more than the events themselves.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._pending: deque[EventBase | None] = deque()  # appends and pops are thread-safe
+        self._wake = asyncio.Event()
+        self._lock = threading.Lock()
+        self._scheduled = False
+
+    def put(self, event: EventBase) -> None:
+        self._pending.append(event)
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        with self._lock:
+            if self._scheduled:
+                return  # the consumer has not drained yet: it will see these too
+            self._scheduled = True
+        self._loop.call_soon_threadsafe(self._wake.set)
+
+    def close(self) -> None:
+        """The run ended: deliver everything, then end :meth:`events`."""
+        self._pending.append(None)
+        self.flush()
+
+    async def events(self) -> AsyncIterator[EventBase]:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            with self._lock:
+                self._scheduled = False  # a flush from now on schedules another wake
+            while self._pending:
+                event = self._pending.popleft()
+                if event is None:
+                    return
+                yield event
+
+
 class Agent:
     """Runs goals as tasks: plan, route, act, observe, replan, with durable state."""
 
@@ -99,12 +147,15 @@ class Agent:
         self._backend = backend
         self._planner = planner
         self._router = router
+        self._reminder_adapter = reminder_adapter
+        self._defaults_ready = False
         self.deps = LoopDeps(
             store=self.store,
             skills=self.skills,
             backend=backend,  # type: ignore[arg-type]  # filled lazily by _ensure_defaults
             planner=planner,
             router=router,
+            # Rules until _ensure_defaults knows whether a reminder adapter is registered.
             reminder_adapter=reminder_adapter or default_reminder_adapter(),
             config=self.config,
             env_factory=self._env_factory,
@@ -129,18 +180,30 @@ class Agent:
     # --- defaults --------------------------------------------------------------------------
 
     def _ensure_defaults(self) -> None:
+        """Fill in what the caller left out: backend, planner, router, reminder adapter."""
+        if self._defaults_ready:
+            return
+        from agent import _defaults
+
+        shipped = self.config.shipped_adapters
+        if shipped is None:  # auto: only a backend built here is known to load them
+            shipped = self.deps.backend is None
+        registry = None
+        if self.deps.backend is None or self._router is None or self._reminder_adapter is None:
+            registry = _defaults.default_registry(self.store.engine, shipped=shipped)
         if self.deps.backend is None:
-            from agent._defaults import default_backend
-
-            self.deps.backend = default_backend()
+            self.deps.backend = _defaults.default_backend(registry)
         if self.deps.planner is None:
-            from agent._defaults import default_planner
-
-            self.deps.planner = default_planner(self.deps.backend)
+            self.deps.planner = _defaults.default_planner(self.deps.backend)
         if self.deps.router is None and self._router is None:
-            from agent._defaults import default_router
-
-            self.deps.router = default_router(self.store.engine, self.deps.backend)
+            self.deps.router = _defaults.default_router(
+                self.store.engine, self.deps.backend, registry, shipped=shipped
+            )
+        if self._reminder_adapter is None:
+            self.deps.reminder_adapter = _defaults.default_reminder_adapter(
+                self.deps.backend, registry, shipped=shipped
+            )
+        self._defaults_ready = True
 
     def register(self, item: SkillLike, *, replace: bool = False) -> Skill:
         """Add a skill (or a plain typed function) to this agent."""
@@ -210,12 +273,8 @@ class Agent:
     ) -> AsyncIterator[AgentEvent]:
         self._ensure_defaults()
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[EventBase | None] = asyncio.Queue()
-
-        def sink(event: EventBase) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, event)
-
-        self.deps.sinks[task_id] = sink
+        pipe = _EventPipe(loop)
+        self.deps.sinks[task_id] = pipe
         goal = self.store.get_task(task_id).goal
         yield TaskStarted(task_id=task_id, goal=goal, resumed=resumed)
 
@@ -223,15 +282,12 @@ class Agent:
             try:
                 self.loop_graph.drive(task_id, start)
             finally:
-                loop.call_soon_threadsafe(queue.put_nowait, None)
+                pipe.close()
 
         job = loop.run_in_executor(None, work)
         finished = False
         try:
-            while True:
-                event = await queue.get()
-                if event is None:
-                    break
+            async for event in pipe.events():
                 finished = finished or isinstance(event, TaskFinished)
                 yield event  # type: ignore[misc]
             await job  # re-raises a failure of the run
@@ -313,8 +369,19 @@ class Agent:
         reminders: Iterable[str] = (),
         user_id: str = "default",
         env: TwcConfig | None = None,
+        trace: str | os.PathLike[str] | None = None,
     ) -> RunResult:
-        """Run a new task to its end (or to an approval it waits for)."""
+        """Run a new task to its end (or to an approval it waits for).
+
+        ``trace`` records the run to that JSONL file (``trellis replay FILE`` re-runs it and
+        compares every decision); the recording covers this run, not a later resume.
+        """
+        if trace is not None:
+            from agent._trace_record import record_run
+
+            return await record_run(
+                self, trace, goal, reminders=reminders, env=env, user_id=user_id
+            )
         return await self._collect(self.stream(goal, reminders=reminders, user_id=user_id, env=env))
 
     def run(
@@ -324,9 +391,10 @@ class Agent:
         reminders: Iterable[str] = (),
         user_id: str = "default",
         env: TwcConfig | None = None,
+        trace: str | os.PathLike[str] | None = None,
     ) -> RunResult:
         """Blocking :meth:`arun`."""
-        return run_sync(self.arun(goal, reminders=reminders, user_id=user_id, env=env))
+        return run_sync(self.arun(goal, reminders=reminders, user_id=user_id, env=env, trace=trace))
 
     async def aresume(self, task_id: str) -> RunResult:
         """Continue a task from its last checkpoint (after a crash or a stop)."""

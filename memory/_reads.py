@@ -40,6 +40,15 @@ __all__ = ["TaskReads", "parse_task_status"]
 
 _OPEN = (NodeStatus.PENDING.value, NodeStatus.READY.value)
 _SATISFIED = tuple(s.value for s in SATISFIED)
+_DEP = NODES.alias("dep")
+# "Some dependency of the node is unfinished", built once: building the alias and the
+# subquery per call cost more than running the query (the ready set is read every step).
+_BLOCKED = (
+    select(EDGES.c.node_id)
+    .join(_DEP, _DEP.c.id == EDGES.c.depends_on_id)
+    .where(EDGES.c.node_id == NODES.c.id, _DEP.c.status.not_in(_SATISFIED))
+    .exists()
+)
 
 
 class TaskReads:
@@ -156,13 +165,7 @@ class TaskReads:
                 root_running = root_running or parent_id is None
             # A candidate is ready when no dependency of it is unfinished: one anti-join, so
             # waiting steps cost an index probe each and are never loaded.
-            dep = NODES.alias("dep")
-            blocked = (
-                select(EDGES.c.node_id)
-                .join(dep, dep.c.id == EDGES.c.depends_on_id)
-                .where(EDGES.c.node_id == NODES.c.id, dep.c.status.not_in(_SATISFIED))
-                .exists()
-            )
+            blocked = _BLOCKED
             ready_ids: list[int] = []
             for part in chunks(running):
                 ready_ids.extend(

@@ -24,7 +24,7 @@ WORKER = textwrap.dedent(
     import asyncio, os, sys, time
     from adapters import FunctionBackend
     from agent import Agent, AgentConfig, TaskFinished, skill
-    from planners import ScriptedPlanner
+    from planners import PlannerConfig, ScriptedPlanner
 
     url, out, task_id = sys.argv[1], sys.argv[2], sys.argv[3]
 
@@ -48,8 +48,10 @@ WORKER = textwrap.dedent(
                            "args": {"line": f"s{i}"},
                            "depends_on": [f"s{i - 1}"] if i else []} for i in range(8)]}
 
+    # Every kill inside a call costs a replan: both budgets allow one per kill.
     agent = Agent(config=AgentConfig(database_url=url, max_replans=50), skills=[append],
-                  backend=FunctionBackend(lambda request: "{}"), planner=ScriptedPlanner(plans))
+                  backend=FunctionBackend(lambda request: "{}"),
+                  planner=ScriptedPlanner(plans, config=PlannerConfig(max_replans_per_task=50)))
 
     async def main():
         events = agent.stream("write eight lines") if task_id == "-" else agent.stream_resume(task_id)

@@ -352,7 +352,8 @@ def test_checkpoint_retention_is_configurable(tmp_path: Path) -> None:
     delete = make_agent(f"sqlite:///{tmp_path}/none.db", plans, keep_checkpoints=0)
     try:
         kept = keep_all.run("two")
-        assert checkpoint_count(keep_all, kept.task_id) > 10  # every superstep
+        # Every superstep: the input, remind, plan, one per step, the last select, finish.
+        assert checkpoint_count(keep_all, kept.task_id) >= 7
         gone = delete.run("two")
         assert checkpoint_count(delete, gone.task_id) == 0
         # The tree is the durable record: still complete without checkpoints.
@@ -388,3 +389,34 @@ def test_decompose_steps_are_planned_when_reached(tmp_path: Path) -> None:
         assert nodes["prep"].status is NodeStatus.DONE
     finally:
         agent.close()
+
+
+def test_checkpoints_per_step(tmp_path: Path) -> None:
+    """A step whose call the plan fixed is one superstep (one checkpoint); a call the model
+    chose is checkpointed before it runs, so that step is two."""
+
+    def washes(n: int) -> dict:
+        return {"steps": [step(f"s{i}", "wash", {"item": f"i{i}"}) for i in range(n)]}
+
+    plans = {"two": washes(2), "five": washes(5)}
+    answer = '{"skill": "wash", "args": {"item": "cup"}}'
+    keep = {"keep_checkpoints": None, "keep_checkpoints_running": None}
+    fixed = make_agent(f"sqlite:///{tmp_path}/fixed.db", plans, **keep)
+    chosen = make_agent(
+        f"sqlite:///{tmp_path}/chosen.db", plans, lambda r: answer, use_plan_args=False, **keep
+    )
+    try:
+        counts: dict[tuple[str, str], int] = {}
+        for name, agent in (("fixed", fixed), ("chosen", chosen)):
+            for goal in ("two", "five"):
+                result = agent.run(goal)
+                assert result.success and result.steps == len(plans[goal]["steps"])
+                counts[name, goal] = checkpoint_count(agent, result.task_id)
+                # Every side-effecting call has its exactly-once row, completed with its step.
+                calls = agent.deps.calls.calls(result.task_id)
+                assert [c.status for c in calls] == ["finished"] * result.steps
+        assert counts["fixed", "five"] - counts["fixed", "two"] == 3
+        assert counts["chosen", "five"] - counts["chosen", "two"] == 6
+    finally:
+        fixed.close()
+        chosen.close()
