@@ -56,6 +56,10 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+SHIPPED_ADAPTERS_DIR = Path(__file__).resolve().parent / "shipped"
+"""The adapters that ship with Trellis (always an allowed root; see ``adapters._shipped``)."""
+
+
 def default_adapter_roots() -> tuple[Path, ...]:
     """``$TRELLIS_ADAPTER_ROOTS`` (``os.pathsep``-separated) if set, else ``<home>/adapters``."""
     configured = os.environ.get("TRELLIS_ADAPTER_ROOTS")
@@ -300,7 +304,9 @@ class AdapterRegistry:
             raise AdapterValidationError(f"max_rank must be at least 1, got {max_rank}")
         self.engine = engine if isinstance(engine, Engine) else make_engine(engine)
         self.base_model = base_model
-        self.roots = tuple(Path(r).expanduser() for r in (roots or default_adapter_roots()))
+        configured = tuple(Path(r).expanduser() for r in (roots or default_adapter_roots()))
+        # The shipped adapters are part of the installed package, so always allowed.
+        self.roots = (*configured, SHIPPED_ADAPTERS_DIR)
         self.max_rank = max_rank
         if migrate:
             upgrade(self.engine)

@@ -309,10 +309,14 @@ _EXAMPLES = (
 )
 
 
-def build_cue_prompt(reminder: str) -> str:
-    """The extraction prompt for one reminder (pure; training data uses exactly this)."""
+def build_cue_prompt(reminder: str, *, few_shot: bool = True) -> str:
+    """The extraction prompt for one reminder (pure; training data uses exactly this).
+
+    The base model needs worked examples; a trained ``reminder`` adapter does not
+    (``few_shot=False``), which makes its prompts several times shorter.
+    """
     lines = ["Turn the reminder into a JSON rule.", ""]
-    for text, kind, polarity, action, subject in _EXAMPLES:
+    for text, kind, polarity, action, subject in _EXAMPLES if few_shot else ():
         answer = json.dumps(
             {"kind": kind, "polarity": polarity, "action": action, "subject": subject},
             separators=(",", ":"),
@@ -439,7 +443,8 @@ class ReminderAdapter:
     async def _model_draft(self, reminder: str, result: ExtractionResult) -> CueDraft | None:
         if self.backend is None:
             return None
-        prompt = build_cue_prompt(reminder)
+        few_shot = self.adapter is None  # a trained adapter knows the format
+        prompt = build_cue_prompt(reminder, few_shot=few_shot)
         for _attempt in range(self.config.max_attempts):
             result.prompts.append(prompt)
             request = LLMRequest(
@@ -463,7 +468,10 @@ class ReminderAdapter:
             if isinstance(problem, CueDraft):
                 return problem
             result.errors.append(problem)
-            prompt = f"{build_cue_prompt(reminder)} {llm.text.strip()}\nError: {problem}\nJSON:"
+            prompt = (
+                f"{build_cue_prompt(reminder, few_shot=few_shot)} {llm.text.strip()}\n"
+                f"Error: {problem}\nJSON:"
+            )
         return None
 
 

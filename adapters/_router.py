@@ -413,10 +413,18 @@ class Router:
 
     # --- routing ------------------------------------------------------------------------
 
+    def _known(self, name: str) -> bool:
+        # A rule may pin a registered adapter that is not an embedding candidate (an adapter
+        # source can hold some back, as the shipped adapters are): the source decides.
+        if name in self._profiles:
+            return True
+        contains = getattr(self.registry, "__contains__", None)
+        return bool(contains is not None and contains(name))
+
     def _rule(self, context: StepContext) -> RouteDecision | None:
         for rule in self.config.rules:
             if rule.matches(context.node_kind, context.skill):
-                if rule.adapter is not None and rule.adapter not in self._profiles:
+                if rule.adapter is not None and not self._known(rule.adapter):
                     raise UnknownAdapterError(rule.adapter, list(self._profiles))
                 target = rule.adapter or "the base model"
                 return RouteDecision(

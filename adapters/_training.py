@@ -196,6 +196,28 @@ def _collate(rows: Sequence[_Encoded], pad_id: int) -> dict[str, Any]:
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
+def _completion_loss(peft_model: Any, tensors: dict[str, Any]) -> Any:
+    """Mean cross-entropy over completion tokens, with logits computed only where they count.
+
+    The language-model head of a small model with a large vocabulary costs more than the
+    whole transformer body (Gemma 3 270M: 262k x 640); computing it for the few completion
+    positions instead of every prompt position halves a training step on a CPU.
+    """
+    import torch
+
+    causal_lm = peft_model.get_base_model()
+    hidden = causal_lm.get_decoder()(
+        input_ids=tensors["input_ids"], attention_mask=tensors["attention_mask"]
+    ).last_hidden_state
+    targets = tensors["labels"][:, 1:]
+    keep = targets != -100
+    logits = causal_lm.get_output_embeddings()(hidden[:, :-1][keep])
+    softcap = getattr(causal_lm.config, "final_logit_softcapping", None)
+    if softcap:
+        logits = torch.tanh(logits / softcap) * softcap
+    return torch.nn.functional.cross_entropy(logits.float(), targets[keep])
+
+
 def _latest_checkpoint(folder: Path) -> Path | None:
     found = sorted(
         (p for p in folder.glob("step-*") if (p / "trainer_state.json").is_file()),
@@ -310,7 +332,7 @@ def train_adapter(
         tensors = _collate(batch, pad_id)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step)
-        loss = peft_model(**tensors).loss
+        loss = _completion_loss(peft_model, tensors)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
@@ -374,7 +396,9 @@ def _eval_loss(peft_model: Any, rows: Sequence[_Encoded], pad_id: int, batch_siz
     with torch.no_grad():
         for start in range(0, len(rows), batch_size):
             chunk = rows[start : start + batch_size]
-            total += float(peft_model(**_collate(chunk, pad_id)).loss.item()) * len(chunk)
+            total += float(_completion_loss(peft_model, _collate(chunk, pad_id)).item()) * len(
+                chunk
+            )
             count += len(chunk)
     return total / max(1, count)
 

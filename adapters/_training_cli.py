@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import typer
@@ -55,11 +56,17 @@ def register_training_commands(adapters_app: typer.Typer) -> None:
             console=console,
         ) as bar:
             task = bar.add_task("train", total=steps, name=name, loss=float("nan"))
-            report = train_adapter(
-                config,
-                data,
-                progress=lambda step, total, loss: bar.update(task, completed=step, loss=loss),
-            )
+            started, first_step = time.perf_counter(), [0]
+
+            def show(step: int, total: int, loss: float) -> None:
+                bar.update(task, completed=step, loss=loss)
+                first_step[0] = first_step[0] or step
+                if not console.is_terminal and (step % 5 == 0 or step == total):
+                    # Logs and CI have no live bar: print a line now and then instead.
+                    rate = (time.perf_counter() - started) / (step - first_step[0] + 1)
+                    console.print(f"step {step}/{total} loss {loss:.4f} ({rate:.1f} s/step)")
+
+            report = train_adapter(config, data, progress=show)
         console.print(
             f"[green]trained[/green] {name}: {report.steps} steps "
             f"(resumed from {report.resumed_from}), rows train/eval {report.rows_train}/"

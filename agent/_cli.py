@@ -117,11 +117,13 @@ async def _show(agent: Agent, events: AsyncIterator[Any]) -> Any:
     return finished
 
 
-def _agent(database_url: str | None, max_steps: int | None) -> Agent:
+def _agent(database_url: str | None, max_steps: int | None, *, base_only: bool = False) -> Agent:
     from agent._config import AgentConfig
     from agent._sdk import Agent
 
     options: dict[str, Any] = {"database_url": database_url}
+    if base_only:
+        options["shipped_adapters"] = False
     if max_steps is not None:
         options["max_steps"] = max_steps
     return Agent(config=AgentConfig(**options))
@@ -189,6 +191,9 @@ def run(
     strict: bool = typer.Option(
         False, "--strict", help="Exit with status 1 when the task does not succeed."
     ),
+    base_only: bool = typer.Option(
+        False, "--base-only", help="Serve every step with the base model (no shipped adapters)."
+    ),
 ) -> None:
     """Run a goal (or a household game) with a live tree, then print a summary."""
     from agent._twc import TwcConfig
@@ -209,7 +214,7 @@ def run(
             "or --env twc"
         )
         raise typer.Exit(2)
-    agent = _agent(database_url, max_steps)
+    agent = _agent(database_url, max_steps, base_only=base_only)
     for module_name in skills:
         for item in load_skills(module_name):
             agent.register(item)

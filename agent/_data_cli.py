@@ -38,12 +38,16 @@ def twc(
 def reminders(
     out: Path = typer.Option(..., help="JSONL file to write."),
     count: int = typer.Option(1000, help="Rows."),
-    seed: int = typer.Option(0, help="Generator seed (use another seed for held-back rows)."),
+    seed: int = typer.Option(0, help="Generator seed."),
+    held_out: bool = typer.Option(
+        False, "--held-out", help="Objects and places that training rows never use (evaluation)."
+    ),
 ) -> None:
     """Reminder-to-cue rows from templated reminders of the three kinds."""
     from agent._datasets import reminder_cue_examples, write_jsonl
 
-    written = write_jsonl(reminder_cue_examples(count, seed=seed), out)
+    vocabulary = "held-out" if held_out else "train"
+    written = write_jsonl(reminder_cue_examples(count, seed=seed, vocabulary=vocabulary), out)
     console.print(f"[green]wrote[/green] {written} rows to {out}")
 
 

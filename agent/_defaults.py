@@ -1,4 +1,4 @@
-"""The embedded defaults: the in-process model, the LLM planner, the registered adapters."""
+"""The embedded defaults: the in-process model, the LLM planner, the shipped adapters."""
 
 from __future__ import annotations
 
@@ -6,17 +6,39 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from adapters import LLMBackend, ReminderAdapter, ReminderConfig
+from adapters import AdapterRegistry, LLMBackend, ReminderAdapter, ReminderConfig
+from adapters._registry import SHIPPED_ADAPTERS_DIR, AdapterRecord
 from planners import LLMPlanner, PlannerConfig
 
-__all__ = ["default_backend", "default_planner", "default_reminder_adapter", "default_router"]
+__all__ = [
+    "default_backend",
+    "default_planner",
+    "default_registry",
+    "default_reminder_adapter",
+    "default_router",
+]
 
 
-def default_backend() -> LLMBackend:
-    """The embedded transformers backend on the prepared base model (loaded on first use)."""
+def default_registry(engine: Engine, *, shipped: bool = True) -> AdapterRegistry:
+    """The database's adapter registry, with the shipped adapters registered when ``shipped``."""
+    from adapters._shipped import register_shipped_adapters
+
+    registry = AdapterRegistry(engine, migrate=False)
+    if shipped:
+        register_shipped_adapters(registry)
+    return registry
+
+
+def default_backend(registry: AdapterRegistry | None = None) -> LLMBackend:
+    """The embedded transformers backend on the prepared base model (loaded on first use).
+
+    With a registry, adapters load on first use by name.
+    """
     from adapters import EmbeddedBackend
 
-    backend: LLMBackend = EmbeddedBackend()
+    backend: LLMBackend = EmbeddedBackend(
+        resolve_adapter_path=registry.path_of if registry is not None else None
+    )
     return backend
 
 
@@ -25,18 +47,62 @@ def default_planner(backend: LLMBackend) -> LLMPlanner:
     return LLMPlanner(backend, config=PlannerConfig(max_tokens=160, max_steps=5, max_attempts=2))
 
 
-def default_reminder_adapter() -> ReminderAdapter:
-    """Reminders to cues with the rule extractor (no model call, deterministic)."""
+def _usable(registry: AdapterRegistry, name: str, shipped: bool) -> bool:
+    if name not in registry:
+        return False
+    return shipped or not registry.get(name).path.is_relative_to(SHIPPED_ADAPTERS_DIR)
+
+
+def default_reminder_adapter(
+    backend: LLMBackend | None = None,
+    registry: AdapterRegistry | None = None,
+    *,
+    shipped: bool = True,
+) -> ReminderAdapter:
+    """Reminders to cues: the rule extractor, and the ``reminder`` adapter for forms it lacks.
+
+    Without a backend or a registered ``reminder`` adapter only the rules run (no model
+    call, deterministic).
+    """
+    name = ReminderAdapter.ADAPTER_NAME
+    if backend is not None and registry is not None and _usable(registry, name, shipped):
+        return ReminderAdapter(backend, adapter=name, config=ReminderConfig(mode="hybrid"))
     return ReminderAdapter(None, config=ReminderConfig(mode="rules"))
 
 
-def default_router(engine: Engine, backend: LLMBackend) -> Any:
-    """A router over the registered adapters, or None (base model) when none are registered."""
-    from adapters import AdapterRegistry
+class _OwnAdapters:
+    """The registry without the shipped adapters, which serve only the skills they are pinned to."""
 
-    registry = AdapterRegistry(engine)
-    if not registry.list():
+    def __init__(self, registry: AdapterRegistry) -> None:
+        self.registry = registry
+        self.engine = registry.engine
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.registry  # rules may pin any registered adapter
+
+    def list(self) -> list[AdapterRecord]:
+        return [r for r in self.registry.list() if not r.path.is_relative_to(SHIPPED_ADAPTERS_DIR)]
+
+
+def default_router(
+    engine: Engine,
+    backend: LLMBackend,
+    registry: AdapterRegistry | None = None,
+    *,
+    shipped: bool = True,
+) -> Any:
+    """A router over the registered adapters, or None (base model) when there is nothing to route.
+
+    Shipped adapters are reached only through their rules (the twc action step goes to
+    ``twc-act``); the adapters a user registers are routed by rules, embeddings and keywords.
+    """
+    from adapters import Router, RouterConfig
+    from adapters._shipped import shipped_route_rules
+
+    registry = registry if registry is not None else AdapterRegistry(engine, migrate=False)
+    rules = shipped_route_rules(registry) if shipped else ()
+    own = _OwnAdapters(registry)
+    if not rules and not own.list():
         return None
-    from adapters import Router
-
-    return Router(registry=registry, engine=engine, backend=backend)
+    config = RouterConfig(rules=rules)
+    return Router(registry=own, engine=engine, backend=backend, config=config)

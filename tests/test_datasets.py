@@ -48,7 +48,7 @@ def test_reminder_rows_match_their_truth_and_schema(tmp_path: Path) -> None:
         assert completion == row["truth"]
         assert set(completion) == set(schema["required"])
         assert completion["polarity"] in schema["properties"]["polarity"]["enum"]
-        assert row["prompt"] == build_cue_prompt(row["reminder"])
+        assert row["prompt"] == build_cue_prompt(row["reminder"], few_shot=False)
         kinds.add(completion["kind"])
     assert kinds == {"preference", "correction", "context"}
     assert reminder_cue_examples(40, seed=3) == rows  # deterministic per seed
@@ -56,3 +56,14 @@ def test_reminder_rows_match_their_truth_and_schema(tmp_path: Path) -> None:
     path = tmp_path / "rows.jsonl"
     assert write_jsonl(rows, path) == 40
     assert len(path.read_text().splitlines()) == 40
+
+
+def test_held_out_reminders_share_no_object_or_place_with_training_rows() -> None:
+    train = reminder_cue_examples(400, seed=0)
+    held = reminder_cue_examples(100, seed=1, vocabulary="held-out")
+    train_subjects = {r["truth"]["subject"] for r in train}
+    held_subjects = {r["truth"]["subject"] for r in held}
+    assert held_subjects and not held_subjects & train_subjects
+    assert not any(s in r["reminder"] for r in held for s in train_subjects)
+    with pytest.raises(ValueError, match="vocabulary"):
+        reminder_cue_examples(1, vocabulary="test")

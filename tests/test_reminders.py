@@ -80,7 +80,12 @@ async def test_model_path_with_repair_round() -> None:
         "task",
     )
     first = backend.requests[0]
-    assert first.prompt == build_cue_prompt("the red cup is cracked, leave it alone")
+    # A trained adapter gets the short prompt (no worked examples), as in its training rows.
+    text = "the red cup is cracked, leave it alone"
+    assert first.prompt == build_cue_prompt(text, few_shot=False)
+    assert "Reminder: never use the blue plates" not in (first.prompt or "")
+    base = await ReminderAdapter(answers(GOOD), config=ReminderConfig(mode="model")).extract(text)
+    assert base.prompts[0] == build_cue_prompt(text)  # the base model gets the worked examples
     assert first.json_schema == cue_json_schema() and first.adapter == "reminder"
     assert f"Error: {result.errors[0]}" in (backend.requests[1].prompt or "")
 
