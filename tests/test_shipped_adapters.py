@@ -81,7 +81,7 @@ def test_reminder_adapter_default_follows_the_registry(store: TaskStore) -> None
     assert default_reminder_adapter(backend, registry).adapter is None  # nothing registered
     register_shipped_adapters(registry)
     chosen = default_reminder_adapter(backend, registry)
-    assert chosen.adapter == "reminder" and chosen.config.mode == "hybrid"
+    assert chosen.adapter == "reminder" and chosen.config.mode == "model"
     assert default_reminder_adapter(backend, registry, shipped=False).adapter is None
     assert default_reminder_adapter(None, registry).config.mode == "rules"
 
