@@ -112,6 +112,7 @@ async def _twc(args: argparse.Namespace, *, shipped: bool) -> dict[str, Any]:
                     "success": result.success,
                     "steps": result.steps,
                     "outcome": result.outcome,
+                    "reason": result.reason,  # the game's own verdict, with its score
                     "completion_tokens": result.completion_tokens,
                     "adapters": sorted(result.adapters),
                     "seconds": round(time.perf_counter() - started, 1),
