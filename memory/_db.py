@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import time
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine, MetaData, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, sessionmaker
 from sqlalchemy.pool import StaticPool
 
@@ -187,13 +189,31 @@ def current_revisions(engine: Engine) -> set[str]:
         return set(MigrationContext.configure(connection).get_current_heads())
 
 
+_MIGRATION_WAIT_S = 600.0
+"""How long an upgrade waits for another process that is migrating the same SQLite file."""
+
+
 def upgrade(engine: Engine, revision: str = "heads") -> None:
-    """Apply every pending migration of every package (idempotent)."""
+    """Apply every pending migration of every package (idempotent).
+
+    Several processes may upgrade one database at once: on SQLite the first holds the write
+    lock for the whole migration, which on a busy machine can outlast the busy timeout, so
+    the others retry until it is done (then find nothing left to apply).
+    """
     from alembic import command
 
-    _refuse_newer(engine)
-    with engine.begin() as connection:
-        command.upgrade(_alembic_config(connection), revision)
+    deadline = time.monotonic() + _MIGRATION_WAIT_S
+    while True:
+        try:
+            _refuse_newer(engine)
+            with engine.begin() as connection:
+                command.upgrade(_alembic_config(connection), revision)
+            return
+        except OperationalError as exc:
+            locked = engine.dialect.name == "sqlite" and "locked" in str(exc.orig)
+            if not locked or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def _refuse_newer(engine: Engine) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from _schema import migration_drift
 from sqlalchemy import inspect, text
@@ -75,3 +77,25 @@ def test_db_commands_and_demo(tmp_path: object) -> None:
     with TaskStore.open(url) as store:
         (task,) = store.list_tasks(user_id="demo")
         assert all(n.status.value == "done" for n in store.nodes(task.id))
+
+
+def test_upgrade_waits_for_another_writer_longer_than_the_busy_timeout(tmp_path: Path) -> None:
+    import sqlite3
+    import threading
+
+    from memory._db import DatabaseConfig, check_schema, make_engine, upgrade
+
+    path = tmp_path / "shared.db"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("PRAGMA journal_mode=WAL")
+    holder.execute("BEGIN IMMEDIATE")  # another process migrating: the write lock is taken
+    release = threading.Timer(1.5, lambda: holder.execute("COMMIT"))
+    release.start()
+    engine = make_engine(DatabaseConfig(url=f"sqlite:///{path}", busy_timeout_ms=100))
+    try:
+        upgrade(engine)  # the 100 ms busy timeout expires many times; the upgrade still lands
+        check_schema(engine)  # raises unless every migration was applied
+    finally:
+        release.join()
+        holder.close()
+        engine.dispose()
