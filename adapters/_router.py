@@ -461,11 +461,14 @@ class Router:
         else:
             candidates = index.shortlist(vector, config.shortlist)
             if keyword_all is not None:
-                # Exact domain words can rescue an adapter whose centroid is not nearby.
-                hits = np.flatnonzero(keyword_all)
-                if len(hits) > 8:
-                    hits = hits[np.argpartition(keyword_all[hits], len(hits) - 8)[len(hits) - 8 :]]
-                candidates = np.union1d(candidates, hits)
+                # Exact domain words can rescue an adapter whose centroid is not nearby: the
+                # 8 best keyword matches join the shortlist (one partition, no full sort).
+                best = np.argpartition(keyword_all, index.size - 8)[index.size - 8 :]
+                hits = best[keyword_all[best] > 0]
+                extra = hits[~np.isin(hits, candidates, assume_unique=True)]
+                if len(extra):
+                    candidates = np.concatenate([candidates, extra])
+            candidates = np.sort(candidates)  # ties go to the earlier adapter, as in full scoring
             embedding = index.score(vector, candidates)
         if keyword_all is not None:
             keyword = saturate(keyword_all[candidates], config.keyword_half)

@@ -531,6 +531,40 @@ def test_many_adapters_shortlist_agrees_with_exact_scoring() -> None:
     assert fast._index is not None and fast._index.projection is not None  # the coarse path ran
 
 
+def test_keyword_matches_join_the_shortlist() -> None:
+    # 300 adapters, shortlist 8: an adapter whose centroid is far from the query but whose
+    # text holds the query's rare word must still be scored (and win on the keyword).
+    rng = np.random.default_rng(5)
+    words = [f"w{i}" for i in range(400)]
+    profiles = [
+        AdapterProfile(
+            name=f"a{i}",
+            description=" ".join(rng.choice(words, 6)),
+            examples=tuple(" ".join(rng.choice(words, 6)) for _ in range(4)),
+        )
+        for i in range(300)
+    ]
+    profiles[123] = AdapterProfile(
+        name="a123", description="zebracrossing signals", examples=("zebracrossing", "signals")
+    )
+    embedder = HashingEmbedder(dim=256)
+    config = RouterConfig(shortlist=8, keyword_weight=1.0, clear_margin=1.0)
+    router = Router(profiles, embedder=embedder, config=config)
+    query = profiles[7].examples[0] + " zebracrossing"
+    # The vector of the text without the rare word: its embedding points elsewhere.
+    vector = embedder.embed([profiles[7].examples[0]])[0]
+    router.scores(vector, query)  # builds the index
+    index = router._index
+    assert index is not None
+    position = router._names.index("a123")
+    assert position not in index.shortlist(vector, config.shortlist)  # far by embedding
+    scores = router.scores(vector, query)
+    assert position in scores.candidates.tolist()
+    assert list(scores.candidates) == sorted(scores.candidates.tolist())
+    rescued = scores.candidates.tolist().index(position)
+    assert scores.keyword[rescued] > 0  # it is there for its keyword
+
+
 # --- evaluation and CLI --------------------------------------------------------------------
 
 
