@@ -115,7 +115,11 @@ class RouterConfig(BaseModel):
     examples are spread out."""
     shortlist: int = Field(default=64, ge=1)
     """Above this many adapters, exact scores are computed only for the nearest centroids."""
-    coarse_dim: int = Field(default=96, ge=0)
+    shortlist_pool: int = Field(default=3, ge=1)
+    """With projected centroids, the cheap pass keeps ``shortlist_pool`` times ``shortlist``
+    adapters and their exact centroid similarity picks the shortlist (1: the cheap pass
+    picks it alone)."""
+    coarse_dim: int = Field(default=48, ge=0)
     """Above ``shortlist`` adapters (and from 256), centroids are projected to this many
     dimensions to pick the shortlist fast (0: full dimension)."""
     keyword_weight: float = Field(default=0.15, ge=0.0, le=1.0)
@@ -343,6 +347,7 @@ class Router:
             [self._vectors[n] for n in self._names],
             top_k=self.config.top_k,
             centroid_weight=self.config.centroid_weight,
+            coarse_dim=self.config.coarse_dim,
         )
         self._bm25 = Bm25Index([self._terms[n] for n in self._names])
         self._thresholds = np.array([self.threshold(n) for n in self._names], dtype=np.float32)
@@ -459,13 +464,17 @@ class Router:
             candidates = np.arange(index.size)
             embedding = index.score(vector)
         else:
-            candidates = index.shortlist(vector, config.shortlist)
+            candidates = index.shortlist(
+                vector, config.shortlist, pool=config.shortlist * config.shortlist_pool
+            )
             if keyword_all is not None:
                 # Exact domain words can rescue an adapter whose centroid is not nearby: the
                 # 8 best keyword matches join the shortlist (one partition, no full sort).
                 best = np.argpartition(keyword_all, index.size - 8)[index.size - 8 :]
                 hits = best[keyword_all[best] > 0]
-                extra = hits[~np.isin(hits, candidates, assume_unique=True)]
+                listed = np.zeros(index.size, dtype=bool)
+                listed[candidates] = True
+                extra = hits[~listed[hits]]
                 if len(extra):
                     candidates = np.concatenate([candidates, extra])
             candidates = np.sort(candidates)  # ties go to the earlier adapter, as in full scoring

@@ -255,7 +255,7 @@ class EmbeddingIndex:
         *,
         top_k: int = 1,
         centroid_weight: float = 0.0,
-        coarse_dim: int = 96,
+        coarse_dim: int = 48,
         coarse_from: int = 256,
     ) -> None:
         self.size = len(blocks)
@@ -325,14 +325,25 @@ class EmbeddingIndex:
             nearest = (1 - weight) * nearest + weight * matvec(centroids, query)
         return np.asarray(nearest, dtype=np.float32)
 
-    def shortlist(self, query: np.ndarray, size: int) -> np.ndarray:
-        """Positions of the ``size`` adapters whose centroid is nearest the query."""
+    def shortlist(self, query: np.ndarray, size: int, *, pool: int | None = None) -> np.ndarray:
+        """Positions of the ``size`` adapters whose centroid is nearest the query.
+
+        With a projection, the projected centroids first keep the ``pool`` nearest (at least
+        ``size``); their exact centroid similarity then picks ``size``. The cheap pass can
+        afford fewer dimensions because the exact pass repairs its ranking errors.
+        """
         if size >= self.size:
             return np.arange(self.size)
-        if self.projection is not None:
-            query = np.einsum("i,ij->j", query, self.projection)
-        coarse = matvec(self.coarse, query)
-        return np.argpartition(coarse, self.size - size)[self.size - size :]
+        if self.projection is None:
+            exact = matvec(self.centroids, query)
+            return np.argpartition(exact, self.size - size)[self.size - size :]
+        pool = min(self.size, max(size, pool or size))
+        coarse = matvec(self.coarse, np.einsum("i,ij->j", query, self.projection))
+        nearest = np.argpartition(coarse, self.size - pool)[self.size - pool :]
+        if pool == size:
+            return nearest
+        exact = matvec(self.centroids[nearest], query)
+        return nearest[np.argpartition(exact, pool - size)[pool - size :]]
 
 
 def loo_scores(block: np.ndarray, *, top_k: int, centroid_weight: float) -> np.ndarray:

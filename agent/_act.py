@@ -46,11 +46,13 @@ def build_act_prompt(
     cues: Sequence[str] = (),
     context: str = "",
     feedback: str | None = None,
+    notes: Sequence[str] = (),
 ) -> str:
     """The act prompt: short, because every prompt token costs time on a small CPU model.
 
     With ``valid_actions`` the model answers ``{"action": ...}``; otherwise
-    ``{"skill": ..., "args": {...}}`` over ``skills``.
+    ``{"skill": ..., "args": {...}}`` over ``skills``. ``notes`` are state lines an
+    environment adds after the observation (room, inventory, score).
     """
     lines = [f"Goal: {goal.strip()}", f"Step: {step.strip()}"]
     if cues:
@@ -60,10 +62,8 @@ def build_act_prompt(
     if history:
         lines.append("Done so far: " + "; ".join(list(history)[-_MAX_HISTORY:]))
     if observation is not None:
-        text = " ".join(observation.split())
-        if len(text) > _MAX_OBSERVATION_CHARS:
-            text = text[:_MAX_OBSERVATION_CHARS] + "..."
-        lines.append(f"You see: {text}")
+        lines.append(f"You see: {_one_line(observation)}")
+    lines.extend(_one_line(note) for note in notes)
     if valid_actions is not None:
         lines.append("Actions: " + "; ".join(valid_actions))
         answer = 'Answer with JSON {"action": one of the actions}.'
@@ -78,16 +78,29 @@ def build_act_prompt(
     return "\n".join(lines)
 
 
+def _one_line(text: str) -> str:
+    text = " ".join(text.split())
+    if len(text) > _MAX_OBSERVATION_CHARS:
+        return text[:_MAX_OBSERVATION_CHARS] + "..."
+    return text
+
+
 def env_act_prompt_args(
-    *, goal: str, observation: str, history: Sequence[str], cues: Sequence[str]
+    *, goal: str, state: Any, history: Sequence[str], cues: Sequence[str]
 ) -> dict[str, Any]:
-    """Prompt arguments of one environment move; the loop and the training data share them."""
+    """Prompt arguments of one environment move; the loop and the training data share them.
+
+    ``state`` is the environment's current state: its ``observation``, and the lines of its
+    ``prompt_notes()`` when it has that method (an environment without it still works).
+    """
+    notes = state.prompt_notes() if callable(getattr(state, "prompt_notes", None)) else []
     return {
         "goal": goal,
         "step": ENV_ACT_STEP,
-        "observation": observation,
+        "observation": str(state.observation),
         "history": list(history),
         "cues": list(cues),
+        "notes": [str(note) for note in notes],
     }
 
 

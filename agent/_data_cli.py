@@ -25,12 +25,15 @@ def twc(
     seeds: str = typer.Option("0:200", help="Train-fold seeds START:STOP."),
     max_locations: int = typer.Option(3, help="Rooms cycle through 1..N."),
     max_items: int = typer.Option(3, help="Objects cycle through 1..N."),
+    recovery: float = typer.Option(
+        0.3, help="Chance of a wrong put (and the rows that take it back) before a gold put."
+    ),
 ) -> None:
-    """Act-step rows from twc gold paths (train fold only)."""
+    """Act-step rows from twc gold paths (train fold only), with recovery detours."""
     from agent._datasets import twc_act_examples, twc_configs, write_jsonl
 
     configs = twc_configs(_seed_range(seeds), max_locations=max_locations, max_items=max_items)
-    count = write_jsonl(twc_act_examples(configs), out)
+    count = write_jsonl(twc_act_examples(configs, recovery=recovery), out)
     console.print(f"[green]wrote[/green] {count} rows from {len(configs)} games to {out}")
 
 

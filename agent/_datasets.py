@@ -60,27 +60,62 @@ def twc_configs(
     return configs
 
 
-def twc_act_examples(configs: Iterable[TwcConfig]) -> Iterator[dict[str, str]]:
-    """One row per gold move of each game."""
+def twc_act_examples(
+    configs: Iterable[TwcConfig], *, recovery: float = 0.3
+) -> Iterator[dict[str, str]]:
+    """One row per gold move of each game, plus recovery rows.
+
+    A gold path never goes wrong, so a model trained on it alone has never seen what to do
+    after a wrong move. Before a gold ``put X in Y``, with probability ``recovery`` (seeded
+    by the game), the game first takes a detour: X goes into another container (no row:
+    that move is not taught), the score drops, and the row at that state teaches taking X
+    back; then the gold put follows. The detour stays in the history the later rows show,
+    as it would in a real run.
+    """
+    if not 0.0 <= recovery <= 1.0:
+        raise ValueError(f"recovery is a probability in [0, 1], got {recovery}")
     for config in configs:
+        rng = random.Random(config.seed)
         env = TwcEnvironment(config)
         try:
             state = env.reset()
             goal = state.task_description
-            for index, action in enumerate(env.gold_actions()):
+            for action in env.gold_actions():
                 if state.done or action not in state.valid_actions:
                     break  # the gold path and the game disagree: keep only what was checked
-                prompt_args = env_act_prompt_args(
-                    goal=goal,
-                    observation=state.observation,
-                    history=env.actions[:index],
-                    cues=[],
-                )
-                prompt = build_act_prompt(valid_actions=state.valid_actions, **prompt_args)
-                yield {"prompt": prompt, "completion": _compact({"action": action})}
+                detour = _wrong_put(action, state.valid_actions, rng, recovery)
+                if detour is not None:
+                    wrong, take_back = detour
+                    state = env.step(wrong)
+                    if take_back not in state.valid_actions or state.done:
+                        break  # the game does not allow taking it back: stop this game
+                    yield _act_row(goal, state, env.actions, take_back)
+                    state = env.step(take_back)
+                    if action not in state.valid_actions:
+                        break
+                yield _act_row(goal, state, env.actions, action)
                 state = env.step(action)
         finally:
             env.close()
+
+
+def _act_row(goal: str, state: Any, history: list[str], action: str) -> dict[str, str]:
+    prompt_args = env_act_prompt_args(goal=goal, state=state, history=history, cues=[])
+    prompt = build_act_prompt(valid_actions=state.valid_actions, **prompt_args)
+    return {"prompt": prompt, "completion": _compact({"action": action})}
+
+
+def _wrong_put(
+    action: str, valid_actions: list[str], rng: random.Random, recovery: float
+) -> tuple[str, str] | None:
+    """A wrong ``put`` of the same object and the ``take`` that undoes it, or None."""
+    if not action.startswith("put ") or " in " not in action:
+        return None
+    thing = action[len("put ") : action.rindex(" in ")]
+    others = [a for a in valid_actions if a.startswith(f"put {thing} in ") and a != action]
+    if not others or rng.random() >= recovery:
+        return None
+    return rng.choice(others), f"take {thing}"
 
 
 # (template, kind, polarity, action); {thing} and {place} are filled from the vocabularies.

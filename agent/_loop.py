@@ -446,7 +446,7 @@ class Stages:
                     self.d.backend,
                     prompt_args=env_act_prompt_args(
                         goal=self.d.store.get_task(task_id).goal,
-                        observation=game.observation,
+                        state=game,
                         history=history,
                         cues=render_cues(state.get("cues", [])),
                     ),

@@ -99,6 +99,31 @@ class TwcState(BaseModel):
     """No more actions are possible."""
     moves: int
     """Actions taken."""
+    look: str = ""
+    """The room as ``look around`` describes it (kept so the act prompt always shows it)."""
+    carrying: list[str] = []
+    """Objects in the inventory."""
+    previous_score: float | None = None
+    """The score before the last action (None at the start)."""
+
+    def prompt_notes(self) -> list[str]:
+        """State lines for the act prompt: the room, the inventory and the score's trend.
+
+        The last observation alone is often just "You put the key in the key holder.", which
+        leaves a small model without the room or any sign of whether the move was right.
+        """
+        notes = []
+        look = " ".join(self.look.split())
+        if look and look != " ".join(self.observation.split()):
+            notes.append(f"Room: {look}")
+        notes.append("Carrying: " + (", ".join(self.carrying) if self.carrying else "nothing"))
+        score = f"Score: {self.score:.0%}"
+        if self.previous_score is not None and self.score < self.previous_score:
+            score += f" (down from {self.previous_score:.0%}: the last action was wrong)"
+        elif self.previous_score is not None and self.score > self.previous_score:
+            score += f" (up from {self.previous_score:.0%})"
+        notes.append(score)
+        return notes
 
 
 class TwcEnvironment:
@@ -140,7 +165,7 @@ class TwcEnvironment:
                 generateGoldPath=True,
             )
         self.actions = []
-        self._state = self._to_state(infos)
+        self._state = self._to_state(infos, previous=None)
         return self._state
 
     def replay(self, actions: Sequence[str]) -> TwcState:
@@ -172,7 +197,7 @@ class TwcEnvironment:
         with _BRIDGE_LOCK:
             _obs, _reward, _done, infos = self._backend().step(action)
         self.actions.append(action)
-        self._state = self._to_state(infos)
+        self._state = self._to_state(infos, previous=current)
         return self._state
 
     def gold_actions(self) -> list[str]:
@@ -190,10 +215,13 @@ class TwcEnvironment:
             self._env = None
 
     @staticmethod
-    def _to_state(infos: dict[str, Any]) -> TwcState:
+    def _to_state(infos: dict[str, Any], previous: TwcState | None) -> TwcState:
         success = bool(infos.get("tasksuccess", False))
         failure = bool(infos.get("taskfailure", False))
         return TwcState(
+            look=str(infos.get("look", "")).strip(),
+            carrying=_inventory_items(str(infos.get("inventory", ""))),
+            previous_score=None if previous is None else previous.score,
             observation=str(infos.get("observation", "")).strip(),
             valid_actions=[str(a) for a in infos.get("validActions", [])],
             task_description=str(infos.get("taskDescription", "")),
@@ -203,6 +231,21 @@ class TwcEnvironment:
             done=bool(infos.get("done", False)) or success or failure,
             moves=int(infos.get("numMoves", 0)),
         )
+
+
+def _inventory_items(text: str) -> list[str]:
+    # "Inventory: \n  a cleanser\n  an used plastic cup\n" (or "...currently empty.")
+    items = []
+    for line in text.splitlines()[1:]:
+        item = line.strip()
+        if not item or "currently empty" in item:
+            continue
+        for article in ("a ", "an ", "the ", "some "):
+            if item.startswith(article):
+                item = item[len(article) :]
+                break
+        items.append(item)
+    return items
 
 
 def _environment(context: SkillContext) -> TwcEnvironment:

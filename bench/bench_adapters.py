@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from adapters import EmbeddedBackend, ReminderAdapter, ReminderConfig  # noqa: E402
+from adapters import EmbeddedBackend, EmbeddedConfig, ReminderAdapter, ReminderConfig  # noqa: E402
 from adapters._shipped import shipped_adapters  # noqa: E402
 from agent import Agent, AgentConfig  # noqa: E402
 from agent._datasets import reminder_cue_examples, twc_configs  # noqa: E402
@@ -65,6 +65,7 @@ def _twc_summary(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[s
         else None,
         "max_steps": args.max_steps,
         "concurrency": args.concurrency,
+        "threads": args.threads,
         "fold": "dev",
         "load_average_1m": round(os.getloadavg()[0], 2),
         "detail": sorted(rows, key=lambda r: r["seed"]),
@@ -79,7 +80,9 @@ async def _twc(args: argparse.Namespace, *, shipped: bool) -> dict[str, Any]:
         url = f"sqlite:///{folder}/twc.db"
         store = TaskStore.open(url)
         registry = default_registry(store.engine, shipped=shipped)
-        backend = EmbeddedBackend(resolve_adapter_path=registry.path_of)
+        backend = EmbeddedBackend(
+            EmbeddedConfig(threads=args.threads), resolve_adapter_path=registry.path_of
+        )
         # A long model-call limit: on a busy CPU a batch of concurrent games can queue a while.
         config = AgentConfig(
             database_url=url,
@@ -192,6 +195,9 @@ def main() -> None:
     parser.add_argument("--games", type=int, default=50, help="twc dev games.")
     parser.add_argument("--max-steps", type=int, default=12, help="Action budget per game.")
     parser.add_argument("--concurrency", type=int, default=4, help="Games run at once.")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="Torch threads (1 when sharing the CPU)."
+    )
     parser.add_argument("--reminders", type=int, default=100, help="Held-back reminders.")
     parser.add_argument(
         "--methods",

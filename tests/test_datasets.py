@@ -16,7 +16,7 @@ from agent.errors import ForbiddenFoldError
 def test_twc_rows_replay_to_success_and_stay_within_valid_actions() -> None:
     configs = twc_configs(range(2), max_locations=2, max_items=2)
     for config in configs:
-        rows = list(twc_act_examples([config]))
+        rows = list(twc_act_examples([config], recovery=0.0))
         assert rows, "every game has a gold path"
         env = TwcEnvironment(config)
         try:
@@ -32,6 +32,36 @@ def test_twc_rows_replay_to_success_and_stay_within_valid_actions() -> None:
             assert state.success, "the completions, played in order, must solve the game"
         finally:
             env.close()
+
+
+def test_twc_recovery_rows_take_a_wrong_put_back_then_follow_the_gold_path() -> None:
+    config = twc_configs([4], max_locations=2, max_items=2)[0]
+    env = TwcEnvironment(config)
+    try:
+        env.reset()
+        gold = env.gold_actions()
+    finally:
+        env.close()
+    gold_puts = [a for a in gold if a.startswith("put ")]
+    rows = list(twc_act_examples([config], recovery=1.0))
+    assert rows == list(twc_act_examples([config], recovery=1.0)), "seeded by the game"
+    actions = [json.loads(row["completion"])["action"] for row in rows]
+    detours = [i for i, row in enumerate(rows) if "the last action was wrong" in row["prompt"]]
+    assert len(detours) == len(gold_puts) > 0, "every gold put gets a detour at recovery=1"
+    for index, put in zip(detours, gold_puts, strict=True):
+        thing = put[len("put ") : put.rindex(" in ")]
+        done = next(ln for ln in rows[index]["prompt"].splitlines() if ln.startswith("Done so"))
+        wrong = done.split("; ")[-1]
+        assert wrong.startswith(f"put {thing} in ") and wrong != put
+        assert actions[index] == f"take {thing}"
+        assert actions[index + 1] == put, "after taking it back, the gold put follows"
+    # The wrong puts themselves are never taught.
+    assert [a for a in actions if a.startswith("put ")] == gold_puts
+
+
+def test_twc_recovery_must_be_a_probability() -> None:
+    with pytest.raises(ValueError, match="recovery"):
+        list(twc_act_examples(twc_configs([0]), recovery=1.5))
 
 
 def test_twc_configs_refuse_the_test_fold() -> None:

@@ -565,6 +565,21 @@ def test_keyword_matches_join_the_shortlist() -> None:
     assert scores.keyword[rescued] > 0  # it is there for its keyword
 
 
+def test_shortlist_pool_repairs_the_coarse_projection() -> None:
+    # With only 8 projected dimensions the cheap pass misranks centroids; re-ranking a pool
+    # of its nearest by exact centroid similarity recovers more of the exact top 20.
+    rng = np.random.default_rng(11)
+    blocks = [normalize_rows(rng.normal(size=(3, 64)).astype(np.float32)) for _ in range(600)]
+    index = EmbeddingIndex(blocks, coarse_dim=8)
+    assert index.projection is not None
+    query = normalize_rows(rng.normal(size=(1, 64)).astype(np.float32))[0]
+    exact = set(np.argsort(-(index.centroids @ query))[:20].tolist())
+    coarse_only = set(index.shortlist(query, 20).tolist())
+    pooled = set(index.shortlist(query, 20, pool=300).tolist())
+    assert len(pooled & exact) > len(coarse_only & exact)
+    assert set(index.shortlist(query, 20, pool=600).tolist()) == exact  # a pool of all: exact
+
+
 # --- evaluation and CLI --------------------------------------------------------------------
 
 

@@ -50,12 +50,44 @@ def test_replay_rebuilds_the_same_state(gold: list[str]) -> None:
         other.close()
 
 
-def _gold_player(gold: list[str], *, bad_first: int = 0, crash_at: int | None = None):
+def test_state_notes_show_room_inventory_and_score_trend() -> None:
+    env = TwcEnvironment(TwcConfig(seed=4, fold="dev", num_locations=2, num_items=2))
+    try:
+        start = env.reset()
+        assert start.prompt_notes() == ["Carrying: nothing", "Score: 0%"]
+        gold = env.gold_actions()
+        state = start
+        for action in gold[: gold.index(next(a for a in gold if a.startswith("take "))) + 1]:
+            state = env.step(action)
+        thing = gold[len(env.actions) - 1].removeprefix("take ")
+        notes = state.prompt_notes()
+        assert notes[0].startswith("Room: You are in the ")  # the observation is only "You take"
+        assert notes[1] == f"Carrying: {thing}"
+        assert notes[2].startswith("Score: ") and "(up from 0%)" in notes[2]
+        wrong = next(a for a in state.valid_actions if a.startswith(f"put {thing} in "))
+        correct = next(a for a in gold if a.startswith(f"put {thing} in "))
+        if wrong != correct:
+            after = env.step(wrong)
+            assert "the last action was wrong" in after.prompt_notes()[-1]
+            assert after.prompt_notes()[1] == "Carrying: nothing"
+    finally:
+        env.close()
+
+
+def _gold_player(
+    gold: list[str],
+    *,
+    bad_first: int = 0,
+    crash_at: int | None = None,
+    prompts: list[str] | None = None,
+):
     calls = {"n": 0}
 
     def answer(request: LLMRequest) -> str:
         calls["n"] += 1
         prompt = request.prompt or ""
+        if prompts is not None:
+            prompts.append(prompt)
         done = next((ln for ln in prompt.splitlines() if ln.startswith("Done so far: ")), "")
         moves = len(done[len("Done so far: ") :].split("; ")) if done else 0
         if crash_at is not None and moves == crash_at:
@@ -76,7 +108,8 @@ def _agent(url: str, answer, max_steps: int = 12) -> Agent:
 
 
 def test_twc_run_is_judged_by_the_environment(tmp_path: Path, gold: list[str]) -> None:
-    agent = _agent(f"sqlite:///{tmp_path}/t.db", _gold_player(gold, bad_first=2))
+    prompts: list[str] = []
+    agent = _agent(f"sqlite:///{tmp_path}/t.db", _gold_player(gold, bad_first=2, prompts=prompts))
     try:
         result = agent.run(env=CONFIG)
         assert result.success and result.outcome == "success"
@@ -90,6 +123,10 @@ def test_twc_run_is_judged_by_the_environment(tmp_path: Path, gold: list[str]) -
         done = [n.output["result"]["action"] for n in moves if n.status is NodeStatus.DONE]
         assert done == gold
         assert result.steps == len(gold) + 1
+        # Every move's prompt carries the game state's notes, as the training rows do.
+        moves_asked = [p for p in prompts if p.startswith("Goal: ") and "Actions: " in p]
+        assert moves_asked and all("\nCarrying: " in p and "\nScore: " in p for p in moves_asked)
+        assert any("(up from 0%)" in p for p in moves_asked)  # after the first take
     finally:
         agent.close()
 
