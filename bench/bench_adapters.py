@@ -74,6 +74,8 @@ def _twc_summary(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[s
 
 async def _twc(args: argparse.Namespace, *, shipped: bool) -> dict[str, Any]:
     key = "twc_adapters" if shipped else "twc_base"
+    if args.max_steps != 12:  # the main comparison is at 12 actions; others sit beside it
+        key += f"_{args.max_steps}_actions"
     configs = twc_configs(range(args.games), fold="dev")
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as folder:
