@@ -503,17 +503,22 @@ def test_missing_embedding_package_names_the_install_command(
         Router(PROFILES)  # the default embedder
 
 
-def test_many_adapters_shortlist_agrees_with_exact_scoring() -> None:
-    rng = np.random.default_rng(3)
+def _random_profiles(*, seed: int, count: int = 300) -> list[AdapterProfile]:
+    """Adapters whose texts are random words: many, none of them close to another."""
+    rng = np.random.default_rng(seed)
     words = [f"w{i}" for i in range(400)]
-    profiles = [
+    return [
         AdapterProfile(
             name=f"a{i}",
             description=" ".join(rng.choice(words, 6)),
             examples=tuple(" ".join(rng.choice(words, 6)) for _ in range(4)),
         )
-        for i in range(300)
+        for i in range(count)
     ]
+
+
+def test_many_adapters_shortlist_agrees_with_exact_scoring() -> None:
+    profiles = _random_profiles(seed=3)
     embedder = HashingEmbedder(dim=256)
     fast = Router(
         profiles, embedder=embedder, config=RouterConfig(shortlist=32, keyword_weight=0.0)
@@ -534,16 +539,7 @@ def test_many_adapters_shortlist_agrees_with_exact_scoring() -> None:
 def test_keyword_matches_join_the_shortlist() -> None:
     # 300 adapters, shortlist 8: an adapter whose centroid is far from the query but whose
     # text holds the query's rare word must still be scored (and win on the keyword).
-    rng = np.random.default_rng(5)
-    words = [f"w{i}" for i in range(400)]
-    profiles = [
-        AdapterProfile(
-            name=f"a{i}",
-            description=" ".join(rng.choice(words, 6)),
-            examples=tuple(" ".join(rng.choice(words, 6)) for _ in range(4)),
-        )
-        for i in range(300)
-    ]
+    profiles = _random_profiles(seed=5)
     profiles[123] = AdapterProfile(
         name="a123", description="zebracrossing signals", examples=("zebracrossing", "signals")
     )
