@@ -9,7 +9,9 @@ Policies compose in a fixed order, and the decision names the one that decided:
 4. ``refine``: when the two best scores are closer than ``refine_margin``, the base model
    picks among the top candidates (training-free re-ranking; failures keep the score winner);
 5. ``ood``: the winner scored below its fitted threshold (and was not clearly ahead of the
-   runner-up), so the base model serves and the request is logged for the coverage report. ``empty``: no adapter is registered.
+   runner-up), or no better than the step's similarity to general requests (the background,
+   see ``adapters._router_background``), so the base model serves and the request is logged
+   for the coverage report. ``empty``: no adapter is registered.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from sqlalchemy import Engine, inspect
 
 from adapters._backend import LLMBackend
 from adapters._embeddings import Embedder, SentenceEmbedder
+from adapters._router_background import Background
 from adapters._router_policies import (
     AdapterLike,
     AdapterProfile,
@@ -147,6 +150,17 @@ class RouterConfig(BaseModel):
     only; 1 disables this)."""
     clear_slack: float = Field(default=0.05, ge=0.0, le=0.5)
     """How far below its threshold a clear winner may score."""
+    background: bool = True
+    """Compare each step with general requests (the shipped set, or ``background_examples``):
+    the winner's embedding score must beat the step's top-k similarity to them by
+    ``background_margin``, else no adapter covers the step."""
+    background_examples: tuple[str, ...] = ()
+    """Your own background requests, used instead of the shipped general set."""
+    background_margin: float = Field(default=-0.05, ge=-1.0, le=1.0)
+    """How far the winner must score above the background (negative: it may score below)."""
+    background_prune: float = Field(default=0.7, ge=-1.0, le=1.0)
+    """Background requests at least this similar to any adapter text are dropped, so an
+    adapter whose domain the background touches keeps its requests."""
     refine_margin: float = Field(default=0.03, ge=0.0, le=1.0)
     """Ask the base model when the top-2 margin is below this (0: never; needs a backend)."""
     refine_top_k: int = Field(default=3, ge=2, le=10)
@@ -220,6 +234,11 @@ class Router:
         self._dirty = True
         self._empty_logged = False
         self._last_refresh = 0.0
+        self._background = (
+            Background(self.config.background_examples or None, top_k=self.config.top_k)
+            if self.config.background
+            else None
+        )
         if self.store is not None:
             self._stored = self.store.load_thresholds(self.embedder.name)
         initial = [AdapterProfile.of(item) for item in adapters]
@@ -351,6 +370,9 @@ class Router:
         )
         self._bm25 = Bm25Index([self._terms[n] for n in self._names])
         self._thresholds = np.array([self.threshold(n) for n in self._names], dtype=np.float32)
+        if self._background is not None and self._names:
+            vectors = self._background.vectors(self.embedder, self.store)
+            self._background.prune(vectors, self._index.rows, self.config.background_prune)
         self._dirty = False
 
     # --- thresholds ---------------------------------------------------------------------
@@ -519,6 +541,22 @@ class Router:
         threshold = float(self._thresholds[position])
         embedding_score = float(scores.embedding[best])
         lead = score - float(scores.combined[int(order[1])]) if len(order) > 1 else 0.0
+        if self._background is not None:
+            background = self._background.score(vector)
+            if embedding_score < background + self.config.background_margin:
+                return RouteDecision(
+                    adapter=None,
+                    score=round(score, 4),
+                    runner_up=ranked,
+                    policy="ood",
+                    reason=(
+                        f"nearest adapter {name} has similarity {embedding_score:.3f}, no more "
+                        f"than general requests ({background:.3f}): no adapter covers this "
+                        "step, base model serves"
+                    ),
+                    out_of_distribution=True,
+                    threshold=round(threshold, 4),
+                ), []
         clear = (
             lead >= self.config.clear_margin
             and embedding_score >= threshold - self.config.clear_slack

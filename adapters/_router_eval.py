@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from adapters._router import Router, StepContext
 from adapters._router_policies import AdapterProfile
@@ -41,7 +41,14 @@ class EvalRow(BaseModel):
     text: str
     """The step text."""
     expected: str | None
-    """The adapter that should serve it, or None when none should (out of distribution)."""
+    """The adapter that should serve it, or None when none should (out of distribution).
+
+    The string ``"none"`` (how the confusion matrix writes it) means the same as null."""
+
+    @field_validator("expected")
+    @classmethod
+    def _none_label(cls, value: str | None) -> str | None:
+        return None if value == NONE_LABEL else value
 
 
 class RouterEvaluation(BaseModel):
@@ -89,7 +96,7 @@ def load_eval_rows(path: Path) -> list[EvalRow]:
             raise UsageError(
                 f"{path}:{number}: not a labelled row ({exc.__class__.__name__}: "
                 f'{str(exc).splitlines()[0]}); each line must be {{"text": "...", '
-                '"expected": "<adapter>" or null}'
+                '"expected": "<adapter>" or null or "none"}'
             ) from exc
     if not rows:
         raise UsageError(f"{path} holds no labelled rows")

@@ -85,7 +85,7 @@ class TableEmbedder:
     """Scripted vectors at the embedding boundary: each known text maps to a fixed direction."""
 
     name = "table"
-    dim = 4
+    dim = 5  # the four of the table, and one more for texts outside it
 
     def __init__(self, table: Mapping[str, Sequence[float]]) -> None:
         self.table = table
@@ -93,7 +93,10 @@ class TableEmbedder:
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         self.calls.append(list(texts))
-        return normalize_rows(np.array([self.table[t] for t in texts], dtype=np.float32))
+        # Texts outside the table (the router's background requests) lie along an axis of
+        # their own, unrelated to every text in the table.
+        rows = [(*self.table[t], 0.0) if t in self.table else (0, 0, 0, 0, 1.0) for t in texts]
+        return normalize_rows(np.array(rows, dtype=np.float32))
 
 
 class CountingEmbedder(HashingEmbedder):
@@ -352,6 +355,34 @@ def test_pooled_thresholds_share_evidence_across_adapters() -> None:
     assert pooled.threshold("email") != pytest.approx(before)
 
 
+async def test_background_requests_turn_a_step_away_unless_an_adapter_covers_them() -> None:
+    table = {
+        **two_adapter_table(CLOSE_QUERY).table,
+        # A general request close to alpha's texts (cosine 0.95), and a step just like it.
+        "alpha-like chat": (0.8, 0.0, 0.3, 0.0),
+        "alpha question": (0.8, 0.0, 0.3, 0.0),
+        "chit chat": (0.0, 0.0, 0.6, 0.8),
+        "small talk": (0.0, 0.0, 0.7, 0.7),
+    }
+    embedder = TableEmbedder(table)
+    background = ("chit chat", "small talk", "alpha-like chat")
+
+    def router(**config: Any) -> Router:
+        settings = {"background_examples": background, "background_margin": 0.0, **config}
+        return Router(TWO, embedder=embedder, config=RouterConfig(**settings))
+
+    # Without pruning, the alpha-like general request makes a close alpha step look general.
+    unpruned = router(background_prune=1.0, top_k=1)
+    turned_away = await unpruned.route("alpha question")
+    assert turned_away.out_of_distribution and "general requests" in turned_away.reason
+    # Pruned (it is closer than background_prune to alpha's own texts), alpha keeps the step.
+    pruned = router(background_prune=0.9, top_k=1)
+    assert (await pruned.route("alpha question")).adapter == "alpha"
+    assert pruned._background is not None and len(pruned._background.kept) == 2
+    # Off, nothing is compared with the background.
+    assert (await router(background=False, top_k=1).route("alpha question")).adapter == "alpha"
+
+
 async def test_a_clear_winner_just_below_its_threshold_is_kept() -> None:
     table = {
         **two_adapter_table(CLOSE_QUERY).table,
@@ -458,6 +489,7 @@ async def test_router_follows_the_registry(database_url: str, tmp_path: Path) ->
     embedder = CountingEmbedder()
     router = Router(registry=registry, embedder=embedder, config=RouterConfig(refresh_interval_s=0))
     assert router.names == ["cooking"]
+    await router.route("how long do I bake bread")  # embeds (and caches) the background once
     email = PROFILES[1]
     registry.add(
         "email",
@@ -471,6 +503,12 @@ async def test_router_follows_the_registry(database_url: str, tmp_path: Path) ->
     assert (
         len(embedder.embedded) - before == 1 + len(email["examples"]) + 1
     )  # its texts + the query
+    # Another router on the same database reads every vector, the background's too, from the
+    # cache: only the query is embedded.
+    second = CountingEmbedder()
+    again = Router(registry=registry, embedder=second)
+    assert (await again.route("draft an email reply to the landlord")).adapter == "email"
+    assert second.embedded == ["draft an email reply to the landlord"]
     registry.remove("cooking")
     assert router.refresh() == ([], ["cooking"])
     assert router.names == ["email"]
@@ -613,6 +651,12 @@ def test_evaluate_router_on_a_labelled_file(tmp_path: Path) -> None:
     bad.write_text('{"text": "x", "expected": "cooking"}\n{"text": 3}\n')
     with pytest.raises(UsageError, match=r"bad\.jsonl:2"):
         load_eval_rows(bad)
+    # The string "none" labels a row out of distribution, as the confusion matrix writes it.
+    spelled = tmp_path / "spelled.jsonl"
+    spelled.write_text(labelled_file(tmp_path).read_text().replace("null", '"none"'))
+    assert evaluate_router(hashing_router(), load_eval_rows(spelled)) == result
+    with pytest.raises(AdapterProfileError, match="reserved"):
+        AdapterProfile.of({"name": "none", "description": "d", "examples": ["x"]})
     unknown = tmp_path / "unknown.jsonl"
     unknown.write_text('{"text": "x", "expected": "gardening"}\n')
     with pytest.raises(UsageError, match="gardening"):
