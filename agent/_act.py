@@ -26,6 +26,7 @@ __all__ = [
     "build_act_prompt",
     "choose_call",
     "env_act_prompt_args",
+    "offered_actions",
 ]
 
 ENV_ACT_STEP = "take the next action"
@@ -102,6 +103,16 @@ def env_act_prompt_args(
         "cues": list(cues),
         "notes": [str(note) for note in notes],
     }
+
+
+def offered_actions(state: Any) -> list[str]:
+    """The actions an environment move may choose from; the loop and the training data share it.
+
+    A state's ``offered_actions`` when it defines them (twc leaves out moves that lowered the
+    score from the same state before), else all its ``valid_actions``.
+    """
+    offered = getattr(state, "offered_actions", None)
+    return [str(a) for a in (offered if offered is not None else state.valid_actions)]
 
 
 def act_json_schema(

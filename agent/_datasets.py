@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters._reminders import build_cue_prompt
-from agent._act import build_act_prompt, env_act_prompt_args
+from agent._act import build_act_prompt, env_act_prompt_args, offered_actions
 from agent._twc import TwcConfig, TwcEnvironment
 from agent.errors import ForbiddenFoldError
 
@@ -101,7 +101,7 @@ def twc_act_examples(
 
 def _act_row(goal: str, state: Any, history: list[str], action: str) -> dict[str, str]:
     prompt_args = env_act_prompt_args(goal=goal, state=state, history=history, cues=[])
-    prompt = build_act_prompt(valid_actions=state.valid_actions, **prompt_args)
+    prompt = build_act_prompt(valid_actions=offered_actions(state), **prompt_args)
     return {"prompt": prompt, "completion": _compact({"action": action})}
 
 

@@ -17,7 +17,7 @@ from langgraph.types import interrupt
 from sqlalchemy.exc import IntegrityError
 
 from adapters import LLMResult
-from agent._act import choose_call, env_act_prompt_args
+from agent._act import choose_call, env_act_prompt_args, offered_actions
 from agent._events import (
     ApprovalRequested,
     CuesMade,
@@ -453,7 +453,7 @@ class Stages:
                     skills=[registry.get(env[1]).spec],
                     adapter=adapter,
                     env_skill=env[1],
-                    valid_actions=game.valid_actions,
+                    valid_actions=offered_actions(game),
                     max_tokens=self.d.config.act_max_tokens,
                     attempts=self.d.config.act_attempts,
                     timeout_s=self.d.config.llm_timeout_s,

@@ -56,6 +56,10 @@ class TwcConfig(BaseModel):
     """Whether rooms are separated by doors that must be opened."""
     step_limit: int = Field(default=50, ge=1, le=1000)
     """The environment's own move limit."""
+    avoid_regressions: bool = True
+    """Leave out of the offered actions a move that lowered the score when taken from the
+    same situation before (see ``TwcState.regressed_actions``); False offers every valid
+    action."""
 
     def __init__(self, **data: Any) -> None:
         # Raised directly (not wrapped in a ValidationError) so callers can catch it by type.
@@ -105,6 +109,20 @@ class TwcState(BaseModel):
     """Objects in the inventory."""
     previous_score: float | None = None
     """The score before the last action (None at the start)."""
+    regressed_actions: list[str] = []
+    """Valid actions that lowered the score when taken from this same state earlier in the
+    game. They are not offered again: a small model otherwise repeats a wrong put, takes the
+    object back, and puts it in the same wrong place until its budget is gone."""
+
+    @property
+    def offered_actions(self) -> list[str]:
+        """The actions the act prompt offers: the valid ones less ``regressed_actions``."""
+        offered = [a for a in self.valid_actions if a not in self.regressed_actions]
+        return offered or list(self.valid_actions)
+
+    def situation(self) -> tuple[str, tuple[str, ...], float]:
+        """What identifies a state for :attr:`regressed_actions`: room view, inventory, score."""
+        return (" ".join(self.look.split()), tuple(sorted(self.carrying)), round(self.score, 6))
 
     def prompt_notes(self) -> list[str]:
         """State lines for the act prompt: the room, the inventory and the score's trend.
@@ -132,6 +150,8 @@ class TwcEnvironment:
     def __init__(self, config: TwcConfig | None = None) -> None:
         self.config = config or TwcConfig()
         self.actions: list[str] = []
+        # situation -> actions that lowered the score from it (see TwcState.regressed_actions)
+        self._regressions: dict[tuple[str, tuple[str, ...], float], set[str]] = {}
         self._env: Any = None
         self._state: TwcState | None = None
 
@@ -165,6 +185,7 @@ class TwcEnvironment:
                 generateGoldPath=True,
             )
         self.actions = []
+        self._regressions = {}
         self._state = self._to_state(infos, previous=None)
         return self._state
 
@@ -197,7 +218,14 @@ class TwcEnvironment:
         with _BRIDGE_LOCK:
             _obs, _reward, _done, infos = self._backend().step(action)
         self.actions.append(action)
-        self._state = self._to_state(infos, previous=current)
+        state = self._to_state(infos, previous=current)
+        if state.score < current.score and self.config.avoid_regressions:
+            self._regressions.setdefault(current.situation(), set()).add(action)
+        avoid = self._regressions.get(state.situation(), set())
+        if avoid:
+            regressed = [a for a in state.valid_actions if a in avoid]
+            state = state.model_copy(update={"regressed_actions": regressed})
+        self._state = state
         return self._state
 
     def gold_actions(self) -> list[str]:

@@ -74,6 +74,84 @@ def test_state_notes_show_room_inventory_and_score_trend() -> None:
         env.close()
 
 
+def _detour(config: TwcConfig) -> tuple[list[str], str, list[str]]:
+    """The gold moves up to the first take, then a wrong put of that object and its take-back;
+    the wrong put; the rest of the gold path."""
+    env = TwcEnvironment(config)
+    try:
+        env.reset()
+        gold = env.gold_actions()
+        first_take = next(i for i, a in enumerate(gold) if a.startswith("take "))
+        thing = gold[first_take].removeprefix("take ")
+        correct = next(a for a in gold if a.startswith(f"put {thing} in "))
+        state = env.replay(gold[: first_take + 1])
+        wrong = next(
+            a for a in state.valid_actions if a.startswith(f"put {thing} in ") and a != correct
+        )
+        return [*gold[: first_take + 1], wrong, f"take {thing}"], wrong, gold[first_take + 1 :]
+    finally:
+        env.close()
+
+
+DETOUR_CONFIG = TwcConfig(seed=4, fold="dev", num_locations=2, num_items=2)
+
+
+def test_a_move_that_lowered_the_score_is_not_offered_again_from_the_same_state() -> None:
+    moves, wrong, rest = _detour(DETOUR_CONFIG)
+    env = TwcEnvironment(DETOUR_CONFIG)
+    other = TwcEnvironment(DETOUR_CONFIG)
+    try:
+        before = env.replay(moves[:-2])
+        assert before.regressed_actions == [] and before.offered_actions == before.valid_actions
+        lowered = env.step(wrong)
+        assert lowered.score < before.score
+        back = env.step(moves[-1])
+        assert back.situation() == before.situation()  # the same room, inventory and score
+        assert back.regressed_actions == [wrong]
+        assert back.offered_actions == [a for a in back.valid_actions if a != wrong]
+        assert other.replay(moves) == back  # a resumed or replayed task sees the same offer
+        state = back
+        for action in rest:  # the gold path still wins from here
+            if not state.done:
+                state = env.step(action)
+        assert state.success
+        plain = other.config.model_copy(update={"avoid_regressions": False})
+        other.close()
+        other = TwcEnvironment(plain)
+        assert other.replay(moves).offered_actions == back.valid_actions
+    finally:
+        env.close()
+        other.close()
+
+
+def test_the_agent_does_not_offer_a_move_that_lowered_the_score(tmp_path: Path) -> None:
+    moves, wrong, rest = _detour(DETOUR_CONFIG)
+    script = [*moves, wrong, *rest]  # the model would repeat the wrong put if it could
+    offers: list[list[str]] = []
+
+    def answer(request: LLMRequest) -> str:
+        lines = (request.prompt or "").splitlines()
+        offered = next(ln for ln in lines if ln.startswith("Actions: "))[9:].split("; ")
+        offers.append(offered)
+        wanted = script[min(len(offers), len(script)) - 1]
+        if wanted not in offered:  # as constrained decoding would: the next scripted move
+            script.remove(wanted)
+            wanted = script[len(offers) - 1]
+        return f'{{"action": "{wanted}"}}'
+
+    agent = _agent(f"sqlite:///{tmp_path}/t.db", answer, max_steps=len(script))
+    try:
+        result = agent.run(env=DETOUR_CONFIG)
+        assert wrong in offers[len(moves) - 2]  # offered the first time
+        assert wrong not in offers[len(moves)]  # not after it lowered the score
+        view = agent.tree(result.task_id)
+        done = [n.output["result"]["action"] for n in view.nodes if n.kind == "env" and n.output]
+        assert done[: len(moves)] == moves and wrong not in done[len(moves) :]
+        assert result.success
+    finally:
+        agent.close()
+
+
 def _gold_player(
     gold: list[str],
     *,
