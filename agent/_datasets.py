@@ -74,11 +74,11 @@ def twc_act_examples(
     """
     if not 0.0 <= recovery <= 1.0:
         raise ValueError(f"recovery is a probability in [0, 1], got {recovery}")
-    for config in configs:
-        rng = random.Random(config.seed)
-        env = TwcEnvironment(config)
-        try:
-            state = env.reset()
+    env = TwcEnvironment()
+    try:
+        for config in configs:
+            rng = random.Random(config.seed)
+            state = env.load(config)
             goal = state.task_description
             for action in env.gold_actions():
                 if state.done or action not in state.valid_actions:
@@ -95,8 +95,8 @@ def twc_act_examples(
                         break
                 yield _act_row(goal, state, env.actions, action)
                 state = env.step(action)
-        finally:
-            env.close()
+    finally:
+        env.close()
 
 
 def _act_row(goal: str, state: Any, history: list[str], action: str) -> dict[str, str]:

@@ -173,6 +173,14 @@ class TwcEnvironment:
                 ) from exc
         return self._env
 
+    def load(self, config: TwcConfig) -> TwcState:
+        """Switch to another game and start it, keeping the running engine when it can serve
+        it (the same move limit): starting the engine costs more than playing a short game."""
+        if self._env is not None and config.step_limit != self.config.step_limit:
+            self.close()
+        self.config = config
+        return self.reset()
+
     def reset(self) -> TwcState:
         """Start the game from the beginning."""
         env = self._backend()

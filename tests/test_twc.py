@@ -50,6 +50,22 @@ def test_replay_rebuilds_the_same_state(gold: list[str]) -> None:
         other.close()
 
 
+def test_load_switches_game_and_keeps_the_engine() -> None:
+    other_config = TwcConfig(seed=7, fold="dev", num_locations=2, num_items=2)
+    env = TwcEnvironment(CONFIG)
+    fresh = TwcEnvironment(other_config)
+    try:
+        env.reset()
+        engine = env._env
+        assert env.load(other_config) == fresh.reset()
+        assert env._env is engine and env.config == other_config and env.actions == []
+        env.load(other_config.model_copy(update={"step_limit": 20}))
+        assert env._env is not engine  # another move limit needs another engine
+    finally:
+        env.close()
+        fresh.close()
+
+
 def test_state_notes_show_room_inventory_and_score_trend() -> None:
     env = TwcEnvironment(TwcConfig(seed=4, fold="dev", num_locations=2, num_items=2))
     try:
