@@ -112,7 +112,7 @@ class RouterConfig(BaseModel):
     """Pinned routes, checked in order before anything else; the first match wins."""
     top_k: int = Field(default=3, ge=1, le=16)
     """Nearest-example part of an adapter's score: mean of its top-k similarities (1: the best)."""
-    centroid_weight: float = Field(default=0.5, ge=0.0, le=1.0)
+    centroid_weight: float = Field(default=0.3, ge=0.0, le=1.0)
     """Share of an adapter's embedding score taken from the similarity to its centroid (the
     mean of all its texts); the rest is the top-k mean. The centroid steadies adapters whose
     examples are spread out."""
@@ -125,7 +125,7 @@ class RouterConfig(BaseModel):
     coarse_dim: int = Field(default=48, ge=0)
     """Above ``shortlist`` adapters (and from 256), centroids are projected to this many
     dimensions to pick the shortlist fast (0: full dimension)."""
-    keyword_weight: float = Field(default=0.15, ge=0.0, le=1.0)
+    keyword_weight: float = Field(default=0.25, ge=0.0, le=1.0)
     """Weight of the saturated BM25 score added to the embedding score (0 disables it)."""
     keyword_half: float = Field(default=4.0, gt=0.0)
     """BM25 score that counts as a half-strength keyword match."""
@@ -156,7 +156,7 @@ class RouterConfig(BaseModel):
     ``background_margin``, else no adapter covers the step."""
     background_examples: tuple[str, ...] = ()
     """Your own background requests, used instead of the shipped general set."""
-    background_margin: float = Field(default=-0.05, ge=-1.0, le=1.0)
+    background_margin: float = Field(default=-0.02, ge=-1.0, le=1.0)
     """How far the winner must score above the background (negative: it may score below)."""
     background_prune: float = Field(default=0.7, ge=-1.0, le=1.0)
     """Background requests at least this similar to any adapter text are dropped, so an
