@@ -387,7 +387,7 @@ async def run_scripted(tasks: list[Task], seed: int, config: PlannerConfig) -> d
         return json.dumps({"steps": correct_plan(task)}) if fault == "none" else inject(task, fault)
 
     planner = LLMPlanner(FunctionBackend(model, name="scripted-model"), config=config)
-    rows = []
+    rows: list[dict[str, Any]] = []
     extraction_ok = extraction_total = 0
     for task in tasks:
         cues: list[Cue] = []
@@ -464,7 +464,7 @@ async def run_real(
         adapter = ReminderAdapter(backend, config=ReminderConfig(mode="model", max_attempts=1))
         truths = [t for task in tasks for t in task.reminders][:n_reminders]
         model_ok = rules_ok = agree = 0
-        rows = []
+        rows: list[dict[str, Any]] = []
         for truth in truths:
             result = await adapter.extract(truth.text)
             print(f"  real reminder {truth.text!r}: {result.raw_outputs}", flush=True)

@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
+.venv/bin/mypy bench  # the benchmark scripts are typed too
 .venv/bin/python -m pytest -q -ra --timeout=1800 "$@"
