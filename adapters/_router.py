@@ -541,35 +541,26 @@ class Router:
         threshold = float(self._thresholds[position])
         embedding_score = float(scores.embedding[best])
         lead = score - float(scores.combined[int(order[1])]) if len(order) > 1 else 0.0
+        uncovered: str | None = None  # why no adapter covers the step
         if self._background is not None:
             background = self._background.score(vector)
             if embedding_score < background + self.config.background_margin:
-                return RouteDecision(
-                    adapter=None,
-                    score=round(score, 4),
-                    runner_up=ranked,
-                    policy="ood",
-                    reason=(
-                        f"nearest adapter {name} has similarity {embedding_score:.3f}, no more "
-                        f"than general requests ({background:.3f}): no adapter covers this "
-                        "step, base model serves"
-                    ),
-                    out_of_distribution=True,
-                    threshold=round(threshold, 4),
-                ), []
+                uncovered = f"no more than general requests ({background:.3f})"
         clear = (
             lead >= self.config.clear_margin
             and embedding_score >= threshold - self.config.clear_slack
         )
-        if embedding_score < threshold and not clear:
+        if uncovered is None and embedding_score < threshold and not clear:
+            uncovered = f"below its threshold {threshold:.3f}"
+        if uncovered is not None:
             return RouteDecision(
                 adapter=None,
                 score=round(score, 4),
                 runner_up=ranked,
                 policy="ood",
                 reason=(
-                    f"nearest adapter {name} has similarity {embedding_score:.3f}, below its "
-                    f"threshold {threshold:.3f}: no adapter covers this step, base model serves"
+                    f"nearest adapter {name} has similarity {embedding_score:.3f}, {uncovered}: "
+                    "no adapter covers this step, base model serves"
                 ),
                 out_of_distribution=True,
                 threshold=round(threshold, 4),
