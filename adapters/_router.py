@@ -6,12 +6,16 @@ Policies compose in a fixed order, and the decision names the one that decided:
 2. ``embedding``: sentence similarity of the step to each adapter's description and examples;
 3. ``keyword``: BM25 over each adapter's words, blended into the embedding score (the policy
    is ``keyword`` when the blend changed the winner);
+   ``probe``: a ridge classifier fitted on every adapter's texts at once (and the background
+   as one more class, see ``adapters._router_probe``), also blended in; it separates
+   neighbouring domains that similarity alone confuses (the policy is ``probe`` when it
+   changed the winner);
 4. ``refine``: when the two best scores are closer than ``refine_margin``, the base model
    picks among the top candidates (training-free re-ranking; failures keep the score winner);
 5. ``ood``: the winner scored below its fitted threshold (and was not clearly ahead of the
    runner-up), or no better than the step's similarity to general requests (the background,
-   see ``adapters._router_background``), so the base model serves and the request is logged
-   for the coverage report. ``empty``: no adapter is registered.
+   see ``adapters._router_background``), or the probe scores the background above it, so
+   the base model serves and the request is logged for the coverage report. ``empty``: no adapter is registered.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from adapters._router_policies import (
     saturate,
     tokenize,
 )
+from adapters._router_probe import RidgeProbe
 from adapters._router_store import RouterStore, StoredThreshold, UncoveredRequest
 from adapters.errors import DuplicateAdapterError, UnknownAdapterError
 from memory import run_sync
@@ -54,7 +59,7 @@ __all__ = ["AdapterSource", "RouteDecision", "Router", "RouterConfig", "StepCont
 
 log = logging.getLogger("trellis.router")
 
-Policy = Literal["rule", "embedding", "keyword", "refine", "ood", "empty"]
+Policy = Literal["rule", "embedding", "keyword", "probe", "refine", "ood", "empty"]
 
 
 class AdapterSource(Protocol):
@@ -161,6 +166,15 @@ class RouterConfig(BaseModel):
     background_prune: float = Field(default=0.7, ge=-1.0, le=1.0)
     """Background requests at least this similar to any adapter text are dropped, so an
     adapter whose domain the background touches keeps its requests."""
+    probe_weight: float = Field(default=0.5, ge=0.0, le=4.0)
+    """Weight of the ridge probe's score added to the ranking (0 turns the probe off). With
+    the background on, a step the probe scores as a general request above the winner is
+    out of distribution."""
+    probe_ridge: float = Field(default=0.1, gt=0.0)
+    """The probe's ridge penalty (lambda): larger is smoother and closer to the centroids."""
+    probe_background_weight: float = Field(default=0.1, ge=0.0)
+    """Weight of each background request in the probe's fit (an adapter's texts weigh 40
+    together)."""
     refine_margin: float = Field(default=0.03, ge=0.0, le=1.0)
     """Ask the base model when the top-2 margin is below this (0: never; needs a backend)."""
     refine_top_k: int = Field(default=3, ge=2, le=10)
@@ -230,6 +244,7 @@ class Router:
         self._names: list[str] = []
         self._index: EmbeddingIndex | None = None
         self._bm25: Bm25Index | None = None
+        self._probe: RidgeProbe | None = None
         self._thresholds = np.zeros(0, dtype=np.float32)
         self._dirty = True
         self._empty_logged = False
@@ -373,6 +388,16 @@ class Router:
         if self._background is not None and self._names:
             vectors = self._background.vectors(self.embedder, self.store)
             self._background.prune(vectors, self._index.rows, self.config.background_prune)
+        self._probe = None
+        if self.config.probe_weight > 0 and self._names:
+            kept = self._background.kept if self._background is not None else None
+            self._probe = RidgeProbe(
+                self._index.rows,
+                self._index.starts,
+                kept if kept is not None and kept.size else self._index.rows[:0],
+                ridge=self.config.probe_ridge,
+                background_weight=self.config.probe_background_weight,
+            )
         self._dirty = False
 
     # --- thresholds ---------------------------------------------------------------------
@@ -479,7 +504,7 @@ class Router:
         index, bm25, config = self._index, self._bm25, self.config
         if index is None or bm25 is None or index.size == 0:
             empty = np.zeros(0, dtype=np.float32)
-            return Scores(np.zeros(0, dtype=np.int64), empty, empty, empty)
+            return Scores(np.zeros(0, dtype=np.int64), empty, empty, empty, empty)
         tokens = tokenize(text)
         keyword_all = bm25.scores(tokens) if config.keyword_weight > 0 and tokens else None
         if index.size <= config.shortlist:
@@ -506,7 +531,15 @@ class Router:
         else:
             keyword = np.zeros(len(candidates), dtype=np.float32)
         combined = embedding + np.float32(config.keyword_weight) * keyword
-        return Scores(candidates, embedding, keyword, combined)
+        probe_background: float | None = None
+        if self._probe is not None:
+            transformed = self._probe.transform(vector)
+            probe = self._probe.scores(transformed, candidates)
+            probe_background = self._probe.background(transformed)
+            combined += np.float32(config.probe_weight) * probe
+        else:
+            probe = np.zeros(len(candidates), dtype=np.float32)
+        return Scores(candidates, embedding, keyword, probe, combined, probe_background)
 
     def decide(self, vector: np.ndarray, context: StepContext) -> RouteDecision:
         """Route with an already computed query vector (rules, scores, OOD; no model call)."""
@@ -550,6 +583,16 @@ class Router:
             lead >= self.config.clear_margin
             and embedding_score >= threshold - self.config.clear_slack
         )
+        probe_score = float(scores.probe[best])
+        if (
+            uncovered is None
+            and scores.probe_background is not None
+            and scores.probe_background > probe_score
+        ):
+            uncovered = (
+                f"but the probe scores the step as a general request "
+                f"({scores.probe_background:.3f} against {probe_score:.3f})"
+            )
         if uncovered is None and embedding_score < threshold and not clear:
             uncovered = f"below its threshold {threshold:.3f}"
         if uncovered is not None:
@@ -567,12 +610,22 @@ class Router:
             ), []
         embedding_best = int(scores.candidates[int(np.argmax(scores.embedding))])
         runner_up = ranked[1:]
-        if embedding_best != position and self._bm25 is not None:
+        # Which blended score moved the winner: keywords when they alone would have, else the probe.
+        with_keywords = scores.embedding + np.float32(self.config.keyword_weight) * scores.keyword
+        keyword_best = int(scores.candidates[int(np.argmax(with_keywords))])
+        policy: Policy
+        if embedding_best != position and keyword_best == position and self._bm25 is not None:
             words = self._bm25.matched_terms(tokenize(context.text), position)
-            policy: Policy = "keyword"
+            policy = "keyword"
             reason = (
                 f"keywords {', '.join(words[:5])} moved {name} ({score:.3f}) above "
                 f"{self._names[embedding_best]}"
+            )
+        elif keyword_best != position:
+            policy = "probe"
+            reason = (
+                f"the probe ({probe_score:.3f}) moved {name} ({score:.3f}) above "
+                f"{self._names[keyword_best]}"
             )
         else:
             policy = "embedding"

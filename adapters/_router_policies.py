@@ -261,8 +261,12 @@ class Scores:
     """Per-adapter embedding similarity (top-k mean blended with the centroid similarity)."""
     keyword: np.ndarray
     """Saturated BM25 score in [0, 1)."""
+    probe: np.ndarray
+    """The ridge probe's score (zeros when the probe is off)."""
     combined: np.ndarray
-    """embedding + keyword_weight * keyword: what ranks the candidates."""
+    """embedding + keyword_weight * keyword + probe_weight * probe: what ranks the candidates."""
+    probe_background: float | None = None
+    """The probe's score of the background class (None when the probe or background is off)."""
 
 
 class EmbeddingIndex:

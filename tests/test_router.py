@@ -38,6 +38,7 @@ from adapters._embeddings import normalize_rows
 from adapters._router_cli import register_router_commands
 from adapters._router_eval import evaluate_predictions
 from adapters._router_policies import EmbeddingIndex, loo_scores
+from adapters._router_probe import ADAPTER_WEIGHT, RidgeProbe
 from memory import SchemaMismatchError, UsageError, make_engine, upgrade
 
 PROFILES: list[dict[str, Any]] = [
@@ -85,7 +86,7 @@ class TableEmbedder:
     """Scripted vectors at the embedding boundary: each known text maps to a fixed direction."""
 
     name = "table"
-    dim = 5  # the four of the table, and one more for texts outside it
+    dim = 5  # four for the table's texts, and one for texts outside it
 
     def __init__(self, table: Mapping[str, Sequence[float]]) -> None:
         self.table = table
@@ -94,8 +95,13 @@ class TableEmbedder:
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         self.calls.append(list(texts))
         # Texts outside the table (the router's background requests) lie along an axis of
-        # their own, unrelated to every text in the table.
-        rows = [(*self.table[t], 0.0) if t in self.table else (0, 0, 0, 0, 1.0) for t in texts]
+        # their own, unrelated to every text in the table; a table entry may use it too.
+        rows = [
+            (*self.table[t], *(0.0,) * (self.dim - len(self.table[t])))
+            if t in self.table
+            else (0, 0, 0, 0, 1.0)
+            for t in texts
+        ]
         return normalize_rows(np.array(rows, dtype=np.float32))
 
 
@@ -381,6 +387,99 @@ async def test_background_requests_turn_a_step_away_unless_an_adapter_covers_the
     assert pruned._background is not None and len(pruned._background.kept) == 2
     # Off, nothing is compared with the background.
     assert (await router(background=False, top_k=1).route("alpha question")).adapter == "alpha"
+
+
+# alpha's texts share one direction with beta's (the first) and spread along another that
+# says nothing about the domain (the fourth); only the second and third tell them apart.
+SPREAD_TABLE: dict[str, Sequence[float]] = {
+    "alpha things": (0.6, 0.5, 0, 0.6),
+    "alpha one": (0.6, 0.5, 0, -0.6),
+    "alpha two": (0.6, 0.5, 0, 0.6),
+    "alpha three": (0.6, 0.5, 0, -0.6),
+    "beta things": (0.6, 0, 0.8, 0),
+    "beta one": (0.6, 0.05, 0.8, 0),
+    "beta two": (0.6, 0, 0.8, 0.05),
+    "beta three": (0.6, 0, 0.78, 0),
+}
+
+
+async def test_probe_moves_the_winner_when_similarity_alone_confuses_neighbours() -> None:
+    # Nearest to alpha's texts through the direction alpha merely spreads along, but leaning
+    # to beta's own direction: similarity says alpha, the fitted classifier says beta.
+    embedder = TableEmbedder({**SPREAD_TABLE, "an alpha-shaped beta step": (0.6, 0, 0.3, 0.6)})
+
+    def router(**config: Any) -> Router:
+        return Router(TWO, embedder=embedder, config=RouterConfig(top_k=1, **config))
+
+    plain = await router(probe_weight=0.0).route("an alpha-shaped beta step")
+    assert (plain.adapter, plain.policy) == ("alpha", "embedding")
+    decision = await router().route("an alpha-shaped beta step")
+    assert (decision.adapter, decision.policy) == ("beta", "probe")
+    assert "probe" in decision.reason and "above alpha" in decision.reason
+    # A step in alpha's own direction stays with alpha.
+    embedder.table = {**embedder.table, "alpha proper": (0.6, 0.5, 0, 0.3)}
+    assert (await router().route("alpha proper")).adapter == "alpha"
+
+
+async def test_probe_turns_away_a_step_it_scores_as_a_general_request() -> None:
+    table = {
+        **SPREAD_TABLE,
+        "beta things": (0, 0, 1, 0),
+        "beta one": (0, 0.05, 1, 0),
+        "beta two": (0, 0, 1, 0.05),
+        "beta three": (0, 0, 0.98, 0.05),
+        # General requests sharing alpha's first direction, plus one of their own.
+        "chit chat": (0.6, 0, 0, 0, 0.8),
+        "small talk": (0.6, 0, 0, 0.05, 0.8),
+        # Closer to alpha (0.72) than to the background (0.70), but without alpha's own
+        # direction and with the background's.
+        "a general step": (0.6, 0, 0, 0.6, 0.3),
+    }
+    settings: dict[str, Any] = {
+        "top_k": 1,
+        "background_examples": ("chit chat", "small talk"),
+        "probe_background_weight": 20.0,
+    }
+
+    def router(**config: Any) -> Router:
+        return Router(TWO, embedder=TableEmbedder(table), config=RouterConfig(**settings, **config))
+
+    assert (await router(probe_weight=0.0).route("a general step")).adapter == "alpha"
+    decision = await router().route("a general step")
+    assert decision.out_of_distribution and decision.adapter is None
+    assert "probe scores the step as a general request" in decision.reason
+    # Without background requests the probe has no general class to prefer.
+    assert (await router(background=False).route("a general step")).adapter == "alpha"
+
+
+def test_ridge_probe_is_weighted_ridge_regression_with_balanced_adapters() -> None:
+    rng = np.random.default_rng(3)
+    counts = [2, 5, 9]
+    rows = normalize_rows(rng.normal(size=(sum(counts), 6)).astype(np.float32))
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    background = normalize_rows(rng.normal(size=(4, 6)).astype(np.float32))
+    probe = RidgeProbe(rows, starts, background, ridge=0.3, background_weight=0.5)
+    # The textbook solution: one-hot targets (the background is the last class), each
+    # adapter's rows weighing ADAPTER_WEIGHT together, a constant feature, lambda = 0.3.
+    features = np.hstack([np.vstack([rows, background]), np.ones((sum(counts) + 4, 1))])
+    labels = np.repeat(np.arange(4), [*counts, 4])
+    targets = np.eye(4)[labels]
+    weights = np.array([ADAPTER_WEIGHT / counts[i] if i < 3 else 0.5 for i in labels])
+    gram = features.T @ (features * weights[:, None]) + 0.3 * np.eye(7)
+    solution = np.linalg.solve(gram, features.T @ (targets * weights[:, None]))
+    query = normalize_rows(rng.normal(size=(1, 6)).astype(np.float32))[0]
+    expected = np.append(query, 1.0) @ solution
+    transformed = probe.transform(query)
+    assert probe.scores(transformed) == pytest.approx(expected[:3], abs=1e-4)
+    assert probe.background(transformed) == pytest.approx(expected[3], abs=1e-4)
+    assert probe.scores(transformed, np.array([2, 0])) == pytest.approx(expected[[2, 0]], abs=1e-4)
+    # Every adapter weighs the same whatever its example count: repeating one adapter's
+    # examples leaves every score unchanged.
+    doubled = np.vstack([rows[:2], rows[:2], rows[2:]])
+    again = RidgeProbe(
+        doubled, starts + np.array([0, 2, 2, 2]), background, ridge=0.3, background_weight=0.5
+    )
+    assert again.scores(again.transform(query)) == pytest.approx(expected[:3], abs=1e-4)
 
 
 async def test_a_clear_winner_just_below_its_threshold_is_kept() -> None:
