@@ -57,9 +57,8 @@ class TwcConfig(BaseModel):
     step_limit: int = Field(default=50, ge=1, le=1000)
     """The environment's own move limit."""
     avoid_regressions: bool = True
-    """Leave out of the offered actions a move that lowered the score when taken from the
-    same situation before (see ``TwcState.regressed_actions``); False offers every valid
-    action."""
+    """Leave out of the offered actions the moves known to lower the score (see
+    ``TwcState.regressed_actions``); False offers every valid action."""
 
     def __init__(self, **data: Any) -> None:
         # Raised directly (not wrapped in a ValidationError) so callers can catch it by type.
@@ -110,9 +109,11 @@ class TwcState(BaseModel):
     previous_score: float | None = None
     """The score before the last action (None at the start)."""
     regressed_actions: list[str] = []
-    """Valid actions that lowered the score when taken from this same state earlier in the
-    game. They are not offered again: a small model otherwise repeats a wrong put, takes the
-    object back, and puts it in the same wrong place until its budget is gone."""
+    """Valid actions known to lower the score, which are not offered: a put that lowered it
+    before (each object belongs in one place, so the same put is wrong in every state),
+    taking an object back from where putting it raised the score, and any other move that
+    lowered it from this same situation before. A small model otherwise repeats a wrong
+    put, or takes a correctly placed object back, until its budget is gone."""
 
     @property
     def offered_actions(self) -> list[str]:
@@ -150,8 +151,12 @@ class TwcEnvironment:
     def __init__(self, config: TwcConfig | None = None) -> None:
         self.config = config or TwcConfig()
         self.actions: list[str] = []
-        # situation -> actions that lowered the score from it (see TwcState.regressed_actions)
+        # What the score has taught this game (see TwcState.regressed_actions): moves that
+        # lowered it from a situation, puts that lowered it anywhere, and the objects a put
+        # placed where they belong (taking one of those back always lowers the score).
         self._regressions: dict[tuple[str, tuple[str, ...], float], set[str]] = {}
+        self._wrong_puts: set[str] = set()
+        self._placed: set[str] = set()
         self._env: Any = None
         self._state: TwcState | None = None
 
@@ -194,6 +199,8 @@ class TwcEnvironment:
             )
         self.actions = []
         self._regressions = {}
+        self._wrong_puts = set()
+        self._placed = set()
         self._state = self._to_state(infos, previous=None)
         return self._state
 
@@ -227,14 +234,28 @@ class TwcEnvironment:
             _obs, _reward, _done, infos = self._backend().step(action)
         self.actions.append(action)
         state = self._to_state(infos, previous=current)
-        if state.score < current.score and self.config.avoid_regressions:
-            self._regressions.setdefault(current.situation(), set()).add(action)
-        avoid = self._regressions.get(state.situation(), set())
-        if avoid:
+        if self.config.avoid_regressions:
+            self._learn(action, current, state)
+            avoid = self._regressions.get(state.situation(), set()) | self._wrong_puts
+            avoid |= {f"take {thing}" for thing in self._placed}
             regressed = [a for a in state.valid_actions if a in avoid]
-            state = state.model_copy(update={"regressed_actions": regressed})
+            if regressed:
+                state = state.model_copy(update={"regressed_actions": regressed})
         self._state = state
         return self._state
+
+    def _learn(self, action: str, before: TwcState, after: TwcState) -> None:
+        """Update what the score has taught: see ``TwcState.regressed_actions``."""
+        if after.score < before.score:
+            self._regressions.setdefault(before.situation(), set()).add(action)
+        put = _put_object(action, before.carrying)
+        if put is not None and put not in after.carrying:
+            if after.score < before.score:
+                self._wrong_puts.add(action)
+            elif after.score > before.score:
+                self._placed.add(put)
+        elif action.startswith("take "):
+            self._placed.discard(action.removeprefix("take "))
 
     def gold_actions(self) -> list[str]:
         """A winning action sequence from the start (for tests, baselines and training data)."""
@@ -267,6 +288,12 @@ class TwcEnvironment:
             done=bool(infos.get("done", False)) or success or failure,
             moves=int(infos.get("numMoves", 0)),
         )
+
+
+def _put_object(action: str, carrying: Sequence[str]) -> str | None:
+    """The carried object a ``put <object> in <place>`` action puts down (None: not a put)."""
+    matches = [thing for thing in carrying if action.startswith(f"put {thing} in ")]
+    return max(matches, key=len) if matches else None
 
 
 def _inventory_items(text: str) -> list[str]:

@@ -140,6 +140,37 @@ def test_a_move_that_lowered_the_score_is_not_offered_again_from_the_same_state(
         other.close()
 
 
+def test_a_wrong_put_and_taking_back_a_placed_object_are_not_offered_in_any_state() -> None:
+    config = TwcConfig(seed=3, fold="dev", num_locations=1, num_items=2)
+    env = TwcEnvironment(config)
+    other = TwcEnvironment(config)
+    try:
+        gold = env.gold_actions()
+        first, second = [a.removeprefix("take ") for a in gold if a.startswith("take ")][:2]
+        home = next(a for a in gold if a.startswith(f"put {first} in "))
+        state = env.step(f"take {first}")
+        wrong = next(a for a in state.valid_actions if a.startswith(f"put {first} in ") and a != home)
+        lowered = env.step(wrong)
+        assert lowered.score < state.score
+        env.step(f"take {first}")
+        # Another situation (both objects carried): the wrong put is still left out.
+        both = env.step(f"take {second}")
+        assert wrong in both.valid_actions and wrong in both.regressed_actions
+        assert wrong not in both.offered_actions and home in both.offered_actions
+        placed = env.step(home)
+        assert placed.score > both.score
+        # The object is home: taking it back would lower the score, so it is not offered.
+        assert f"take {first}" in placed.valid_actions
+        assert f"take {first}" not in placed.offered_actions
+        moves = [*env.actions]
+        assert other.replay(moves) == placed  # a resumed or replayed task sees the same offer
+        final = env.step(next(a for a in gold if a.startswith(f"put {second} in ")))
+        assert final.success
+    finally:
+        env.close()
+        other.close()
+
+
 def test_the_agent_does_not_offer_a_move_that_lowered_the_score(tmp_path: Path) -> None:
     moves, wrong, rest = _detour(DETOUR_CONFIG)
     script = [*moves, wrong, *rest]  # the model would repeat the wrong put if it could
