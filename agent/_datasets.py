@@ -70,7 +70,8 @@ def twc_act_examples(
     by the game), the game first takes a detour: X goes into another container (no row:
     that move is not taught), the score drops, and the row at that state teaches taking X
     back; then the gold put follows. The detour stays in the history the later rows show,
-    as it would in a real run.
+    as it would in a real run. Every row's prompt offers what the runtime would offer
+    (``offered_actions``); a gold move outside that offer gets no row.
     """
     if not 0.0 <= recovery <= 1.0:
         raise ValueError(f"recovery is a probability in [0, 1], got {recovery}")
@@ -89,11 +90,15 @@ def twc_act_examples(
                     state = env.step(wrong)
                     if take_back not in state.valid_actions or state.done:
                         break  # the game does not allow taking it back: stop this game
-                    yield _act_row(goal, state, env.actions, take_back)
+                    if take_back in offered_actions(state):
+                        yield _act_row(goal, state, env.actions, take_back)
                     state = env.step(take_back)
                     if action not in state.valid_actions:
                         break
-                yield _act_row(goal, state, env.actions, action)
+                # A gold move the runtime would not offer (a container outside the place
+                # shortlist) teaches nothing the runtime can use: the game steps on without a row.
+                if action in offered_actions(state):
+                    yield _act_row(goal, state, env.actions, action)
                 state = env.step(action)
     finally:
         env.close()

@@ -212,7 +212,7 @@ def _environment(trace: Trace, skills: Sequence[Any] | None) -> tuple[Any, str |
         from agent._twc import TwcConfig
 
         try:
-            return TwcConfig.model_validate({k: v for k, v in spec.items() if k != "kind"}), None
+            return TwcConfig.from_recorded(spec), None
         except (TrellisError, ValueError) as exc:
             return None, f"the recorded twc game cannot be recreated: {exc}"
     if skills is None:

@@ -487,7 +487,7 @@ class Replayer:
         router = _ReplayRouter(routes) if any(r.adapter or r.reason for r in routes) else None
         env = None
         if start.env and start.env.get("kind") == "twc":
-            env = TwcConfig.model_validate({k: v for k, v in start.env.items() if k != "kind"})
+            env = TwcConfig.from_recorded(start.env)
         results = trace.of_type(SkillResultEvent)
         # With a recreated environment its own skills run (the prompts show its state).
         env_names = {s.name for s in twc_skills()} if env is not None else set()

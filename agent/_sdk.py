@@ -169,7 +169,7 @@ class Agent:
         if kind != "twc":
             raise EnvironmentFailure(f"unknown environment kind {kind!r}; known: twc")
         self._register_pack()
-        config = TwcConfig.model_validate({k: v for k, v in spec.items() if k != "kind"})
+        config = TwcConfig.from_recorded(spec)
         return TwcEnvironment(config), "twc_act"
 
     def _register_pack(self) -> None:

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agent._skills import Skill, SkillContext, skill
+from agent._twc_places import PlaceScorer, place_scorer
 from agent.errors import EnvironmentFailure, ForbiddenFoldError
 
 __all__ = [
@@ -34,6 +35,13 @@ _TEST_FOLD = (
     "the twc 'test' fold is the held-out measure and is not available to runs, training or "
     "tuning; use fold 'train' or 'dev'"
 )
+
+# Offer rules added after traces were first recorded, as they were before they existed.
+_RULES_BEFORE_THEY_WERE_RECORDED: dict[str, Any] = {
+    "avoid_regressions": False,
+    "avoid_idle": False,
+    "place_shortlist": 0,
+}
 
 # The Java bridge of textworld-express is not safe to drive from several threads at once.
 _BRIDGE_LOCK = threading.Lock()
@@ -58,7 +66,14 @@ class TwcConfig(BaseModel):
     """The environment's own move limit."""
     avoid_regressions: bool = True
     """Leave out of the offered actions the moves known to lower the score (see
-    ``TwcState.regressed_actions``); False offers every valid action."""
+    ``TwcState.regressed_actions``); False offers them too."""
+    avoid_idle: bool = True
+    """Leave out of the offered actions the moves that cannot make progress (see
+    ``TwcState.idle_actions``); False offers them too."""
+    place_shortlist: int = Field(default=3, ge=0, le=20)
+    """While objects are carried, offer puts into (and opening of) only the containers that
+    are among the ``place_shortlist`` likeliest homes of a carried object, by sentence
+    similarity (see ``TwcState.unlikely_actions``); 0 offers every container."""
 
     def __init__(self, **data: Any) -> None:
         # Raised directly (not wrapped in a ValidationError) so callers can catch it by type.
@@ -72,6 +87,16 @@ class TwcConfig(BaseModel):
         if value == "test":
             raise ForbiddenFoldError(_TEST_FOLD)
         return value
+
+    @classmethod
+    def from_recorded(cls, spec: Mapping[str, Any]) -> TwcConfig:
+        """The config a trace or a stored task recorded (its ``kind`` key is ignored).
+
+        An offer rule the record does not name did not exist when it was made, so it is
+        off: an older trace replays, and an older task resumes, with the offer it had.
+        """
+        data = {key: value for key, value in spec.items() if key != "kind"}
+        return cls(**{**_RULES_BEFORE_THEY_WERE_RECORDED, **data})
 
     def game_params(self) -> str:
         """The ``gameParams`` string textworld-express expects."""
@@ -115,10 +140,24 @@ class TwcState(BaseModel):
     lowered it from this same situation before. A small model otherwise repeats a wrong
     put, or takes a correctly placed object back, until its budget is gone."""
 
+    unlikely_actions: list[str] = []
+    """Valid puts and opens of containers that are not among the likeliest homes of any
+    carried object (``TwcConfig.place_shortlist``). They are offered again once the likelier
+    places are known to be wrong or nothing is carried."""
+
+    idle_actions: list[str] = []
+    """Moves that cannot make progress now (``TwcConfig.avoid_idle``): the way straight back
+    to the room just left while nothing but looking has been done in this one (a small
+    model otherwise walks back and forth between two rooms until its budget is gone; it
+    stays offered when the room offers nothing else), and looking around or at the
+    inventory right after looking (nothing has changed, and the prompt shows both)."""
+
     @property
     def offered_actions(self) -> list[str]:
-        """The actions the act prompt offers: the valid ones less ``regressed_actions``."""
-        offered = [a for a in self.valid_actions if a not in self.regressed_actions]
+        """The actions the act prompt offers: the valid ones less ``regressed_actions``,
+        ``unlikely_actions`` and ``idle_actions``."""
+        left_out = set(self.regressed_actions) | set(self.unlikely_actions) | set(self.idle_actions)
+        offered = [a for a in self.valid_actions if a not in left_out]
         return offered or list(self.valid_actions)
 
     def situation(self) -> tuple[str, tuple[str, ...], float]:
@@ -148,8 +187,13 @@ class TwcState(BaseModel):
 class TwcEnvironment:
     """One twc game. Create it with a config, then ``reset`` (or ``replay`` a history)."""
 
-    def __init__(self, config: TwcConfig | None = None) -> None:
+    def __init__(
+        self, config: TwcConfig | None = None, *, places: PlaceScorer | None = None
+    ) -> None:
+        """``places`` ranks containers for ``TwcConfig.place_shortlist`` (default: the shared
+        scorer on the real sentence embedder)."""
         self.config = config or TwcConfig()
+        self._places = places
         self.actions: list[str] = []
         # What the score has taught this game (see TwcState.regressed_actions): moves that
         # lowered it from a situation, puts that lowered it anywhere, and the objects a put
@@ -157,6 +201,8 @@ class TwcEnvironment:
         self._regressions: dict[tuple[str, tuple[str, ...], float], set[str]] = {}
         self._wrong_puts: set[str] = set()
         self._placed: set[str] = set()
+        # The move back to the room just left, while only looking has been done since.
+        self._way_back: str | None = None
         self._env: Any = None
         self._state: TwcState | None = None
 
@@ -201,6 +247,7 @@ class TwcEnvironment:
         self._regressions = {}
         self._wrong_puts = set()
         self._placed = set()
+        self._way_back = None
         self._state = self._to_state(infos, previous=None)
         return self._state
 
@@ -234,15 +281,60 @@ class TwcEnvironment:
             _obs, _reward, _done, infos = self._backend().step(action)
         self.actions.append(action)
         state = self._to_state(infos, previous=current)
+        update: dict[str, list[str]] = {}
         if self.config.avoid_regressions:
             self._learn(action, current, state)
             avoid = self._regressions.get(state.situation(), set()) | self._wrong_puts
             avoid |= {f"take {thing}" for thing in self._placed}
-            regressed = [a for a in state.valid_actions if a in avoid]
-            if regressed:
-                state = state.model_copy(update={"regressed_actions": regressed})
+            update["regressed_actions"] = [a for a in state.valid_actions if a in avoid]
+        if self.config.place_shortlist and state.carrying:
+            update["unlikely_actions"] = self._unlikely(state)
+        if self.config.avoid_idle:
+            withheld = {a for actions in update.values() for a in actions}
+            update["idle_actions"] = self._idle(action, state, withheld)
+        if any(update.values()):
+            state = state.model_copy(update=update)
         self._state = state
         return self._state
+
+    def _unlikely(self, state: TwcState) -> list[str]:
+        """Puts and opens of containers outside every carried object's likeliest homes."""
+        opens = {a.removeprefix("open "): a for a in state.valid_actions if a.startswith("open ")}
+        likely: set[str] = set()
+        unlikely: list[str] = []
+        for thing in state.carrying:
+            prefix = f"put {thing} in "
+            puts = {
+                a.removeprefix(prefix): a
+                for a in state.valid_actions
+                if a.startswith(prefix) and a not in self._wrong_puts
+            }
+            # A put already known wrong is no candidate: the next likeliest place moves up.
+            places = [
+                *puts,
+                *(p for p in opens if p not in puts and f"{prefix}{p}" not in self._wrong_puts),
+            ]
+            ranked = (self._places or place_scorer()).rank(thing, places)
+            shortlist = set(ranked[: self.config.place_shortlist])
+            likely |= shortlist
+            unlikely.extend(action for place, action in puts.items() if place not in shortlist)
+        unlikely.extend(action for place, action in opens.items() if place not in likely)
+        return unlikely
+
+    def _idle(self, action: str, state: TwcState, withheld: set[str]) -> list[str]:
+        """The moves that cannot make progress now (see ``TwcState.idle_actions``)."""
+        if action.startswith("move "):
+            direction = action.removeprefix("move ")
+            self._way_back = f"move {_OPPOSITE[direction]}" if direction in _OPPOSITE else None
+        elif action not in _LOOKING:
+            self._way_back = None
+        idle = [a for a in state.valid_actions if a in _LOOKING] if action in _LOOKING else []
+        way_back = self._way_back
+        if way_back is not None and way_back in state.valid_actions:
+            left = [a for a in state.valid_actions if a not in withheld and a != way_back]
+            if not all(a in _LOOKING for a in left):  # else nothing to do here but go back
+                idle.append(way_back)
+        return idle
 
     def _learn(self, action: str, before: TwcState, after: TwcState) -> None:
         """Update what the score has taught: see ``TwcState.regressed_actions``."""
@@ -288,6 +380,10 @@ class TwcEnvironment:
             done=bool(infos.get("done", False)) or success or failure,
             moves=int(infos.get("numMoves", 0)),
         )
+
+
+_OPPOSITE = {"north": "south", "south": "north", "east": "west", "west": "east"}
+_LOOKING = frozenset({"look around", "inventory"})  # actions that change nothing in the game
 
 
 def _put_object(action: str, carrying: Sequence[str]) -> str | None:

@@ -97,3 +97,18 @@ def test_held_out_reminders_share_no_object_or_place_with_training_rows() -> Non
     assert not any(s in r["reminder"] for r in held for s in train_subjects)
     with pytest.raises(ValueError, match="vocabulary"):
         reminder_cue_examples(1, vocabulary="test")
+
+
+def test_twc_rows_leave_out_gold_moves_the_runtime_would_not_offer() -> None:
+    # With a one-place shortlist the real scorer ranks another container first in this
+    # game, so its gold open and put are not offered at run time and get no row.
+    config = twc_configs([0], max_locations=1, max_items=1)[0]
+    narrow = list(
+        twc_act_examples([config.model_copy(update={"place_shortlist": 1})], recovery=0.0)
+    )
+    full = list(twc_act_examples([config.model_copy(update={"place_shortlist": 0})], recovery=0.0))
+    assert 0 < len(narrow) < len(full)
+    for row in narrow:
+        action = json.loads(row["completion"])["action"]
+        offered = next(ln for ln in row["prompt"].splitlines() if ln.startswith("Actions: "))
+        assert action in offered.removeprefix("Actions: ").split("; ")

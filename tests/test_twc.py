@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from adapters import FunctionBackend, LLMRequest
+from adapters._embeddings import normalize_rows
 from agent import Agent, AgentConfig, ForbiddenFoldError, TwcConfig, TwcEnvironment
+from agent._twc_places import PlaceScorer
 from agent.errors import EnvironmentFailure
 from memory import NodeStatus
 from planners import ScriptedPlanner
@@ -109,7 +113,8 @@ def _detour(config: TwcConfig) -> tuple[list[str], str, list[str]]:
         env.close()
 
 
-DETOUR_CONFIG = TwcConfig(seed=4, fold="dev", num_locations=2, num_items=2)
+# Without the place shortlist, so that every container stays on offer.
+DETOUR_CONFIG = TwcConfig(seed=4, fold="dev", num_locations=2, num_items=2, place_shortlist=0)
 
 
 def test_a_move_that_lowered_the_score_is_not_offered_again_from_the_same_state() -> None:
@@ -141,7 +146,7 @@ def test_a_move_that_lowered_the_score_is_not_offered_again_from_the_same_state(
 
 
 def test_a_wrong_put_and_taking_back_a_placed_object_are_not_offered_in_any_state() -> None:
-    config = TwcConfig(seed=3, fold="dev", num_locations=1, num_items=2)
+    config = TwcConfig(seed=3, fold="dev", num_locations=1, num_items=2, place_shortlist=0)
     env = TwcEnvironment(config)
     other = TwcEnvironment(config)
     try:
@@ -149,7 +154,9 @@ def test_a_wrong_put_and_taking_back_a_placed_object_are_not_offered_in_any_stat
         first, second = [a.removeprefix("take ") for a in gold if a.startswith("take ")][:2]
         home = next(a for a in gold if a.startswith(f"put {first} in "))
         state = env.step(f"take {first}")
-        wrong = next(a for a in state.valid_actions if a.startswith(f"put {first} in ") and a != home)
+        wrong = next(
+            a for a in state.valid_actions if a.startswith(f"put {first} in ") and a != home
+        )
         lowered = env.step(wrong)
         assert lowered.score < state.score
         env.step(f"take {first}")
@@ -169,6 +176,89 @@ def test_a_wrong_put_and_taking_back_a_placed_object_are_not_offered_in_any_stat
     finally:
         env.close()
         other.close()
+
+
+class PreferenceEmbedder:
+    """Scripted vectors at the embedding boundary: "It goes in the <place>." is the closer to
+    every "Where does ... go?" question the earlier the place comes in ``preference``."""
+
+    name = "preference"
+    dim = 2
+
+    def __init__(self, preference: list[str]) -> None:
+        self.preference = preference
+        self.calls: list[str] = []
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        self.calls.extend(texts)
+        rows = []
+        for text in texts:
+            place = text.removeprefix("It goes in the ").removesuffix(".")
+            if text.startswith("Where does"):
+                rows.append((1.0, 0.0))
+            else:
+                rank = self.preference.index(place) if place in self.preference else 99
+                rows.append((1.0, 0.1 * (rank + 1)))
+        return normalize_rows(np.array(rows, dtype=np.float32))
+
+
+def test_only_the_likeliest_places_are_offered_and_a_wrong_one_gives_way() -> None:
+    # Seed 3: two shirts that belong in the laundry basket; the scripted commonsense puts
+    # the bench first and the laundry basket second.
+    embedder = PreferenceEmbedder(["bench", "laundry basket", "work table"])
+    config = TwcConfig(seed=3, fold="dev", num_locations=1, num_items=2, place_shortlist=1)
+    env = TwcEnvironment(config, places=PlaceScorer(embedder))
+    try:
+        gold = env.gold_actions()
+        thing = next(a for a in gold if a.startswith("take ")).removeprefix("take ")
+        start = env.state
+        assert start.unlikely_actions == [] and start.offered_actions == start.valid_actions
+        carrying = env.step(f"take {thing}")
+        containers = [a for a in carrying.offered_actions if a.startswith(("put ", "open "))]
+        assert containers == [f"put {thing} in bench"]
+        assert f"put {thing} in laundry basket" in carrying.unlikely_actions
+        assert any(a.startswith("open ") for a in carrying.unlikely_actions)
+        wrong = env.step(f"put {thing} in bench")
+        assert wrong.score < carrying.score and wrong.unlikely_actions == []  # nothing carried
+        again = env.step(f"take {thing}")
+        containers = [a for a in again.offered_actions if a.startswith(("put ", "open "))]
+        assert containers == [f"put {thing} in laundry basket"]  # the next place moved up
+        assert env.step(f"put {thing} in laundry basket").score > again.score
+        # Each name is embedded once per scorer, however often it is ranked.
+        assert len(embedder.calls) == len(set(embedder.calls))
+    finally:
+        env.close()
+
+
+def test_idle_moves_the_way_back_and_looking_again_are_not_offered() -> None:
+    # Seed 19, two rooms: the cleaver is in the kitchen, the pantry lies to the west.
+    config = TwcConfig(seed=19, fold="dev", num_locations=2, num_items=1, place_shortlist=0)
+    env = TwcEnvironment(config)
+    try:
+        thing = next(a for a in env.gold_actions() if a.startswith("take ")).removeprefix("take ")
+        # Carrying nothing into a room with nothing to do: going back stays on offer.
+        empty_handed = env.step("move west")
+        assert empty_handed.idle_actions == [] and "move east" in empty_handed.offered_actions
+        env.step("move east")
+        env.step(f"take {thing}")
+        arrived = env.step("move west")
+        assert arrived.idle_actions == ["move east"]
+        assert "move east" in arrived.valid_actions and "move east" not in arrived.offered_actions
+        looked = env.step("look around")  # looking is not doing
+        assert "move east" not in looked.offered_actions
+        # Looking again changes nothing either.
+        assert {"look around", "inventory"} <= set(looked.idle_actions)
+        assert "look around" not in looked.offered_actions
+        put = next(a for a in arrived.valid_actions if a.startswith(f"put {thing} in "))
+        assert "move east" in env.step(put).offered_actions  # something was done here
+        plain = TwcEnvironment(config.model_copy(update={"avoid_idle": False}))
+        try:
+            replayed = plain.replay(env.actions[:4])
+            assert replayed.idle_actions == [] and "move east" in replayed.offered_actions
+        finally:
+            plain.close()
+    finally:
+        env.close()
 
 
 def test_the_agent_does_not_offer_a_move_that_lowered_the_score(tmp_path: Path) -> None:
@@ -281,3 +371,16 @@ def test_resume_rebuilds_the_game_from_recorded_calls(tmp_path: Path, gold: list
         assert [c.args["action"] for c in calls] == gold  # no action was sent twice
     finally:
         second.close()
+
+
+def test_a_recorded_config_keeps_the_offer_it_was_made_with() -> None:
+    # Recorded before the offer rules existed: they are off, so the old run replays exactly.
+    old = TwcConfig.from_recorded({"kind": "twc", "seed": 5, "fold": "dev", "num_items": 2})
+    assert (old.seed, old.num_items) == (5, 2)
+    assert (old.avoid_regressions, old.avoid_idle, old.place_shortlist) == (False, False, 0)
+    # Recorded now: every field is in the record and comes back as it was.
+    current = TwcConfig(seed=5, place_shortlist=2)
+    again = TwcConfig.from_recorded({"kind": "twc", **current.model_dump()})
+    assert again == current and again.avoid_idle
+    with pytest.raises(ForbiddenFoldError):
+        TwcConfig.from_recorded({"kind": "twc", "fold": "test"})
