@@ -12,6 +12,9 @@ ways: one agent per trace (how ``replay`` runs a single trace), one agent for th
 (``replay_many``, the main number; both best of ``--repeat`` rounds, taken in turn) and
 ``replay_many`` with worker processes (process start-up included). The baseline
 in the same run is the live recording itself (the same loop with the scripted model).
+A last row measures the floor any replay through the loop has on this machine: the same
+number of LangGraph supersteps with no-op nodes, on the same checkpointer the replay uses
+(SQLite in memory), with nothing else (no Task Memory Tree, no trace, no comparison).
 Prints a table and writes ``bench/results/bench_replay.json``.
 """
 
@@ -25,13 +28,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from langgraph.graph import END, START, StateGraph  # noqa: E402
+
 from adapters import FunctionBackend, LLMRequest  # noqa: E402
+from agent._checkpoint import open_checkpointer  # noqa: E402
 from agent._config import AgentConfig  # noqa: E402
 from agent._replay import compare_traces, replay, replay_many  # noqa: E402
 from agent._replay_check import check_trace  # noqa: E402
@@ -129,6 +135,53 @@ def record(folder: Path, tasks: int) -> tuple[list[Path], float]:
     return paths, time.perf_counter() - started
 
 
+def supersteps(trace: Any) -> int:
+    """LangGraph supersteps the loop takes for a finished trace without approvals.
+
+    remind, plan, the last select and finish, plus select and execute per step, plus
+    replan and the select after it per replan.
+    """
+    end = trace.end
+    return 4 + 2 * end.steps + 2 * end.replans
+
+
+class _FloorState(TypedDict):
+    done: int
+    limit: int
+
+
+def _floor_node(state: _FloorState) -> dict[str, int]:
+    return {"done": state["done"] + 1}
+
+
+def _floor_route(state: _FloorState) -> str:
+    return "node" if state["done"] < state["limit"] else END
+
+
+def langgraph_floor(steps_per_task: list[int]) -> float:
+    """Seconds for no-op nodes to take the same supersteps on the replay's checkpointer."""
+    graph = StateGraph(_FloorState)
+    graph.add_node("node", _floor_node)
+    graph.add_edge(START, "node")
+    graph.add_conditional_edges("node", _floor_route, ["node", END])
+    store = TaskStore.open("sqlite://")
+    handle = open_checkpointer(store.engine)
+    try:
+        app = graph.compile(checkpointer=handle.saver)
+        started = time.perf_counter()
+        for index, limit in enumerate(steps_per_task):
+            config: Any = {
+                "configurable": {"thread_id": f"floor{index}"},
+                "recursion_limit": 10_000,
+            }
+            for _update in app.stream({"done": 0, "limit": limit}, config):
+                pass
+        return time.perf_counter() - started
+    finally:
+        handle.close()
+        store.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=100, help="tasks in the trace set")
@@ -195,6 +248,9 @@ def main() -> None:
         (r.source, r.ok, r.replayed_events) for r in results
     ] and all(r.ok for r in per_trace)
 
+    counts = [supersteps(trace) for trace in traces]
+    floor_s = min(langgraph_floor(counts) for _round in range(args.repeat))
+
     rows = [
         ("record live (baseline, scripted model)", record_s),
         ("read + validate traces", read_s),
@@ -204,6 +260,7 @@ def main() -> None:
         ("full replay, one agent per trace", per_trace_s),
         ("full replay through the loop (1 process)", replay_s),
         (f"full replay, {args.workers} worker processes", parallel_s),
+        (f"floor: {sum(counts)} no-op LangGraph supersteps", floor_s),
     ]
     print(
         f"{args.tasks} tasks, {events} events, {steps} steps; replays matching: "
@@ -243,6 +300,8 @@ def main() -> None:
         "seconds": {name: round(seconds, 4) for name, seconds in rows},
         "events_per_s": {name: round(events / seconds, 1) for name, seconds in rows},
         "target_events_per_s": 5000,
+        "langgraph_supersteps": sum(counts),
+        "langgraph_floor_events_per_s": round(events / floor_s, 1),
         "trace_bytes": size,
         "bytes_per_step": round(size / max(1, steps), 1),
         "bytes_per_event": round(size / events, 1),
