@@ -37,6 +37,32 @@ def twc(
     console.print(f"[green]wrote[/green] {count} rows from {len(configs)} games to {out}")
 
 
+@data_app.command("twc-homes")
+def twc_homes(
+    out: Path = typer.Option(
+        ..., help="JSON file to write (the shipped one: agent/twc_homes.json)."
+    ),
+    seeds: str = typer.Option("0:1000", help="Train-fold seeds START:STOP."),
+    max_locations: int = typer.Option(3, help="Rooms cycle through 1..N."),
+    max_items: int = typer.Option(3, help="Objects cycle through 1..N."),
+) -> None:
+    """Where the train fold's objects belong, from gold paths: the place ranker's examples."""
+    import json
+
+    from agent._datasets import twc_configs, twc_homes
+
+    configs = twc_configs(_seed_range(seeds), max_locations=max_locations, max_items=max_items)
+    homes = twc_homes(configs)
+    source = f"twc train fold, seeds {seeds}, 1-{max_locations} rooms, 1-{max_items} objects"
+    pairs = ",\n".join("  " + json.dumps(list(pair)) for pair in homes)  # one pair a line
+    out.write_text(
+        f'{{"source": {json.dumps(source)},\n "homes": [\n{pairs}\n]}}\n', encoding="utf-8"
+    )
+    console.print(
+        f"[green]wrote[/green] {len(homes)} object homes from {len(configs)} games to {out}"
+    )
+
+
 @data_app.command("reminders")
 def reminders(
     out: Path = typer.Option(..., help="JSONL file to write."),

@@ -104,6 +104,26 @@ def twc_act_examples(
         env.close()
 
 
+def twc_homes(configs: Iterable[TwcConfig]) -> list[tuple[str, str]]:
+    """The distinct (object, container) pairs the games' gold paths put away, sorted.
+
+    These are the examples :class:`~agent._twc_places.PlaceScorer` ranks places with; build
+    them from the train fold only (``twc_configs`` refuses any other for training data).
+    """
+    homes: set[tuple[str, str]] = set()
+    env = TwcEnvironment()
+    try:
+        for config in configs:
+            env.load(config)
+            for action in env.gold_actions():
+                if action.startswith("put ") and " in " in action:
+                    thing, _, place = action.removeprefix("put ").rpartition(" in ")
+                    homes.add((thing, place))
+    finally:
+        env.close()
+    return sorted(homes)
+
+
 def _act_row(goal: str, state: Any, history: list[str], action: str) -> dict[str, str]:
     prompt_args = env_act_prompt_args(goal=goal, state=state, history=history, cues=[])
     prompt = build_act_prompt(valid_actions=offered_actions(state), **prompt_args)

@@ -41,6 +41,7 @@ _RULES_BEFORE_THEY_WERE_RECORDED: dict[str, Any] = {
     "avoid_regressions": False,
     "avoid_idle": False,
     "place_shortlist": 0,
+    "place_homes": False,
 }
 
 # The Java bridge of textworld-express is not safe to drive from several threads at once.
@@ -70,10 +71,13 @@ class TwcConfig(BaseModel):
     avoid_idle: bool = True
     """Leave out of the offered actions the moves that cannot make progress (see
     ``TwcState.idle_actions``); False offers them too."""
-    place_shortlist: int = Field(default=3, ge=0, le=20)
+    place_shortlist: int = Field(default=1, ge=0, le=20)
     """While objects are carried, offer puts into (and opening of) only the containers that
     are among the ``place_shortlist`` likeliest homes of a carried object, by sentence
     similarity (see ``TwcState.unlikely_actions``); 0 offers every container."""
+    place_homes: bool = True
+    """Rank places with the known homes of similar train-fold objects as well as sentence
+    similarity (see ``agent._twc_places``); False ranks by similarity alone."""
 
     def __init__(self, **data: Any) -> None:
         # Raised directly (not wrapped in a ValidationError) so callers can catch it by type.
@@ -314,7 +318,9 @@ class TwcEnvironment:
                 *puts,
                 *(p for p in opens if p not in puts and f"{prefix}{p}" not in self._wrong_puts),
             ]
-            ranked = (self._places or place_scorer()).rank(thing, places)
+            ranked = (self._places or place_scorer(homes=self.config.place_homes)).rank(
+                thing, places
+            )
             shortlist = set(ranked[: self.config.place_shortlist])
             likely |= shortlist
             unlikely.extend(action for place, action in puts.items() if place not in shortlist)

@@ -100,9 +100,11 @@ def test_held_out_reminders_share_no_object_or_place_with_training_rows() -> Non
 
 
 def test_twc_rows_leave_out_gold_moves_the_runtime_would_not_offer() -> None:
-    # With a one-place shortlist the real scorer ranks another container first in this
-    # game, so its gold open and put are not offered at run time and get no row.
-    config = twc_configs([0], max_locations=1, max_items=1)[0]
+    # With a one-place shortlist the real scorer (by similarity alone) ranks another
+    # container first in this game, so its gold open and put are not offered and get no row.
+    config = twc_configs([0], max_locations=1, max_items=1)[0].model_copy(
+        update={"place_homes": False}
+    )
     narrow = list(
         twc_act_examples([config.model_copy(update={"place_shortlist": 1})], recovery=0.0)
     )

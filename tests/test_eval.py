@@ -70,7 +70,8 @@ def _agent(recorder: TraceRecorder, backend: FunctionBackend) -> Agent:
 def traces(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("twc-traces")
     for seed in SEEDS:
-        config = TwcConfig(seed=seed, fold="train")
+        # Every container offered, so the gold player's puts are always on offer.
+        config = TwcConfig(seed=seed, fold="train", place_shortlist=0)
         writer = TraceWriter(folder / f"twc-{seed}.jsonl")
         recorder = TraceRecorder(writer, metadata={"family": "twc-1room"})
         agent = _agent(recorder, _policy(_gold(config)))

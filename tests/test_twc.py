@@ -11,12 +11,15 @@ import pytest
 from adapters import FunctionBackend, LLMRequest
 from adapters._embeddings import normalize_rows
 from agent import Agent, AgentConfig, ForbiddenFoldError, TwcConfig, TwcEnvironment
-from agent._twc_places import PlaceScorer
+from agent._datasets import twc_configs, twc_homes
+from agent._twc_places import PlaceScorer, shipped_homes
 from agent.errors import EnvironmentFailure
 from memory import NodeStatus
 from planners import ScriptedPlanner
 
-CONFIG = TwcConfig(seed=3, fold="dev")
+# Every container offered: the scripted gold player's puts are always on offer (the place
+# shortlist, which can leave a gold put out until a likelier place proved wrong, has its own tests).
+CONFIG = TwcConfig(seed=3, fold="dev", place_shortlist=0)
 
 
 @pytest.fixture(scope="module")
@@ -230,6 +233,56 @@ def test_only_the_likeliest_places_are_offered_and_a_wrong_one_gives_way() -> No
         env.close()
 
 
+class NamedEmbedder:
+    """Scripted vectors at the embedding boundary, one fixed vector per text."""
+
+    name = "named"
+    dim = 3
+
+    def __init__(self, vectors: dict[str, tuple[float, float, float]]) -> None:
+        self.vectors = vectors
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return normalize_rows(np.array([self.vectors[t] for t in texts], dtype=np.float32))
+
+
+def test_known_homes_of_similar_objects_lift_their_place() -> None:
+    # The question alone prefers the bench; the dishwasher holds a dirty spoon, which the
+    # scripted embedder makes close to a dirty whisk, so with the homes it comes first.
+    embedder = NamedEmbedder(
+        {
+            "Where does the dirty whisk go?": (1.0, 0.0, 0.0),
+            "It goes in the bench.": (1.0, 0.1, 0.0),
+            "It goes in the dishwasher.": (1.0, 0.5, 0.0),
+            "dirty whisk": (0.0, 0.0, 1.0),
+            "dirty spoon": (0.0, 0.1, 1.0),
+            "pen": (0.0, 1.0, 0.0),
+        }
+    )
+    places = ["bench", "dishwasher"]
+    assert PlaceScorer(embedder).rank("dirty whisk", places) == ["bench", "dishwasher"]
+    homes = [("dirty spoon", "dishwasher"), ("pen", "bench")]
+    assert PlaceScorer(embedder, homes).rank("dirty whisk", places) == ["dishwasher", "bench"]
+    # Homes of objects unlike this one leave the question's order as it was.
+    assert PlaceScorer(embedder, [("pen", "dishwasher")]).rank("dirty whisk", places) == places
+
+
+def test_the_shipped_homes_come_from_train_fold_gold_paths() -> None:
+    homes = shipped_homes()
+    assert len(homes) == len(set(homes)) > 100
+    games = twc_configs(range(3), fold="train")
+    built = twc_homes(games)
+    assert built and set(built) <= set(homes)
+    gold_puts = set()
+    for game in games:
+        env = TwcEnvironment(game)
+        try:
+            gold_puts |= {a for a in env.gold_actions() if a.startswith("put ")}
+        finally:
+            env.close()
+    assert {f"put {thing} in {place}" for thing, place in built} == gold_puts
+
+
 def test_idle_moves_the_way_back_and_looking_again_are_not_offered() -> None:
     # Seed 19, two rooms: the cleaver is in the kitchen, the pantry lies to the west.
     config = TwcConfig(seed=19, fold="dev", num_locations=2, num_items=1, place_shortlist=0)
@@ -378,6 +431,7 @@ def test_a_recorded_config_keeps_the_offer_it_was_made_with() -> None:
     old = TwcConfig.from_recorded({"kind": "twc", "seed": 5, "fold": "dev", "num_items": 2})
     assert (old.seed, old.num_items) == (5, 2)
     assert (old.avoid_regressions, old.avoid_idle, old.place_shortlist) == (False, False, 0)
+    assert not old.place_homes
     # Recorded now: every field is in the record and comes back as it was.
     current = TwcConfig(seed=5, place_shortlist=2)
     again = TwcConfig.from_recorded({"kind": "twc", **current.model_dump()})
