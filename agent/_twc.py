@@ -42,6 +42,7 @@ _RULES_BEFORE_THEY_WERE_RECORDED: dict[str, Any] = {
     "avoid_idle": False,
     "place_shortlist": 0,
     "place_homes": False,
+    "idle_containers": False,
 }
 
 # The Java bridge of textworld-express is not safe to drive from several threads at once.
@@ -75,6 +76,9 @@ class TwcConfig(BaseModel):
     """While objects are carried, offer puts into (and opening of) only the containers that
     are among the ``place_shortlist`` likeliest homes of a carried object, by sentence
     similarity (see ``TwcState.unlikely_actions``); 0 offers every container."""
+    idle_containers: bool = True
+    """With ``avoid_idle``: opening or closing a container does not reopen the way back (only
+    taking or putting does), and closing is not offered (see ``TwcState.idle_actions``)."""
     place_homes: bool = True
     """Rank places with the known homes of similar train-fold objects as well as sentence
     similarity (see ``agent._twc_places``); False ranks by similarity alone."""
@@ -150,11 +154,17 @@ class TwcState(BaseModel):
     places are known to be wrong or nothing is carried."""
 
     idle_actions: list[str] = []
-    """Moves that cannot make progress now (``TwcConfig.avoid_idle``): the way straight back
-    to the room just left while nothing but looking has been done in this one (a small
-    model otherwise walks back and forth between two rooms until its budget is gone; it
-    stays offered when the room offers nothing else), and looking around or at the
-    inventory right after looking (nothing has changed, and the prompt shows both)."""
+    """Moves that cannot make progress now (``TwcConfig.avoid_idle``):
+
+    - the way straight back to the room just left while nothing has been taken or put in
+      this one (looking does not count, nor, with ``TwcConfig.idle_containers``, opening
+      and closing). A small model otherwise walks
+      back and forth between two rooms, or opens the right container and walks away, until
+      its budget is gone. It stays offered when the room offers nothing else;
+    - looking around or at the inventory right after looking (nothing has changed, and the
+      prompt shows both);
+    - with ``TwcConfig.idle_containers``, closing a container: no twc task needs a closed
+      one, and a closed home must be opened again."""
 
     @property
     def offered_actions(self) -> list[str]:
@@ -332,12 +342,20 @@ class TwcEnvironment:
         if action.startswith("move "):
             direction = action.removeprefix("move ")
             self._way_back = f"move {_OPPOSITE[direction]}" if direction in _OPPOSITE else None
-        elif action not in _LOOKING:
-            self._way_back = None
+        elif action not in _LOOKING and not (
+            self.config.idle_containers and action.startswith(_PREPARING)
+        ):
+            self._way_back = None  # something was done here
         idle = [a for a in state.valid_actions if a in _LOOKING] if action in _LOOKING else []
+        if self.config.idle_containers:
+            idle += [a for a in state.valid_actions if a.startswith("close ")]
         way_back = self._way_back
         if way_back is not None and way_back in state.valid_actions:
-            left = [a for a in state.valid_actions if a not in withheld and a != way_back]
+            left = [
+                a
+                for a in state.valid_actions
+                if a not in withheld and a not in idle and a != way_back
+            ]
             if not all(a in _LOOKING for a in left):  # else nothing to do here but go back
                 idle.append(way_back)
         return idle
@@ -390,6 +408,8 @@ class TwcEnvironment:
 
 _OPPOSITE = {"north": "south", "south": "north", "east": "west", "west": "east"}
 _LOOKING = frozenset({"look around", "inventory"})  # actions that change nothing in the game
+# Opening or closing a container changes no score: it is not yet doing something in a room.
+_PREPARING = ("open ", "close ")
 
 
 def _put_object(action: str, carrying: Sequence[str]) -> str | None:

@@ -85,7 +85,9 @@ async def _twc(args: argparse.Namespace, *, shipped: bool) -> dict[str, Any]:
     key = "twc_adapters" if shipped else "twc_base"
     if args.max_steps != 12:  # the main comparison is at 12 actions; others sit beside it
         key += f"_{args.max_steps}_actions"
-    configs = twc_configs(range(args.games), fold="dev")
+    if args.first_seed:  # a fresh set of dev games, to check choices made on the first 50
+        key += f"_seeds_{args.first_seed}_{args.first_seed + args.games - 1}"
+    configs = twc_configs(range(args.first_seed, args.first_seed + args.games), fold="dev")
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as folder:
         url = f"sqlite:///{folder}/twc.db"
@@ -205,6 +207,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--part", choices=("twc-base", "twc-adapters", "cues"), required=True)
     parser.add_argument("--games", type=int, default=50, help="twc dev games.")
+    parser.add_argument("--first-seed", type=int, default=0, help="First dev seed.")
     parser.add_argument("--max-steps", type=int, default=12, help="Action budget per game.")
     parser.add_argument("--concurrency", type=int, default=4, help="Games run at once.")
     parser.add_argument(

@@ -314,6 +314,31 @@ def test_idle_moves_the_way_back_and_looking_again_are_not_offered() -> None:
         env.close()
 
 
+def test_opening_a_container_does_not_reopen_the_way_back_and_closing_is_not_offered() -> None:
+    # Dev seed 1: the duvet lies north; its home, the chest of drawers, stands closed south.
+    config = TwcConfig(seed=1, fold="dev", num_locations=2, num_items=1, place_shortlist=0)
+    moves = ["look around", "move north", "take checkered duvet", "move south"]
+    env = TwcEnvironment(config)
+    try:
+        assert env.gold_actions()[:5] == [*moves, "open chest of drawers"]
+        env.replay(moves)
+        opened = env.step("open chest of drawers")
+        assert "move north" in opened.valid_actions and "move north" in opened.idle_actions
+        assert "close chest of drawers" in opened.idle_actions
+        assert "put checkered duvet in chest of drawers" in opened.offered_actions
+    finally:
+        env.close()
+    # Recorded before the rule existed: opening counts as doing something, closing is offered.
+    spec = {k: v for k, v in config.model_dump().items() if k != "idle_containers"}
+    assert not TwcConfig.from_recorded(spec).idle_containers
+    plain = TwcEnvironment(config.model_copy(update={"idle_containers": False}))
+    try:
+        opened = plain.replay([*moves, "open chest of drawers"])
+        assert {"move north", "close chest of drawers"} <= set(opened.offered_actions)
+    finally:
+        plain.close()
+
+
 def test_the_agent_does_not_offer_a_move_that_lowered_the_score(tmp_path: Path) -> None:
     moves, wrong, rest = _detour(DETOUR_CONFIG)
     script = [*moves, wrong, *rest]  # the model would repeat the wrong put if it could
