@@ -28,12 +28,22 @@ def twc(
     recovery: float = typer.Option(
         0.3, help="Chance of a wrong put (and the rows that take it back) before a gold put."
     ),
+    expert_noise: float | None = typer.Option(
+        None,
+        help="Instead of gold paths: noisy play (a random offered action with this chance), "
+        "each state labelled with the move of an expert that knows the game.",
+    ),
 ) -> None:
     """Act-step rows from twc gold paths (train fold only), with recovery detours."""
-    from agent._datasets import twc_act_examples, twc_configs, write_jsonl
+    from agent._datasets import twc_act_examples, twc_configs, twc_expert_examples, write_jsonl
 
     configs = twc_configs(_seed_range(seeds), max_locations=max_locations, max_items=max_items)
-    count = write_jsonl(twc_act_examples(configs, recovery=recovery), out)
+    rows = (
+        twc_act_examples(configs, recovery=recovery)
+        if expert_noise is None
+        else twc_expert_examples(configs, noise=expert_noise)
+    )
+    count = write_jsonl(rows, out)
     console.print(f"[green]wrote[/green] {count} rows from {len(configs)} games to {out}")
 
 

@@ -22,6 +22,7 @@ from typing import Any
 from adapters._reminders import build_cue_prompt
 from agent._act import build_act_prompt, env_act_prompt_args, offered_actions
 from agent._twc import TwcConfig, TwcEnvironment
+from agent._twc_expert import TwcExpert
 from agent.errors import ForbiddenFoldError
 
 __all__ = [
@@ -100,6 +101,41 @@ def twc_act_examples(
                 if action in offered_actions(state):
                     yield _act_row(goal, state, env.actions, action)
                 state = env.step(action)
+    finally:
+        env.close()
+
+
+def twc_expert_examples(
+    configs: Iterable[TwcConfig], *, noise: float = 0.3, max_moves: int = 24
+) -> Iterator[dict[str, str]]:
+    """Rows from noisy play, each labelled with what :class:`TwcExpert` would do there.
+
+    In each game a move is the expert's with probability ``1 - noise`` and otherwise a random
+    offered action (seeded by the game), for at most ``max_moves`` moves. Every state
+    reached, on the expert's path or off it, gets a row when the expert's move is offered:
+    the rows teach recovering from wrong surfaces, wrong rooms and closed homes, which gold
+    paths never show.
+    """
+    if not 0.0 <= noise <= 1.0:
+        raise ValueError(f"noise is a probability in [0, 1], got {noise}")
+    env = TwcEnvironment()
+    try:
+        for config in configs:
+            rng = random.Random(config.seed)
+            env.load(config)
+            expert = TwcExpert.from_gold(env)
+            state = env.state
+            goal = state.task_description
+            for _move in range(max_moves):
+                if state.done:
+                    break
+                offered = offered_actions(state)
+                label = expert.next_action(state)
+                if label is not None and label in offered:
+                    yield _act_row(goal, state, env.actions, label)
+                action = label if label in offered and rng.random() >= noise else None
+                before, state = state, env.step(action or rng.choice(offered))
+                expert.observe(env.actions[-1], before, state)
     finally:
         env.close()
 

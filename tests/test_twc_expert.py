@@ -1,0 +1,97 @@
+"""The twc expert: plays any game it has read, recovers from others' moves, labels rows."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agent._act import offered_actions
+from agent._datasets import twc_configs, twc_expert_examples
+from agent._twc import TwcEnvironment
+from agent._twc_expert import TwcExpert, room_of
+
+# Held-out train seeds (the shipped rows use 0:300), 1-3 rooms and 1-3 objects.
+GAMES = twc_configs(range(300, 318), fold="train")
+
+
+def _play(env: TwcEnvironment, expert: TwcExpert, limit: int = 30) -> bool:
+    state = env.state
+    for _ in range(limit):
+        if state.done:
+            break
+        action = expert.next_action(state)
+        assert action is not None and action in state.valid_actions
+        before, state = state, env.step(action)
+        expert.observe(action, before, state)
+    return state.success
+
+
+def test_the_expert_wins_every_game_from_the_start() -> None:
+    env = TwcEnvironment()
+    try:
+        for config in GAMES:
+            env.load(config)
+            expert = TwcExpert.from_gold(env)
+            assert env.actions == []  # the gold walk left the game at its start
+            assert _play(env, expert), f"seed {config.seed}: {env.actions}"
+            assert len(env.actions) <= len(env.gold_actions())
+    finally:
+        env.close()
+
+
+def test_the_expert_recovers_from_a_wrong_put_and_a_wrong_room() -> None:
+    # A game with two rooms: put the object somewhere wrong, walk away, then let the expert on.
+    config = next(c for c in GAMES if c.num_locations == 2 and c.num_items == 1)
+    env = TwcEnvironment(config.model_copy(update={"place_shortlist": 0, "avoid_idle": False}))
+    try:
+        expert = TwcExpert.from_gold(env)
+        state = env.state
+        thing = next(a for a in env.gold_actions() if a.startswith("take ")).removeprefix("take ")
+        while f"take {thing}" not in state.valid_actions:  # go where the object lies
+            move = expert.next_action(state)
+            assert move is not None
+            before, state = state, env.step(move)
+            expert.observe(move, before, state)
+        before, state = state, env.step(f"take {thing}")
+        expert.observe(f"take {thing}", before, state)
+        wrong = next(
+            a
+            for a in state.valid_actions
+            if a.startswith(f"put {thing} in ") and a != f"put {thing} in {expert.home[thing]}"
+        )
+        before, state = state, env.step(wrong)
+        expert.observe(wrong, before, state)
+        assert state.score < before.score
+        assert expert.next_action(state) == f"take {thing}"  # take it back first
+        room = room_of(state)
+        away = next(a for a in state.valid_actions if a.startswith("move "))
+        before, state = state, env.step(away)
+        expert.observe(away, before, state)
+        assert room_of(state) != room and expert.exits[room_of(state)]  # the way is known
+        assert _play(env, expert)
+    finally:
+        env.close()
+
+
+def test_noisy_rows_are_labelled_with_offered_expert_moves() -> None:
+    rows = list(twc_expert_examples(GAMES[:6], noise=0.3))
+    quiet = list(twc_expert_examples(GAMES[:6], noise=0.0))
+    assert len(rows) > len(quiet) > 0  # noise visits more states than the expert's own path
+    for row in rows:
+        action = json.loads(row["completion"])["action"]
+        offered = next(ln for ln in row["prompt"].splitlines() if ln.startswith("Actions: "))
+        assert action in offered.removeprefix("Actions: ").split("; ")
+    assert rows == list(twc_expert_examples(GAMES[:6], noise=0.3))  # seeded by the game
+    with pytest.raises(ValueError, match="noise"):
+        list(twc_expert_examples(GAMES[:1], noise=1.5))
+
+
+def test_offered_actions_of_a_fresh_game_include_the_experts_first_move() -> None:
+    env = TwcEnvironment(GAMES[0])
+    try:
+        expert = TwcExpert.from_gold(env)
+        state = env.state
+        assert expert.next_action(state) in offered_actions(state)
+    finally:
+        env.close()
