@@ -82,7 +82,6 @@ def test_noisy_rows_are_labelled_with_offered_expert_moves() -> None:
         action = json.loads(row["completion"])["action"]
         offered = next(ln for ln in row["prompt"].splitlines() if ln.startswith("Actions: "))
         assert action in offered.removeprefix("Actions: ").split("; ")
-    assert rows == list(twc_expert_examples(GAMES[:6], noise=0.3))  # seeded by the game
     with pytest.raises(ValueError, match="noise"):
         list(twc_expert_examples(GAMES[:1], noise=1.5))
 
