@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -45,6 +46,76 @@ def twc(
     )
     count = write_jsonl(rows, out)
     console.print(f"[green]wrote[/green] {count} rows from {len(configs)} games to {out}")
+
+
+@data_app.command("twc-dagger")
+def twc_dagger(
+    out: Path = typer.Option(..., help="JSONL file to write."),
+    seeds: str = typer.Option("300:420", help="Train-fold seeds START:STOP."),
+    max_steps: int = typer.Option(14, help="Moves per play (a little over the evaluation's 12)."),
+    concurrency: int = typer.Option(4, help="Games played at once (the model batches them)."),
+    threads: int | None = typer.Option(None, help="Torch threads (default: torch's)."),
+    max_locations: int = typer.Option(3, help="Rooms cycle through 1..N."),
+    max_items: int = typer.Option(3, help="Objects cycle through 1..N."),
+) -> None:
+    """Act-step rows from the shipped adapters' own plays, each state labelled by the expert.
+
+    The DAgger step: the agent plays each train-fold game with the adapters it ships, and
+    every state it reached (its mistakes included) becomes a row teaching the move an expert
+    that knows the game would make there. Slow: the model plays every move.
+    """
+    import asyncio
+    import tempfile
+
+    from adapters import EmbeddedBackend, EmbeddedConfig
+    from agent._config import AgentConfig
+    from agent._datasets import (
+        twc_configs,
+        twc_model_plays,
+        twc_trajectory_examples,
+        write_jsonl,
+    )
+    from agent._defaults import default_registry
+    from agent._sdk import Agent
+    from memory import TaskStore
+
+    configs = twc_configs(_seed_range(seeds), max_locations=max_locations, max_items=max_items)
+    with tempfile.TemporaryDirectory() as folder:
+        url = f"sqlite:///{folder}/plays.db"
+        store = TaskStore.open(url)
+        registry = default_registry(store.engine, shipped=True)
+        backend = EmbeddedBackend(
+            EmbeddedConfig(threads=threads), resolve_adapter_path=registry.path_of
+        )
+        # Long limits: a batch of games on a busy CPU can queue a while for the model.
+        config = AgentConfig(
+            database_url=url, max_steps=max_steps, llm_timeout_s=3600, wall_time_s=7200
+        )
+        agent = Agent(config=config, backend=backend, store=store)
+
+        solved: list[int] = []
+
+        def report(game: Any, result: Any, moves: list[str]) -> None:
+            if result.success:
+                solved.append(game.seed)
+            verdict = "[green]solved[/green]" if result.success else "not solved"
+            console.print(f"seed {game.seed}: {verdict} in {len(moves)} moves")
+
+        async def play() -> dict[int, list[str]]:
+            try:
+                return await twc_model_plays(
+                    agent, configs, concurrency=concurrency, on_play=report
+                )
+            finally:
+                agent.close()
+                await backend.aclose()
+
+        plays = asyncio.run(play())
+    count = write_jsonl(twc_trajectory_examples(configs, plays), out)
+    console.print(
+        f"[green]wrote[/green] {count} rows from {len(plays)} plays to {out} "
+        f"(the shipped adapters solved {len(solved)} of {len(configs)} games)"
+    )
 
 
 @data_app.command("twc-homes")

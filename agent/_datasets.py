@@ -4,6 +4,9 @@
   path; at every move the prompt is what the act step sends for an environment move
   (:func:`agent._act.env_act_prompt_args` + :func:`build_act_prompt`) and the completion is
   the gold action in the compact JSON the constrained decoder produces.
+- ``twc_expert_examples``: noisy play labelled by :class:`~agent._twc_expert.TwcExpert`,
+  which knows each game from its gold path; ``twc_trajectory_examples`` labels the plays
+  a model made itself (``twc_model_plays``), the DAgger step.
 - ``reminder_cue_examples``: templated reminders of the three kinds with known cues; the
   prompt is :func:`adapters._reminders.build_cue_prompt` as the adapter gets it (no
   worked examples).
@@ -13,22 +16,31 @@ Rows are ``{"prompt", "completion"}`` objects, the input of ``trellis adapters t
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
-from collections.abc import Iterable, Iterator
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from adapters._reminders import build_cue_prompt
 from agent._act import build_act_prompt, env_act_prompt_args, offered_actions
 from agent._twc import TwcConfig, TwcEnvironment
 from agent._twc_expert import TwcExpert
 from agent.errors import ForbiddenFoldError
+from memory.errors import TrellisError
+
+if TYPE_CHECKING:
+    from agent._sdk import Agent, RunResult
 
 __all__ = [
     "reminder_cue_examples",
     "twc_act_examples",
     "twc_configs",
+    "twc_expert_examples",
+    "twc_model_plays",
+    "twc_trajectory_examples",
     "write_jsonl",
 ]
 
@@ -122,22 +134,101 @@ def twc_expert_examples(
     try:
         for config in configs:
             rng = random.Random(config.seed)
-            env.load(config)
-            expert = TwcExpert.from_gold(env)
-            state = env.state
-            goal = state.task_description
-            for _move in range(max_moves):
-                if state.done:
-                    break
-                offered = offered_actions(state)
-                label = expert.next_action(state)
-                if label is not None and label in offered:
-                    yield _act_row(goal, state, env.actions, label)
-                action = label if label in offered and rng.random() >= noise else None
-                before, state = state, env.step(action or rng.choice(offered))
-                expert.observe(env.actions[-1], before, state)
+
+            def noisy(offered: list[str], label: str | None, rng: random.Random = rng) -> str:
+                if label in offered and rng.random() >= noise:
+                    return str(label)
+                return rng.choice(offered)
+
+            yield from _expert_rows(env, config, noisy, max_moves=max_moves)
     finally:
         env.close()
+
+
+def twc_trajectory_examples(
+    configs: Iterable[TwcConfig], plays: Mapping[int, Sequence[str]]
+) -> Iterator[dict[str, str]]:
+    """Rows along recorded plays (a model's own runs), each state labelled by the expert.
+
+    This is DAgger's labelling step: the states are the ones the learner reached, mistakes
+    included, and each row teaches what :class:`TwcExpert` would have done there. ``plays``
+    maps a game's seed to the moves made in it (:func:`twc_model_plays`); a game without a
+    play gets no rows, and a recorded move the game does not accept ends that game's rows.
+    """
+    env = TwcEnvironment()
+    try:
+        for config in configs:
+            if config.seed not in plays:
+                continue
+            moves = list(plays[config.seed])
+            yield from _expert_rows(env, config, _replaying(moves), max_moves=len(moves) + 1)
+    finally:
+        env.close()
+
+
+def _replaying(moves: Sequence[str]) -> Callable[[list[str], str | None], str | None]:
+    """A ``pick`` for :func:`_expert_rows` that makes the recorded ``moves``, then stops."""
+    remaining = iter(moves)
+    return lambda _offered, _label: next(remaining, None)
+
+
+def _expert_rows(
+    env: TwcEnvironment,
+    config: TwcConfig,
+    pick: Callable[[list[str], str | None], str | None],
+    *,
+    max_moves: int,
+) -> Iterator[dict[str, str]]:
+    """Play one game with ``pick`` (offered actions, expert's label -> move, or None to stop),
+    yielding a row at each state where the expert's move is offered."""
+    env.load(config)
+    expert = TwcExpert.from_gold(env)
+    state = env.state
+    goal = state.task_description
+    for _move in range(max_moves):
+        if state.done:
+            return
+        offered = offered_actions(state)
+        label = expert.next_action(state)
+        if label is not None and label in offered:
+            yield _act_row(goal, state, env.actions, label)
+        action = pick(offered, label)
+        if action is None or action not in state.valid_actions:
+            return
+        before, state = state, env.step(action)
+        expert.observe(env.actions[-1], before, state)
+
+
+async def twc_model_plays(
+    agent: Agent,
+    configs: Sequence[TwcConfig],
+    *,
+    concurrency: int = 4,
+    on_play: Callable[[TwcConfig, RunResult, list[str]], None] | None = None,
+) -> dict[int, list[str]]:
+    """Run ``agent`` on each game (``concurrency`` at a time, so the model batches) and
+    return each game's moves, by seed: the learner's side of :func:`twc_trajectory_examples`.
+
+    ``on_play`` hears of each finished game (for progress). A game whose run fails is left
+    out (and reported on stderr); the others go on.
+    """
+    plays: dict[int, list[str]] = {}
+    pending = list(configs)
+
+    async def worker() -> None:
+        while pending:
+            config = pending.pop(0)
+            try:
+                result = await agent.arun(env=config)
+            except TrellisError as exc:
+                print(f"twc seed {config.seed}: {type(exc).__name__}: {exc}", file=sys.stderr)
+                continue
+            plays[config.seed] = agent.tree(result.task_id).env_actions()
+            if on_play is not None:
+                on_play(config, result, plays[config.seed])
+
+    await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
+    return plays
 
 
 def twc_homes(configs: Iterable[TwcConfig]) -> list[tuple[str, str]]:

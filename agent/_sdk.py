@@ -80,6 +80,18 @@ class TaskTree:
         """Nodes not replaced by replanning."""
         return [n for n in self.nodes if not n.superseded]
 
+    def env_actions(self) -> list[str]:
+        """The moves the environment accepted, in order (superseded nodes included: a move
+        made in the environment cannot be unmade by replanning)."""
+        return [
+            str(node.output["result"]["action"])
+            for node in self.nodes
+            if node.kind == "env"
+            and isinstance(node.output, dict)
+            and isinstance(node.output.get("result"), dict)
+            and "action" in node.output["result"]
+        ]
+
 
 class _EventPipe:
     """Events from the run's thread to the async consumer.

@@ -72,15 +72,6 @@ def _twc_summary(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[s
     }
 
 
-def _actions(agent: Agent, task_id: str) -> list[str]:
-    """The moves the game accepted, in order."""
-    return [
-        str(node.output["result"]["action"])
-        for node in agent.tree(task_id).nodes
-        if node.kind == "env" and isinstance(node.output, dict) and "result" in node.output
-    ]
-
-
 async def _twc(args: argparse.Namespace, *, shipped: bool) -> dict[str, Any]:
     key = "twc_adapters" if shipped else "twc_base"
     if args.max_steps != 12:  # the main comparison is at 12 actions; others sit beside it
@@ -132,7 +123,7 @@ async def _twc(args: argparse.Namespace, *, shipped: bool) -> dict[str, Any]:
                     "completion_tokens": result.completion_tokens,
                     "adapters": sorted(result.adapters),
                     "seconds": round(time.perf_counter() - started, 1),
-                    "actions": _actions(agent, result.task_id),  # to study the failures
+                    "actions": agent.tree(result.task_id).env_actions(),  # to study the failures
                 }
                 rows.append(row)
                 print(json.dumps(row), flush=True)

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from pathlib import Path
 
 import pytest
 
+from adapters import FunctionBackend, LLMRequest
+from agent import Agent, AgentConfig
 from agent._act import offered_actions
-from agent._datasets import twc_configs, twc_expert_examples
+from agent._datasets import (
+    twc_configs,
+    twc_expert_examples,
+    twc_model_plays,
+    twc_trajectory_examples,
+)
 from agent._twc import TwcEnvironment
 from agent._twc_expert import TwcExpert, room_of
+from planners import ScriptedPlanner
 
 # Held-out train seeds (the shipped rows use 0:300), 1-3 rooms and 1-3 objects.
 GAMES = twc_configs(range(300, 318), fold="train")
@@ -94,3 +104,66 @@ def test_offered_actions_of_a_fresh_game_include_the_experts_first_move() -> Non
         assert expert.next_action(state) in offered_actions(state)
     finally:
         env.close()
+
+
+def _history(row: dict[str, str]) -> list[str]:
+    done = next((ln for ln in row["prompt"].splitlines() if ln.startswith("Done so far: ")), "")
+    return done.removeprefix("Done so far: ").split("; ") if done else []
+
+
+def test_rows_along_a_recorded_play_label_its_mistakes_with_the_expert_move() -> None:
+    config = next(c for c in GAMES if c.num_locations == 1 and c.num_items == 1)
+    config = config.model_copy(update={"place_shortlist": 0})
+    env = TwcEnvironment(config)
+    try:
+        expert = TwcExpert.from_gold(env)
+        thing = next(iter(expert.home))
+        wrong = next(
+            a
+            for a in env.step(f"take {thing}").valid_actions
+            if a.startswith(f"put {thing} in ") and a != f"put {thing} in {expert.home[thing]}"
+        )
+    finally:
+        env.close()
+    play = [f"take {thing}", wrong, "look around"]
+    rows = list(twc_trajectory_examples([config], {config.seed: play}))
+    assert [_history(r) for r in rows] == [play[:i] for i in range(len(rows))]
+    labels = [json.loads(r["completion"])["action"] for r in rows]
+    assert labels[0] == f"take {thing}"
+    assert labels[2] == f"take {thing}"  # after the wrong put: take it back
+    assert labels[3] == f"take {thing}"  # still, after an idle look
+    # A move the game refuses ends the rows; a game without a play has none.
+    assert len(list(twc_trajectory_examples([config], {config.seed: ["fly away"]}))) == 1
+    assert list(twc_trajectory_examples([config], {})) == []
+
+
+def test_model_plays_are_the_moves_the_agent_made(tmp_path: Path) -> None:
+    def first_offered(request: LLMRequest) -> str:
+        actions = (request.json_schema or {})["properties"]["action"]["enum"]
+        return json.dumps({"action": actions[0]})
+
+    configs = GAMES[:3]
+    agent = Agent(
+        # A file database: games run at once, each on its own connection.
+        config=AgentConfig(database_url=f"sqlite:///{tmp_path}/plays.db", max_steps=5),
+        backend=FunctionBackend(first_offered),
+        planner=ScriptedPlanner({}),
+    )
+    try:
+        plays = asyncio.run(twc_model_plays(agent, configs, concurrency=2))
+    finally:
+        agent.close()
+    assert sorted(plays) == [c.seed for c in configs]
+    for config in configs:
+        play = plays[config.seed]
+        assert 0 < len(play) <= 5
+        env = TwcEnvironment(config)
+        try:
+            state = env.state
+            for action in play:  # the play replays in a fresh game, move by move
+                assert action in offered_actions(state)
+                state = env.step(action)
+        finally:
+            env.close()
+        rows = list(twc_trajectory_examples([config], plays))
+        assert rows and all(play[: len(_history(r))] == _history(r) for r in rows)
