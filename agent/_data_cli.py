@@ -51,7 +51,7 @@ def twc(
 @data_app.command("twc-dagger")
 def twc_dagger(
     out: Path = typer.Option(..., help="JSONL file to write."),
-    seeds: str = typer.Option("300:420", help="Train-fold seeds START:STOP."),
+    seeds: str = typer.Option("400:520", help="Train-fold seeds START:STOP."),
     max_steps: int = typer.Option(14, help="Moves per play (a little over the evaluation's 12)."),
     concurrency: int = typer.Option(4, help="Games played at once (the model batches them)."),
     threads: int | None = typer.Option(None, help="Torch threads (default: torch's)."),

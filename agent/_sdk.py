@@ -250,6 +250,7 @@ class Agent:
         env: TwcConfig | None = None,
     ) -> AsyncIterator[AgentEvent]:
         """Run a new task, yielding typed events; the last one is :class:`TaskFinished`."""
+        self._refuse_concurrent_in_memory()
         task_id = self._new_task(goal, reminders, user_id, env)
         async for event in self._drive(task_id, {}):
             yield event
@@ -258,6 +259,7 @@ class Agent:
         self, task_id: str, *, command: Any = None
     ) -> AsyncIterator[AgentEvent]:
         """Continue a task from its last checkpoint, yielding events."""
+        self._refuse_concurrent_in_memory()
         task = self.store.get_task(task_id)  # UnknownTaskError names the fix
         if (
             command is None
@@ -279,6 +281,18 @@ class Agent:
             start = command
         async for event in self._drive(task_id, start, resumed=True):
             yield event
+
+    def _refuse_concurrent_in_memory(self) -> None:
+        """An in-memory SQLite database is one shared connection: two runs' transactions
+        would interleave on it, so a second concurrent run is refused with the fix."""
+        url = self.store.engine.url
+        in_memory = url.get_backend_name() == "sqlite" and (url.database or "") in ("", ":memory:")
+        if in_memory and self.deps.sinks:
+            raise UsageError(
+                "an in-memory SQLite database ('sqlite://') serves one run at a time and a run "
+                "is going; for concurrent runs use a database file "
+                "(sqlite:///path/trellis.db) or PostgreSQL"
+            )
 
     async def _drive(
         self, task_id: str, start: Any, *, resumed: bool = False

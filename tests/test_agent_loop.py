@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -22,10 +23,11 @@ from agent import (
     SkillCalled,
     SkillFinished,
     TaskFinished,
+    TwcConfig,
     skill,
 )
 from memory import NodeStatus, TaskStatus, run_sync
-from memory.errors import RuntimeFailure
+from memory.errors import RuntimeFailure, UsageError
 from planners import ScriptedPlanner
 
 LOG: list[str] = []
@@ -420,3 +422,28 @@ def test_checkpoints_per_step(tmp_path: Path) -> None:
     finally:
         fixed.close()
         chosen.close()
+
+
+def test_a_second_concurrent_run_on_an_in_memory_database_is_refused_with_the_fix() -> None:
+    def first_offered(request: LLMRequest) -> str:
+        actions = (request.json_schema or {})["properties"]["action"]["enum"]
+        return json.dumps({"action": actions[0]})
+
+    agent = Agent(
+        config=AgentConfig(database_url="sqlite://", max_steps=2),
+        backend=FunctionBackend(first_offered),
+        planner=ScriptedPlanner({}),
+    )
+
+    async def both() -> list[Any]:
+        games = (TwcConfig(seed=1, fold="dev"), TwcConfig(seed=2, fold="dev"))
+        return await asyncio.gather(*(agent.arun(env=g) for g in games), return_exceptions=True)
+
+    try:
+        first, second = asyncio.run(both())
+        assert first.steps == 2  # the first run went on undisturbed
+        assert isinstance(second, UsageError) and "sqlite:///" in str(second)
+        assert len(agent.tasks()) == 1  # the refused run recorded nothing
+        assert agent.run(env=TwcConfig(seed=2, fold="dev")).steps == 2  # one at a time is fine
+    finally:
+        agent.close()
