@@ -4,6 +4,10 @@
     python bench/bench_adapters.py --part twc-adapters  # the same games, shipped adapters
     python bench/bench_adapters.py --part cues          # 100 held-back reminders
 
+``--first-seed S`` plays dev seeds S..S+49 instead, ``--max-steps N`` changes the budget and
+``--all-actions`` turns the runtime's offer rules off; each stores its results under its own
+key beside the main ones.
+
 twc: dev-fold games with 1-3 rooms and 1-3 objects (seed s has 1 + s % 3 rooms and
 1 + (s // 3) % 3 objects), each run through the full agent (``Agent.arun``) with the
 embedded backend; several games run at once so the backend batches their model calls.
@@ -72,6 +76,15 @@ def _twc_summary(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[s
     }
 
 
+_ALL_ACTIONS = {
+    "avoid_regressions": False,
+    "avoid_idle": False,
+    "place_shortlist": 0,
+    "idle_containers": False,
+    "place_homes": False,
+}
+
+
 async def _twc(args: argparse.Namespace, *, shipped: bool) -> dict[str, Any]:
     key = "twc_adapters" if shipped else "twc_base"
     if args.max_steps != 12:  # the main comparison is at 12 actions; others sit beside it
@@ -79,6 +92,9 @@ async def _twc(args: argparse.Namespace, *, shipped: bool) -> dict[str, Any]:
     if args.first_seed:  # a fresh set of dev games, to check choices made on the first 50
         key += f"_seeds_{args.first_seed}_{args.first_seed + args.games - 1}"
     configs = twc_configs(range(args.first_seed, args.first_seed + args.games), fold="dev")
+    if args.all_actions:  # the runtime's offer rules off: the model chooses among every move
+        key += "_all_actions_offered"
+        configs = [c.model_copy(update=_ALL_ACTIONS) for c in configs]
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as folder:
         url = f"sqlite:///{folder}/twc.db"
@@ -201,6 +217,11 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=0, help="First dev seed.")
     parser.add_argument("--max-steps", type=int, default=12, help="Action budget per game.")
     parser.add_argument("--concurrency", type=int, default=4, help="Games run at once.")
+    parser.add_argument(
+        "--all-actions",
+        action="store_true",
+        help="Offer every valid action (the runtime's offer rules off).",
+    )
     parser.add_argument(
         "--threads", type=int, default=None, help="Torch threads (1 when sharing the CPU)."
     )
