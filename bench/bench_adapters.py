@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import fcntl
 import json
 import os
 import statistics
@@ -50,11 +51,14 @@ RESULTS = ROOT / "bench" / "results" / "bench_adapters.json"
 
 
 def _save(key: str, value: Any) -> None:
-    report = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    report[key] = value
-    report["shipped_adapters"] = [a.name for a in shipped_adapters()]
+    """Update one key; a lock file keeps two bench processes from losing each other's keys."""
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    with open(RESULTS.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        report = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+        report[key] = value
+        report["shipped_adapters"] = [a.name for a in shipped_adapters()]
+        RESULTS.write_text(json.dumps(report, indent=2) + "\n")
 
 
 def _twc_summary(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
