@@ -20,12 +20,17 @@ def _seed_range(text: str) -> range:
         raise typer.BadParameter(f"expected START:STOP (e.g. 0:200), got {text!r}") from exc
 
 
+# Shared by the twc commands: games spread over 1..N rooms and 1..N objects.
+_MAX_LOCATIONS = typer.Option(3, help="Rooms cycle through 1..N.")
+_MAX_ITEMS = typer.Option(3, help="Objects cycle through 1..N.")
+
+
 @data_app.command("twc")
 def twc(
     out: Path = typer.Option(..., help="JSONL file to write."),
     seeds: str = typer.Option("0:200", help="Train-fold seeds START:STOP."),
-    max_locations: int = typer.Option(3, help="Rooms cycle through 1..N."),
-    max_items: int = typer.Option(3, help="Objects cycle through 1..N."),
+    max_locations: int = _MAX_LOCATIONS,
+    max_items: int = _MAX_ITEMS,
     recovery: float = typer.Option(
         0.3, help="Chance of a wrong put (and the rows that take it back) before a gold put."
     ),
@@ -55,8 +60,8 @@ def twc_dagger(
     max_steps: int = typer.Option(14, help="Moves per play (a little over the evaluation's 12)."),
     concurrency: int = typer.Option(4, help="Games played at once (the model batches them)."),
     threads: int | None = typer.Option(None, help="Torch threads (default: torch's)."),
-    max_locations: int = typer.Option(3, help="Rooms cycle through 1..N."),
-    max_items: int = typer.Option(3, help="Objects cycle through 1..N."),
+    max_locations: int = _MAX_LOCATIONS,
+    max_items: int = _MAX_ITEMS,
 ) -> None:
     """Act-step rows from the shipped adapters' own plays, each state labelled by the expert.
 
@@ -124,8 +129,8 @@ def twc_homes(
         ..., help="JSON file to write (the shipped one: agent/twc_homes.json)."
     ),
     seeds: str = typer.Option("0:1000", help="Train-fold seeds START:STOP."),
-    max_locations: int = typer.Option(3, help="Rooms cycle through 1..N."),
-    max_items: int = typer.Option(3, help="Objects cycle through 1..N."),
+    max_locations: int = _MAX_LOCATIONS,
+    max_items: int = _MAX_ITEMS,
 ) -> None:
     """Where the train fold's objects belong, from gold paths: the place ranker's examples."""
     import json
