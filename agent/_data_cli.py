@@ -132,7 +132,8 @@ def twc_homes(
     max_locations: int = _MAX_LOCATIONS,
     max_items: int = _MAX_ITEMS,
 ) -> None:
-    """Where the train fold's objects belong, from gold paths: the place ranker's examples."""
+    """Where the train fold's objects belong, and the rooms of those containers, from gold
+    paths: the place ranker's examples."""
     import json
 
     from agent._datasets import twc_configs, twc_homes
@@ -140,12 +141,16 @@ def twc_homes(
     configs = twc_configs(_seed_range(seeds), max_locations=max_locations, max_items=max_items)
     homes = twc_homes(configs)
     source = f"twc train fold, seeds {seeds}, 1-{max_locations} rooms, 1-{max_items} objects"
-    pairs = ",\n".join("  " + json.dumps(list(pair)) for pair in homes)  # one pair a line
+    pairs = ",\n".join("  " + json.dumps(list(pair)) for pair in homes.pairs)  # one a line
+    rooms = ",\n".join(f"  {json.dumps(c)}: {json.dumps(r)}" for c, r in homes.rooms.items())
     out.write_text(
-        f'{{"source": {json.dumps(source)},\n "homes": [\n{pairs}\n]}}\n', encoding="utf-8"
+        f'{{"source": {json.dumps(source)},\n "homes": [\n{pairs}\n],\n'
+        f' "rooms": {{\n{rooms}\n}}}}\n',
+        encoding="utf-8",
     )
     console.print(
-        f"[green]wrote[/green] {len(homes)} object homes from {len(configs)} games to {out}"
+        f"[green]wrote[/green] {len(homes.pairs)} object homes in {len(homes.rooms)} "
+        f"containers from {len(configs)} games to {out}"
     )
 
 

@@ -21,6 +21,7 @@ import json
 import random
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,10 +36,12 @@ if TYPE_CHECKING:
     from agent._sdk import Agent, RunResult
 
 __all__ = [
+    "TwcHomes",
     "reminder_cue_examples",
     "twc_act_examples",
     "twc_configs",
     "twc_expert_examples",
+    "twc_homes",
     "twc_model_plays",
     "twc_trajectory_examples",
     "write_jsonl",
@@ -231,24 +234,36 @@ async def twc_model_plays(
     return plays
 
 
-def twc_homes(configs: Iterable[TwcConfig]) -> list[tuple[str, str]]:
-    """The distinct (object, container) pairs the games' gold paths put away, sorted.
+@dataclass(frozen=True)
+class TwcHomes:
+    """What the train fold's gold paths teach about where things belong."""
+
+    pairs: list[tuple[str, str]]
+    """The distinct (object, container) pairs put away, sorted."""
+    rooms: dict[str, list[str]]
+    """Container -> the rooms it stood in at those puts, sorted."""
+
+
+def twc_homes(configs: Iterable[TwcConfig]) -> TwcHomes:
+    """The homes the games' gold paths put objects in, and the rooms of those containers.
 
     These are the examples :class:`~agent._twc_places.PlaceScorer` ranks places with; build
     them from the train fold only (``twc_configs`` refuses any other for training data).
     """
-    homes: set[tuple[str, str]] = set()
+    pairs: set[tuple[str, str]] = set()
+    rooms: dict[str, set[str]] = {}
     env = TwcEnvironment()
     try:
         for config in configs:
-            env.load(config)
-            for action in env.gold_actions():
-                if action.startswith("put ") and " in " in action:
-                    thing, _, place = action.removeprefix("put ").rpartition(" in ")
-                    homes.add((thing, place))
+            env.load(config.model_copy(update={"place_shortlist": 0}))  # no ranking needed
+            expert = TwcExpert.from_gold(env)
+            pairs.update(expert.home.items())
+            for container, room in expert.container_room.items():
+                if room:
+                    rooms.setdefault(container, set()).add(room)
     finally:
         env.close()
-    return sorted(homes)
+    return TwcHomes(pairs=sorted(pairs), rooms={c: sorted(r) for c, r in sorted(rooms.items())})
 
 
 def _act_row(goal: str, state: Any, history: list[str], action: str) -> dict[str, str]:

@@ -17,7 +17,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agent._skills import Skill, SkillContext, skill
-from agent._twc_places import PlaceScorer, place_scorer
+from agent._twc_places import (
+    PlaceScorer,
+    home_is_next_door,
+    neighbour_rooms,
+    place_scorer,
+    shipped_home_rooms,
+)
 from agent.errors import EnvironmentFailure, ForbiddenFoldError
 
 __all__ = [
@@ -43,6 +49,8 @@ _RULES_BEFORE_THEY_WERE_RECORDED: dict[str, Any] = {
     "place_shortlist": 0,
     "place_homes": False,
     "idle_containers": False,
+    "place_conditions": False,
+    "place_rooms": False,
 }
 
 # The Java bridge of textworld-express is not safe to drive from several threads at once.
@@ -82,6 +90,16 @@ class TwcConfig(BaseModel):
     place_homes: bool = True
     """Rank places with the known homes of similar train-fold objects as well as sentence
     similarity (see ``agent._twc_places``); False ranks by similarity alone."""
+    place_conditions: bool = True
+    """With ``place_homes``: compare an object only with known objects in the same condition
+    (a clean fork with clean cutlery, not with a dirty spoon), which decides where it
+    belongs; False compares with every known object."""
+    place_rooms: bool = True
+    """With ``place_shortlist``: while an object is carried, when a home container known to
+    stand in a neighbouring room (one the room description names) scores clearly likelier
+    than every place here (``agent._twc_places.ROOM_MARGIN``), no put or open here is offered
+    for it, so the model carries it next door instead of trying the wrong places here first
+    (see ``TwcState.unlikely_actions``); False always offers the likeliest place here."""
 
     def __init__(self, **data: Any) -> None:
         # Raised directly (not wrapped in a ValidationError) so callers can catch it by type.
@@ -150,8 +168,9 @@ class TwcState(BaseModel):
 
     unlikely_actions: list[str] = []
     """Valid puts and opens of containers that are not among the likeliest homes of any
-    carried object (``TwcConfig.place_shortlist``). They are offered again once the likelier
-    places are known to be wrong or nothing is carried."""
+    carried object (``TwcConfig.place_shortlist``), and, with ``TwcConfig.place_rooms``, every
+    put of an object whose home is likelier next door. They are offered again once the
+    likelier places are known to be wrong or nothing is carried."""
 
     idle_actions: list[str] = []
     """Moves that cannot make progress now (``TwcConfig.avoid_idle``):
@@ -202,12 +221,18 @@ class TwcEnvironment:
     """One twc game. Create it with a config, then ``reset`` (or ``replay`` a history)."""
 
     def __init__(
-        self, config: TwcConfig | None = None, *, places: PlaceScorer | None = None
+        self,
+        config: TwcConfig | None = None,
+        *,
+        places: PlaceScorer | None = None,
+        home_rooms: Mapping[str, frozenset[str]] | None = None,
     ) -> None:
         """``places`` ranks containers for ``TwcConfig.place_shortlist`` (default: the shared
-        scorer on the real sentence embedder)."""
+        scorer on the real sentence embedder); ``home_rooms`` maps home containers to the
+        rooms they stand in, for ``TwcConfig.place_rooms`` (default: the shipped ones)."""
         self.config = config or TwcConfig()
         self._places = places
+        self._home_rooms = home_rooms
         self.actions: list[str] = []
         # What the score has taught this game (see TwcState.regressed_actions): moves that
         # lowered it from a situation, puts that lowered it anywhere, and the objects a put
@@ -328,14 +353,27 @@ class TwcEnvironment:
                 *puts,
                 *(p for p in opens if p not in puts and f"{prefix}{p}" not in self._wrong_puts),
             ]
-            ranked = (self._places or place_scorer(homes=self.config.place_homes)).rank(
-                thing, places
+            scorer = self._places or place_scorer(
+                homes=self.config.place_homes, match_condition=self.config.place_conditions
             )
-            shortlist = set(ranked[: self.config.place_shortlist])
+            if self.config.place_rooms and self._belongs_next_door(thing, places, state, scorer):
+                shortlist: set[str] = set()
+            else:
+                shortlist = set(scorer.rank(thing, places)[: self.config.place_shortlist])
             likely |= shortlist
             unlikely.extend(action for place, action in puts.items() if place not in shortlist)
         unlikely.extend(action for place, action in opens.items() if place not in likely)
         return unlikely
+
+    def _belongs_next_door(
+        self, thing: str, places: Sequence[str], state: TwcState, scorer: PlaceScorer
+    ) -> bool:
+        """See ``TwcConfig.place_rooms``: a put already known wrong rules its place out."""
+        rooms = self._home_rooms if self._home_rooms is not None else shipped_home_rooms()
+        wrong = {a.removeprefix(f"put {thing} in ") for a in self._wrong_puts}
+        return home_is_next_door(
+            scorer, thing, places, neighbour_rooms(state.look), rooms, ruled_out=wrong
+        )
 
     def _idle(self, action: str, state: TwcState, withheld: set[str]) -> list[str]:
         """The moves that cannot make progress now (see ``TwcState.idle_actions``)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -85,3 +86,17 @@ def test_run_refuses_bad_input(tmp_path: Path) -> None:
     test_fold = runner.invoke(app, ["run", "--env", "twc", "--fold", "test", "--database-url", url])
     assert test_fold.exit_code != 0
     assert "held-out" in str(test_fold.exception)
+
+
+def test_data_twc_homes_writes_the_homes_and_the_rooms_of_their_containers(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "homes.json"
+    result = runner.invoke(app, ["data", "twc-homes", "--out", str(out), "--seeds", "0:3"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text(encoding="utf-8"))
+    homes = [tuple(pair) for pair in data["homes"]]
+    assert homes and data["source"].startswith("twc train fold, seeds 0:3")
+    # Every home container has its rooms, read where the gold path put something in it.
+    assert set(data["rooms"]) == {home for _, home in homes}
+    assert all(rooms and rooms == sorted(rooms) for rooms in data["rooms"].values())

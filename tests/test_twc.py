@@ -12,7 +12,13 @@ from adapters import FunctionBackend, LLMRequest
 from adapters._embeddings import normalize_rows
 from agent import Agent, AgentConfig, ForbiddenFoldError, TwcConfig, TwcEnvironment
 from agent._datasets import twc_configs, twc_homes
-from agent._twc_places import PlaceScorer, shipped_homes
+from agent._twc_places import (
+    PlaceScorer,
+    condition_of,
+    neighbour_rooms,
+    shipped_home_rooms,
+    shipped_homes,
+)
 from agent.errors import EnvironmentFailure
 from memory import NodeStatus
 from planners import ScriptedPlanner
@@ -233,6 +239,39 @@ def test_only_the_likeliest_places_are_offered_and_a_wrong_one_gives_way() -> No
         env.close()
 
 
+def test_an_object_whose_home_is_likelier_next_door_is_carried_there() -> None:
+    # Dev seed 1: the duvet lies in the bathroom and belongs in the chest of drawers of the
+    # bedroom to the south. The scripted commonsense knows the chest of drawers only.
+    embedder = PreferenceEmbedder(["chest of drawers"])
+    home_rooms = {"chest of drawers": frozenset({"bedroom"}), "shelf": frozenset({"pantry"})}
+
+    def carrying_the_duvet(**rules: bool) -> tuple[TwcEnvironment, list[str]]:
+        config = TwcConfig(seed=1, fold="dev", num_locations=2, num_items=1, **rules)
+        env = TwcEnvironment(config, places=PlaceScorer(embedder), home_rooms=home_rooms)
+        env.step("move north")
+        state = env.step("take checkered duvet")
+        assert neighbour_rooms(state.look) == {"bedroom"}
+        return env, [a for a in state.offered_actions if a.startswith(("put ", "open "))]
+
+    env, containers = carrying_the_duvet()
+    try:
+        assert containers == []  # nothing here is offered: the bedroom is the likelier room
+        assert "move south" in env.state.offered_actions
+        bedroom = env.step("move south")
+        assert [a for a in bedroom.offered_actions if a.startswith(("put ", "open "))] == [
+            "open chest of drawers"
+        ]
+        env.step("open chest of drawers")
+        assert env.step("put checkered duvet in chest of drawers").success
+    finally:
+        env.close()
+    env, containers = carrying_the_duvet(place_rooms=False)
+    try:
+        assert len(containers) == 1  # without the rule, the likeliest place here
+    finally:
+        env.close()
+
+
 class NamedEmbedder:
     """Scripted vectors at the embedding boundary, one fixed vector per text."""
 
@@ -267,12 +306,47 @@ def test_known_homes_of_similar_objects_lift_their_place() -> None:
     assert PlaceScorer(embedder, [("pen", "dishwasher")]).rank("dirty whisk", places) == places
 
 
+def test_an_object_is_compared_only_with_known_objects_in_the_same_condition() -> None:
+    # The embedder puts a clean fork next to a dirty spoon (as the real one nearly does),
+    # and the question alone prefers the dishwasher: only matching conditions finds the drawer.
+    embedder = NamedEmbedder(
+        {
+            "Where does the clean fork go?": (1.0, 0.0, 0.0),
+            "It goes in the dishwasher.": (1.0, 0.2, 0.0),
+            "It goes in the cutlery drawer.": (1.0, 0.0, 0.2),
+            "clean fork": (0.0, 1.0, 0.0),
+            "dirty spoon": (0.0, 1.0, 0.05),
+            "clean knife": (0.0, 1.0, 0.6),
+        }
+    )
+    places = ["dishwasher", "cutlery drawer"]
+    homes = [("dirty spoon", "dishwasher"), ("clean knife", "cutlery drawer")]
+    any_condition = PlaceScorer(embedder, homes, match_condition=False)
+    assert any_condition.rank("clean fork", places) == ["dishwasher", "cutlery drawer"]
+    assert PlaceScorer(embedder, homes).rank("clean fork", places) == [
+        "cutlery drawer",
+        "dishwasher",
+    ]
+    # No known object in its condition: the question's order stands.
+    assert PlaceScorer(embedder, homes[:1]).rank("clean fork", places) == places
+    assert [condition_of(t) for t in ("Dirty whisk", "wet sweater", "pen", " ")] == [
+        "dirty",
+        "wet",
+        None,
+        None,
+    ]
+
+
 def test_the_shipped_homes_come_from_train_fold_gold_paths() -> None:
     homes = shipped_homes()
     assert len(homes) == len(set(homes)) > 100
     games = twc_configs(range(3), fold="train")
     built = twc_homes(games)
-    assert built and set(built) <= set(homes)
+    assert built.pairs and set(built.pairs) <= set(homes)
+    # Every home container's rooms ship too, and the rooms these games found are among them.
+    rooms = shipped_home_rooms()
+    assert set(rooms) == {home for _, home in homes}
+    assert built.rooms and all(set(found) <= rooms[c] for c, found in built.rooms.items())
     gold_puts = set()
     for game in games:
         env = TwcEnvironment(game)
@@ -280,7 +354,7 @@ def test_the_shipped_homes_come_from_train_fold_gold_paths() -> None:
             gold_puts |= {a for a in env.gold_actions() if a.startswith("put ")}
         finally:
             env.close()
-    assert {f"put {thing} in {place}" for thing, place in built} == gold_puts
+    assert {f"put {thing} in {place}" for thing, place in built.pairs} == gold_puts
 
 
 def test_idle_moves_the_way_back_and_looking_again_are_not_offered() -> None:
@@ -456,7 +530,7 @@ def test_a_recorded_config_keeps_the_offer_it_was_made_with() -> None:
     old = TwcConfig.from_recorded({"kind": "twc", "seed": 5, "fold": "dev", "num_items": 2})
     assert (old.seed, old.num_items) == (5, 2)
     assert (old.avoid_regressions, old.avoid_idle, old.place_shortlist) == (False, False, 0)
-    assert not old.place_homes
+    assert not old.place_homes and not old.place_conditions and not old.place_rooms
     # Recorded now: every field is in the record and comes back as it was.
     current = TwcConfig(seed=5, place_shortlist=2)
     again = TwcConfig.from_recorded({"kind": "twc", **current.model_dump()})
