@@ -24,11 +24,13 @@ fold, whose objects never occur in training (59% without; ``bench/bench_places.p
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import threading
 from collections.abc import Mapping, Sequence, Set
 from importlib import resources
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -172,6 +174,7 @@ def home_is_next_door(
     return float(scorer.scores(thing, elsewhere).max()) - here > ROOM_MARGIN
 
 
+@functools.cache
 def _shipped() -> dict[str, Any]:
     text = resources.files("agent").joinpath("twc_homes.json").read_text(encoding="utf-8")
     data: dict[str, Any] = json.loads(text)
@@ -183,9 +186,12 @@ def shipped_homes() -> list[tuple[str, str]]:
     return [(str(obj), str(home)) for obj, home in _shipped()["homes"]]
 
 
-def shipped_home_rooms() -> dict[str, frozenset[str]]:
-    """Container -> the rooms the train fold's gold paths found it in (homes only)."""
-    return {str(c): frozenset(map(str, rooms)) for c, rooms in _shipped()["rooms"].items()}
+@functools.cache
+def shipped_home_rooms() -> Mapping[str, frozenset[str]]:
+    """Container -> the rooms the train fold's gold paths found it in (homes only; read once,
+    since every move with an object in hand asks)."""
+    rooms = {str(c): frozenset(map(str, found)) for c, found in _shipped()["rooms"].items()}
+    return MappingProxyType(rooms)
 
 
 _shared: dict[tuple[bool, bool], PlaceScorer] = {}
