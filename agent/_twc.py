@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -348,11 +348,7 @@ class TwcEnvironment:
                 for a in state.valid_actions
                 if a.startswith(prefix) and a not in self._wrong_puts
             }
-            # A put already known wrong is no candidate: the next likeliest place moves up.
-            places = [
-                *puts,
-                *(p for p in opens if p not in puts and f"{prefix}{p}" not in self._wrong_puts),
-            ]
+            places = candidate_places(state.valid_actions, thing, self._wrong_puts)
             scorer = self._places or place_scorer(
                 homes=self.config.place_homes, match_condition=self.config.place_conditions
             )
@@ -448,6 +444,28 @@ _OPPOSITE = {"north": "south", "south": "north", "east": "west", "west": "east"}
 _LOOKING = frozenset({"look around", "inventory"})  # actions that change nothing in the game
 # Opening or closing a container changes no score: it is not yet doing something in a room.
 _PREPARING = ("open ", "close ")
+
+
+def candidate_places(
+    valid_actions: Sequence[str], thing: str, wrong_puts: Set[str] = frozenset()
+) -> list[str]:
+    """The places ranked for a carried ``thing``: those a valid action puts it in, then the
+    closed ones a valid action opens. A put in ``wrong_puts`` rules its place out, so the next
+    likeliest place moves up."""
+    prefix = f"put {thing} in "
+    places = [
+        a.removeprefix(prefix)
+        for a in valid_actions
+        if a.startswith(prefix) and a not in wrong_puts
+    ]
+    places += [
+        place
+        for a in valid_actions
+        if a.startswith("open ")
+        and (place := a.removeprefix("open ")) not in places
+        and f"{prefix}{place}" not in wrong_puts
+    ]
+    return places
 
 
 def _put_object(action: str, carrying: Sequence[str]) -> str | None:

@@ -29,7 +29,7 @@ if str(ROOT) not in sys.path:
 
 from adapters import SentenceEmbedder  # noqa: E402
 from agent._datasets import twc_configs  # noqa: E402
-from agent._twc import TwcConfig, TwcEnvironment, TwcState  # noqa: E402
+from agent._twc import TwcConfig, TwcEnvironment, candidate_places  # noqa: E402
 from agent._twc_expert import room_of  # noqa: E402
 from agent._twc_places import (  # noqa: E402
     HOMES_WEIGHT,
@@ -54,19 +54,6 @@ class Carried(NamedTuple):
     home_next_door: bool
 
 
-def _ranked_places(state: TwcState, thing: str) -> list[str]:
-    """What the runtime ranks for ``thing`` (``TwcEnvironment._unlikely``): the places that
-    take a put and the closed ones that could be opened."""
-    prefix = f"put {thing} in "
-    places = [a.removeprefix(prefix) for a in state.valid_actions if a.startswith(prefix)]
-    places += [
-        a.removeprefix("open ")
-        for a in state.valid_actions
-        if a.startswith("open ") and a.removeprefix("open ") not in places
-    ]
-    return places
-
-
 def gold_walk(
     configs: list[TwcConfig],
 ) -> tuple[list[tuple[str, str, list[str]]], list[Carried]]:
@@ -84,11 +71,11 @@ def gold_walk(
                 if state.done or action not in state.valid_actions:
                     break
                 for thing in state.carrying:
-                    places = _ranked_places(state, thing)
+                    places = candidate_places(state.valid_actions, thing)
                     seen.append((thing, room_of(state), places, neighbour_rooms(state.look)))
                 if action.startswith("put ") and " in " in action:
                     thing, _, place = action.removeprefix("put ").rpartition(" in ")
-                    puts.append((thing, place, _ranked_places(state, thing)))
+                    puts.append((thing, place, candidate_places(state.valid_actions, thing)))
                     home_room[thing] = room_of(state)
                 state = env.step(action)
             carried += [
