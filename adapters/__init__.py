@@ -1,6 +1,6 @@
 """Adapters: the registry, the router, the LLM backends and the reminder adapter."""
 
-from adapters._backend import (
+from trellis.adapters._backend import (
     BackendBase,
     FunctionBackend,
     LLMBackend,
@@ -10,10 +10,10 @@ from adapters._backend import (
     SamplingParams,
     SyncBackend,
 )
-from adapters._embedded import BatchStats, EmbeddedBackend, EmbeddedConfig
-from adapters._embeddings import Embedder, HashingEmbedder, SentenceEmbedder
-from adapters._lora import create_lora_adapter
-from adapters._model import (
+from trellis.adapters._embedded import BatchStats, EmbeddedBackend, EmbeddedConfig
+from trellis.adapters._embeddings import Embedder, HashingEmbedder, SentenceEmbedder
+from trellis.adapters._lora import create_lora_adapter
+from trellis.adapters._model import (
     DEFAULT_BASE_MODEL,
     default_model_dir,
     model_identity,
@@ -22,7 +22,7 @@ from adapters._model import (
     resolve_model_dir,
     verify_model,
 )
-from adapters._registry import (
+from trellis.adapters._registry import (
     BASE_ADAPTER_NAME,
     AdapterInfo,
     AdapterRecord,
@@ -31,7 +31,7 @@ from adapters._registry import (
     default_adapter_roots,
     inspect_adapter,
 )
-from adapters._reminders import (
+from trellis.adapters._reminders import (
     Cue,
     CueDraft,
     ExtractionResult,
@@ -41,14 +41,14 @@ from adapters._reminders import (
     cue_json_schema,
     rule_extract,
 )
-from adapters._replay import RecordingBackend, ReplayBackend, request_fingerprint
-from adapters._router import RouteDecision, Router, RouterConfig, StepContext
-from adapters._router_eval import RouterEvaluation, evaluate_router, load_eval_rows
-from adapters._router_policies import AdapterProfile, RouteRule
-from adapters._training import TrainingConfig, TrainingReport, load_examples, train_adapter
-from adapters._vllm import VLLMBackend
-from adapters._vllm_pool import ServedModel, ServerResidency, VLLMConfig
-from adapters.errors import (
+from trellis.adapters._replay import RecordingBackend, ReplayBackend, request_fingerprint
+from trellis.adapters._router import RouteDecision, Router, RouterConfig, StepContext
+from trellis.adapters._router_eval import RouterEvaluation, evaluate_router, load_eval_rows
+from trellis.adapters._router_policies import AdapterProfile, RouteRule
+from trellis.adapters._training import TrainingConfig, TrainingReport, load_examples, train_adapter
+from trellis.adapters._vllm import VLLMBackend
+from trellis.adapters._vllm_pool import ServedModel, ServerResidency, VLLMConfig
+from trellis.adapters.errors import (
     AdapterMismatchError,
     AdapterPathError,
     AdapterProfileError,

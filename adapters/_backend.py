@@ -15,7 +15,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from memory._asyncio import run_sync
+from trellis.memory._asyncio import run_sync
 
 __all__ = [
     "BackendBase",

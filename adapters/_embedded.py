@@ -23,8 +23,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from adapters._backend import BackendBase, LLMRequest, LLMResult, parse_json_text
-from adapters._embedded_model import (
+from trellis.adapters._backend import BackendBase, LLMRequest, LLMResult, parse_json_text
+from trellis.adapters._embedded_model import (
     LoadedModel,
     Row,
     compile_schema,
@@ -33,16 +33,16 @@ from adapters._embedded_model import (
     load_model,
     render_prompt,
 )
-from adapters._model import model_identity, resolve_model_dir
-from adapters._registry import check_adapter_name, inspect_adapter
-from adapters.errors import (
+from trellis.adapters._model import model_identity, resolve_model_dir
+from trellis.adapters._registry import check_adapter_name, inspect_adapter
+from trellis.adapters.errors import (
     BackendError,
     BackendTimeoutError,
     BackendUnavailableError,
     DuplicateAdapterError,
     UnknownAdapterError,
 )
-from memory.errors import TrellisError
+from trellis.memory.errors import TrellisError
 
 __all__ = ["BatchStats", "EmbeddedBackend", "EmbeddedConfig"]
 

@@ -17,9 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from adapters._backend import LLMRequest, Message
-from adapters._registry import BASE_ADAPTER_NAME
-from adapters.errors import AdapterValidationError, ModelPreparationError, SchemaCompileError
+from trellis.adapters._backend import LLMRequest, Message
+from trellis.adapters._registry import BASE_ADAPTER_NAME
+from trellis.adapters.errors import (
+    AdapterValidationError,
+    ModelPreparationError,
+    SchemaCompileError,
+)
 
 __all__ = [
     "LoadedModel",

@@ -18,7 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from adapters.errors import EmbeddingModelMissingError
+from trellis.adapters.errors import EmbeddingModelMissingError
 
 __all__ = [
     "EMBEDDING_INSTALL_COMMAND",

@@ -17,8 +17,8 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from adapters._model import DEFAULT_BASE_MODEL
-from adapters.errors import AdapterValidationError, ModelPreparationError
+from trellis.adapters._model import DEFAULT_BASE_MODEL
+from trellis.adapters.errors import AdapterValidationError, ModelPreparationError
 
 __all__ = ["ADAPTER_CONFIG_NAME", "ADAPTER_WEIGHTS_NAMES", "create_lora_adapter"]
 

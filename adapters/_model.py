@@ -18,7 +18,7 @@ from pathlib import Path
 
 import platformdirs
 
-from adapters.errors import ModelPreparationError
+from trellis.adapters.errors import ModelPreparationError
 
 __all__ = [
     "DEFAULT_BASE_MODEL",

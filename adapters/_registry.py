@@ -23,16 +23,16 @@ from sqlalchemy import JSON, DateTime, Engine, Integer, String, Text, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
-from adapters._lora import ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAMES
-from adapters._model import DEFAULT_BASE_MODEL
-from adapters.errors import (
+from trellis.adapters._lora import ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAMES
+from trellis.adapters._model import DEFAULT_BASE_MODEL
+from trellis.adapters.errors import (
     AdapterPathError,
     AdapterValidationError,
     DuplicateAdapterError,
     IncompatibleAdapterError,
     UnknownAdapterError,
 )
-from memory import Base, make_engine, make_sessionmaker, trellis_home, upgrade
+from trellis.memory import Base, make_engine, make_sessionmaker, trellis_home, upgrade
 
 __all__ = [
     "BASE_ADAPTER_NAME",

@@ -21,8 +21,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from adapters._backend import LLMBackend, LLMRequest, LLMResult, SamplingParams
-from memory.errors import NotFoundError, TrellisError, UsageError
+from trellis.adapters._backend import LLMBackend, LLMRequest, LLMResult, SamplingParams
+from trellis.memory.errors import NotFoundError, TrellisError, UsageError
 
 __all__ = [
     "Cue",
@@ -436,7 +436,7 @@ class ReminderAdapter:
         self, reminder: str, *, scope: Scope = "user", now: datetime | None = None
     ) -> ExtractionResult:
         """Blocking :meth:`extract`."""
-        from memory._asyncio import run_sync
+        from trellis.memory._asyncio import run_sync
 
         return run_sync(self.extract(reminder, scope=scope, now=now))
 
@@ -478,7 +478,7 @@ class ReminderAdapter:
 def _draft_problem(llm: LLMResult) -> CueDraft | str:
     value = llm.parsed
     if value is None:
-        from adapters._backend import parse_json_text
+        from trellis.adapters._backend import parse_json_text
 
         value, error = parse_json_text(llm.text.strip())
         if error is not None:

@@ -13,8 +13,8 @@ import hashlib
 import json
 from collections.abc import Sequence
 
-from adapters._backend import BackendBase, LLMBackend, LLMRequest, LLMResult
-from adapters.errors import ReplayMismatchError
+from trellis.adapters._backend import BackendBase, LLMBackend, LLMRequest, LLMResult
+from trellis.adapters.errors import ReplayMismatchError
 
 __all__ = ["RecordingBackend", "ReplayBackend", "describe_request", "request_fingerprint"]
 

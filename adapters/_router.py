@@ -32,10 +32,10 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine, inspect
 
-from adapters._backend import LLMBackend
-from adapters._embeddings import Embedder, SentenceEmbedder
-from adapters._router_background import Background
-from adapters._router_policies import (
+from trellis.adapters._backend import LLMBackend
+from trellis.adapters._embeddings import Embedder, SentenceEmbedder
+from trellis.adapters._router_background import Background
+from trellis.adapters._router_policies import (
     AdapterLike,
     AdapterProfile,
     Bm25Index,
@@ -49,11 +49,11 @@ from adapters._router_policies import (
     saturate,
     tokenize,
 )
-from adapters._router_probe import RidgeProbe
-from adapters._router_store import RouterStore, StoredThreshold, UncoveredRequest
-from adapters.errors import DuplicateAdapterError, UnknownAdapterError
-from memory import run_sync
-from memory.errors import SchemaMismatchError, UsageError
+from trellis.adapters._router_probe import RidgeProbe
+from trellis.adapters._router_store import RouterStore, StoredThreshold, UncoveredRequest
+from trellis.adapters.errors import DuplicateAdapterError, UnknownAdapterError
+from trellis.memory import run_sync
+from trellis.memory.errors import SchemaMismatchError, UsageError
 
 __all__ = ["AdapterSource", "RouteDecision", "Router", "RouterConfig", "StepContext"]
 

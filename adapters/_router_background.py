@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from adapters._background import GENERAL_REQUESTS
-from adapters._embeddings import Embedder
-from adapters._router_policies import matvec
+from trellis.adapters._background import GENERAL_REQUESTS
+from trellis.adapters._embeddings import Embedder
+from trellis.adapters._router_policies import matvec
 
 if TYPE_CHECKING:
-    from adapters._router_store import RouterStore
+    from trellis.adapters._router_store import RouterStore
 
 __all__ = ["BACKGROUND_CACHE_NAME", "Background"]
 

@@ -31,11 +31,11 @@ _EMBEDDER_HELP = (
 def _router(
     database_url: str | None, adapters_file: Path | None, embedder_name: str, *, log: bool = True
 ) -> Any:
-    from adapters._embeddings import HashingEmbedder, SentenceEmbedder
-    from adapters._router import Router, RouterConfig
-    from adapters._router_eval import load_profiles_file
-    from memory import make_engine, upgrade
-    from memory.errors import UsageError
+    from trellis.adapters._embeddings import HashingEmbedder, SentenceEmbedder
+    from trellis.adapters._router import Router, RouterConfig
+    from trellis.adapters._router_eval import load_profiles_file
+    from trellis.memory import make_engine, upgrade
+    from trellis.memory.errors import UsageError
 
     if embedder_name not in ("minilm", "hashing"):
         raise UsageError(f"unknown embedder {embedder_name!r}: use 'minilm' or 'hashing'")
@@ -46,7 +46,7 @@ def _router(
     if adapters_file is not None:
         profiles = load_profiles_file(adapters_file)
         return Router(profiles, embedder=embedder, engine=engine, config=config)
-    from adapters._registry import AdapterRegistry
+    from trellis.adapters._registry import AdapterRegistry
 
     registry = AdapterRegistry(engine, migrate=False)
     return Router(registry=registry, embedder=embedder, engine=engine, config=config)
@@ -59,7 +59,7 @@ def _fail(exc: Exception) -> None:
 
 def register_router_commands(adapters_app: typer.Typer) -> None:
     """Add the router commands to the `trellis adapters` group."""
-    from memory.errors import TrellisError
+    from trellis.memory.errors import TrellisError
 
     @adapters_app.command("fit-router")
     def fit_router(
@@ -97,7 +97,7 @@ def register_router_commands(adapters_app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the full result as JSON."),
     ) -> None:
         """Route labelled rows: accuracy, confusion matrix, OOD precision and recall."""
-        from adapters._router_eval import evaluate_router, load_eval_rows
+        from trellis.adapters._router_eval import evaluate_router, load_eval_rows
 
         try:
             rows = load_eval_rows(file)
@@ -124,8 +124,8 @@ def register_router_commands(adapters_app: typer.Typer) -> None:
         limit: int = typer.Option(50, min=1, max=10_000, help="How many recent requests to list."),
     ) -> None:
         """Recent requests that no adapter covered: where a new adapter would pay off."""
-        from adapters._router_store import RouterStore
-        from memory import make_engine, upgrade
+        from trellis.adapters._router_store import RouterStore
+        from trellis.memory import make_engine, upgrade
 
         try:
             engine = make_engine(database_url)
@@ -164,7 +164,7 @@ def register_router_commands(adapters_app: typer.Typer) -> None:
         embedder: str = typer.Option("minilm", help=_EMBEDDER_HELP),
     ) -> None:
         """Show which adapter would serve a step, and why (JSON)."""
-        from adapters._router import StepContext
+        from trellis.adapters._router import StepContext
 
         try:
             # A look-up by hand is not a request: keep it out of the coverage log.

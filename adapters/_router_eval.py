@@ -13,9 +13,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from adapters._router import Router, StepContext
-from adapters._router_policies import AdapterProfile
-from memory.errors import UsageError
+from trellis.adapters._router import Router, StepContext
+from trellis.adapters._router_policies import AdapterProfile
+from trellis.memory.errors import UsageError
 
 __all__ = [
     "NONE_LABEL",

@@ -20,9 +20,9 @@ from typing import Any, Protocol
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from adapters._backend import LLMRequest, SamplingParams
-from adapters._embeddings import normalize_rows
-from adapters.errors import AdapterProfileError
+from trellis.adapters._backend import LLMRequest, SamplingParams
+from trellis.adapters._embeddings import normalize_rows
+from trellis.adapters.errors import AdapterProfileError
 
 __all__ = [
     "AdapterLike",

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from adapters._router_policies import matvec
+from trellis.adapters._router_policies import matvec
 
 __all__ = ["ADAPTER_WEIGHT", "RidgeProbe"]
 

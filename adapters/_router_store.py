@@ -27,7 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from memory import Base, make_sessionmaker
+from trellis.memory import Base, make_sessionmaker
 
 __all__ = ["RouterStore", "StoredThreshold", "UncoveredRequest"]
 

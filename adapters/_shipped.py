@@ -14,9 +14,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from adapters._registry import SHIPPED_ADAPTERS_DIR, AdapterRegistry
-from adapters._router_policies import RouteRule
-from adapters.errors import AdapterValidationError
+from trellis.adapters._registry import SHIPPED_ADAPTERS_DIR, AdapterRegistry
+from trellis.adapters._router_policies import RouteRule
+from trellis.adapters.errors import AdapterValidationError
 
 __all__ = [
     "SHIPPED_ADAPTERS_DIR",

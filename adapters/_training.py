@@ -26,8 +26,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from adapters._model import DEFAULT_BASE_MODEL, model_identity, resolve_model_dir
-from adapters.errors import ModelPreparationError, TrainingDataError, TrainingResumeError
+from trellis.adapters._model import DEFAULT_BASE_MODEL, model_identity, resolve_model_dir
+from trellis.adapters.errors import ModelPreparationError, TrainingDataError, TrainingResumeError
 
 __all__ = [
     "TrainingConfig",

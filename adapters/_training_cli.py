@@ -34,8 +34,8 @@ def register_training_commands(adapters_app: typer.Typer) -> None:
         db: str | None = typer.Option(None, help="Database URL (default: the Trellis database)."),
     ) -> None:
         """Train a LoRA adapter on prompt/completion pairs (CPU or GPU), then register it."""
-        from adapters._registry import AdapterRegistry, default_adapter_roots
-        from adapters._training import TrainingConfig, load_examples, train_adapter
+        from trellis.adapters._registry import AdapterRegistry, default_adapter_roots
+        from trellis.adapters._training import TrainingConfig, load_examples, train_adapter
 
         target = output or default_adapter_roots()[0] / name
         config = TrainingConfig(

@@ -21,8 +21,8 @@ from typing import Any
 
 import httpx
 
-from adapters._backend import BackendBase, LLMRequest, LLMResult, parse_json_text
-from adapters._vllm_pool import (
+from trellis.adapters._backend import BackendBase, LLMRequest, LLMResult, parse_json_text
+from trellis.adapters._vllm_pool import (
     ADAPTER_NAME,
     ServedModel,
     ServerResidency,
@@ -32,7 +32,7 @@ from adapters._vllm_pool import (
     parse_lora_metrics,
     parse_models,
 )
-from adapters.errors import (
+from trellis.adapters.errors import (
     AdapterMismatchError,
     AdapterValidationError,
     BackendError,

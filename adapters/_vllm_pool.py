@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from adapters.errors import MalformedResponseError
+from trellis.adapters.errors import MalformedResponseError
 
 __all__ = [
     "ServedModel",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from memory.errors import NotFoundError, RuntimeFailure, UsageError
+from trellis.memory.errors import NotFoundError, RuntimeFailure, UsageError
 
 __all__ = [
     "AdapterMismatchError",

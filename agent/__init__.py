@@ -1,8 +1,8 @@
 """The agent: skills, the LangGraph loop, the SDK, the CLI and the service."""
 
-from agent._act import ChosenCall, act_json_schema, build_act_prompt, choose_call
-from agent._config import AgentConfig
-from agent._eval import (
+from trellis.agent._act import ChosenCall, act_json_schema, build_act_prompt, choose_call
+from trellis.agent._config import AgentConfig
+from trellis.agent._eval import (
     Comparison,
     EvalRun,
     TaskEval,
@@ -11,7 +11,7 @@ from agent._eval import (
     evaluate_sync,
     load_run,
 )
-from agent._events import (
+from trellis.agent._events import (
     AgentEvent,
     ApprovalRequested,
     CuesMade,
@@ -26,39 +26,60 @@ from agent._events import (
     TaskFinished,
     TaskStarted,
 )
-from agent._queue import QueuedTask, QueueState, TaskQueue
-from agent._replay import Divergence, Replayer, ReplayResult, replay, replay_many, replay_sync
-from agent._replay_check import check_trace
-from agent._sdk import Agent, RunResult, TaskTree
-from agent._service_errors import (
+from trellis.agent._queue import QueuedTask, QueueState, TaskQueue
+from trellis.agent._replay import (
+    Divergence,
+    Replayer,
+    ReplayResult,
+    replay,
+    replay_many,
+    replay_sync,
+)
+from trellis.agent._replay_check import check_trace
+from trellis.agent._sdk import Agent, RunResult, TaskTree
+from trellis.agent._service_errors import (
     LeaseLostError,
     ServiceConfigError,
     TaskStateError,
     UnknownProfileError,
 )
-from agent._service_profiles import Profile, available_profiles, register_profile
-from agent._service_settings import DemoProfileConfig, ServiceSettings
-from agent._skills import Skill, SkillContext, SkillOutcome, SkillRegistry, skill
-from agent._trace import Trace, read_trace
-from agent._trace_io import MemoryTraceSink, TraceWriter
-from agent._trace_record import TraceRecorder
-from agent._trace_store import TraceStore
-from agent._twc import TWC_ACT, TwcConfig, TwcEnvironment, TwcState, twc_skills
-from agent.errors import (
+from trellis.agent._service_profiles import Profile, available_profiles, register_profile
+from trellis.agent._service_settings import DemoProfileConfig, ServiceSettings
+from trellis.agent._skills import Skill, SkillContext, SkillOutcome, SkillRegistry, skill
+from trellis.agent._trace import Trace, read_trace
+from trellis.agent._trace_io import MemoryTraceSink, TraceWriter
+from trellis.agent._trace_record import TraceRecorder
+from trellis.agent._trace_store import TraceStore
+from trellis.agent._twc import TWC_ACT, TwcConfig, TwcEnvironment, TwcState, twc_skills
+from trellis.agent.env import (
+    ENTRY_POINT_GROUP,
+    Environment,
+    EnvironmentPack,
+    EnvironmentRegistry,
+    EnvSpec,
+    EnvState,
+    Fact,
+    installed_packs,
+)
+from trellis.agent.errors import (
     ApprovalPendingError,
     BudgetExhaustedError,
     EnvironmentFailure,
+    EnvironmentPackError,
     ForbiddenFoldError,
+    InvalidEnvSpecError,
     NoPendingApprovalError,
     SkillFailedError,
     SkillResultNotSerializableError,
     SkillTimeoutError,
     TraceFormatError,
     TraceVersionError,
+    UnknownEnvironmentError,
     UnknownSkillError,
 )
 
 __all__ = [
+    "ENTRY_POINT_GROUP",
     "TWC_ACT",
     "Agent",
     "AgentConfig",
@@ -71,10 +92,18 @@ __all__ = [
     "CuesMade",
     "DemoProfileConfig",
     "Divergence",
+    "EnvSpec",
+    "EnvState",
+    "Environment",
     "EnvironmentFailure",
+    "EnvironmentPack",
+    "EnvironmentPackError",
+    "EnvironmentRegistry",
     "EvalRun",
     "EventBase",
+    "Fact",
     "ForbiddenFoldError",
+    "InvalidEnvSpecError",
     "LLMCall",
     "LLMToken",
     "LeaseLostError",
@@ -115,6 +144,7 @@ __all__ = [
     "TwcConfig",
     "TwcEnvironment",
     "TwcState",
+    "UnknownEnvironmentError",
     "UnknownProfileError",
     "UnknownSkillError",
     "act_json_schema",
@@ -125,6 +155,7 @@ __all__ = [
     "compare_runs",
     "evaluate",
     "evaluate_sync",
+    "installed_packs",
     "load_run",
     "read_trace",
     "register_profile",

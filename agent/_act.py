@@ -15,10 +15,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from adapters import LLMBackend, LLMRequest, LLMResult, SamplingParams
-from agent.errors import UnknownSkillError
-from memory.errors import ModelRetry, TrellisError
-from planners import SkillSpec
+from trellis.adapters import LLMBackend, LLMRequest, LLMResult, SamplingParams
+from trellis.agent.errors import UnknownSkillError
+from trellis.memory.errors import ModelRetry, TrellisError
+from trellis.planners import SkillSpec
 
 __all__ = [
     "ChosenCall",

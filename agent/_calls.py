@@ -29,7 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
-from memory import Base
+from trellis.memory import Base
 
 __all__ = ["CallRecord", "SkillCallLog", "SkillCallRow"]
 

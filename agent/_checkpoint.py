@@ -16,8 +16,8 @@ from typing import Any
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from sqlalchemy import Engine
 
-from agent.errors import EnvironmentFailure
-from memory.errors import UsageError
+from trellis.agent.errors import EnvironmentFailure
+from trellis.memory.errors import UsageError
 
 __all__ = ["CheckpointHandle", "open_checkpointer", "prune_checkpoints"]
 

@@ -16,8 +16,8 @@ from rich.text import Text
 from rich.tree import Tree
 
 if TYPE_CHECKING:
-    from agent._sdk import Agent
-    from memory import NodeRecord
+    from trellis.agent._sdk import Agent
+    from trellis.memory import NodeRecord
 
 console = Console()
 errors = Console(stderr=True)
@@ -94,7 +94,7 @@ def _summary(result: Any) -> Table:
 
 
 async def _show(agent: Agent, events: AsyncIterator[Any]) -> Any:
-    from agent._events import LLMCall, TaskFinished, TaskStarted
+    from trellis.agent._events import LLMCall, TaskFinished, TaskStarted
 
     task_id: str | None = None
     status = Text("starting")
@@ -118,8 +118,8 @@ async def _show(agent: Agent, events: AsyncIterator[Any]) -> Any:
 
 
 def _agent(database_url: str | None, max_steps: int | None, *, base_only: bool = False) -> Agent:
-    from agent._config import AgentConfig
-    from agent._sdk import Agent
+    from trellis.agent._config import AgentConfig
+    from trellis.agent._sdk import Agent
 
     options: dict[str, Any] = {"database_url": database_url}
     if base_only:
@@ -130,7 +130,7 @@ def _agent(database_url: str | None, max_steps: int | None, *, base_only: bool =
 
 
 def _finish(agent: Agent, finished: Any, *, strict: bool = False) -> None:
-    from agent._sdk import RunResult
+    from trellis.agent._sdk import RunResult
 
     result = RunResult(
         **finished.model_dump(exclude={"type", "at"}),
@@ -150,7 +150,7 @@ def load_skills(module_name: str) -> list[Any]:
     """Every skill object defined in an importable module (a dotted name, never a path)."""
     import importlib
 
-    from agent._skills import Skill
+    from trellis.agent._skills import Skill
 
     if not _MODULE.match(module_name):
         raise typer.BadParameter(
@@ -196,7 +196,7 @@ def run(
     ),
 ) -> None:
     """Run a goal (or a household game) with a live tree, then print a summary."""
-    from agent._twc import TwcConfig
+    from trellis.agent._twc import TwcConfig
 
     environment = None
     if env is not None:
@@ -239,7 +239,7 @@ def resume(
 def _decide(task_id: str, database_url: str | None, approved: bool) -> None:
     from langgraph.types import Command
 
-    from agent.errors import NoPendingApprovalError
+    from trellis.agent.errors import NoPendingApprovalError
 
     agent = _agent(database_url, None)
     if agent.pending_approval(task_id) is None:
@@ -277,7 +277,7 @@ def tasks(
     ),
 ) -> None:
     """List recent tasks."""
-    from memory import TaskStore
+    from trellis.memory import TaskStore
 
     store = TaskStore.open(database_url)
     table = Table()

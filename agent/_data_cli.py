@@ -41,7 +41,12 @@ def twc(
     ),
 ) -> None:
     """Act-step rows from twc gold paths (train fold only), with recovery detours."""
-    from agent._datasets import twc_act_examples, twc_configs, twc_expert_examples, write_jsonl
+    from trellis.agent._datasets import (
+        twc_act_examples,
+        twc_configs,
+        twc_expert_examples,
+        write_jsonl,
+    )
 
     configs = twc_configs(_seed_range(seeds), max_locations=max_locations, max_items=max_items)
     rows = (
@@ -72,17 +77,17 @@ def twc_dagger(
     import asyncio
     import tempfile
 
-    from adapters import EmbeddedBackend, EmbeddedConfig
-    from agent._config import AgentConfig
-    from agent._datasets import (
+    from trellis.adapters import EmbeddedBackend, EmbeddedConfig
+    from trellis.agent._config import AgentConfig
+    from trellis.agent._datasets import (
         twc_configs,
         twc_model_plays,
         twc_trajectory_examples,
         write_jsonl,
     )
-    from agent._defaults import default_registry
-    from agent._sdk import Agent
-    from memory import TaskStore
+    from trellis.agent._defaults import default_registry
+    from trellis.agent._sdk import Agent
+    from trellis.memory import TaskStore
 
     configs = twc_configs(_seed_range(seeds), max_locations=max_locations, max_items=max_items)
     with tempfile.TemporaryDirectory() as folder:
@@ -136,7 +141,7 @@ def twc_homes(
     paths: the place ranker's examples."""
     import json
 
-    from agent._datasets import twc_configs, twc_homes
+    from trellis.agent._datasets import twc_configs, twc_homes
 
     configs = twc_configs(_seed_range(seeds), max_locations=max_locations, max_items=max_items)
     homes = twc_homes(configs)
@@ -164,7 +169,7 @@ def reminders(
     ),
 ) -> None:
     """Reminder-to-cue rows from templated reminders of the three kinds."""
-    from agent._datasets import reminder_cue_examples, write_jsonl
+    from trellis.agent._datasets import reminder_cue_examples, write_jsonl
 
     vocabulary = "held-out" if held_out else "train"
     written = write_jsonl(reminder_cue_examples(count, seed=seed, vocabulary=vocabulary), out)

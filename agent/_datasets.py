@@ -25,15 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from adapters._reminders import build_cue_prompt
-from agent._act import build_act_prompt, env_act_prompt_args, offered_actions
-from agent._twc import TwcConfig, TwcEnvironment
-from agent._twc_expert import TwcExpert
-from agent.errors import ForbiddenFoldError
-from memory.errors import TrellisError
+from trellis.adapters._reminders import build_cue_prompt
+from trellis.agent._act import build_act_prompt, env_act_prompt_args, offered_actions
+from trellis.agent._twc import TwcConfig, TwcEnvironment
+from trellis.agent._twc_expert import TwcExpert
+from trellis.agent.errors import ForbiddenFoldError
+from trellis.memory.errors import TrellisError
 
 if TYPE_CHECKING:
-    from agent._sdk import Agent, RunResult
+    from trellis.agent._sdk import Agent, RunResult
 
 __all__ = [
     "TwcHomes",

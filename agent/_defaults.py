@@ -6,9 +6,9 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from adapters import AdapterRegistry, LLMBackend, ReminderAdapter, ReminderConfig
-from adapters._registry import SHIPPED_ADAPTERS_DIR, AdapterRecord
-from planners import LLMPlanner, PlannerConfig
+from trellis.adapters import AdapterRegistry, LLMBackend, ReminderAdapter, ReminderConfig
+from trellis.adapters._registry import SHIPPED_ADAPTERS_DIR, AdapterRecord
+from trellis.planners import LLMPlanner, PlannerConfig
 
 __all__ = [
     "default_backend",
@@ -21,7 +21,7 @@ __all__ = [
 
 def default_registry(engine: Engine, *, shipped: bool = True) -> AdapterRegistry:
     """The database's adapter registry, with the shipped adapters registered when ``shipped``."""
-    from adapters._shipped import register_shipped_adapters
+    from trellis.adapters._shipped import register_shipped_adapters
 
     registry = AdapterRegistry(engine, migrate=False)
     if shipped:
@@ -34,7 +34,7 @@ def default_backend(registry: AdapterRegistry | None = None) -> LLMBackend:
 
     With a registry, adapters load on first use by name.
     """
-    from adapters import EmbeddedBackend
+    from trellis.adapters import EmbeddedBackend
 
     backend: LLMBackend = EmbeddedBackend(
         resolve_adapter_path=registry.path_of if registry is not None else None
@@ -98,8 +98,8 @@ def default_router(
     Shipped adapters are reached only through their rules (the twc action step goes to
     ``twc-act``); the adapters a user registers are routed by rules, embeddings and keywords.
     """
-    from adapters import Router, RouterConfig
-    from adapters._shipped import shipped_route_rules
+    from trellis.adapters import Router, RouterConfig
+    from trellis.adapters._shipped import shipped_route_rules
 
     registry = registry if registry is not None else AdapterRegistry(engine, migrate=False)
     rules = shipped_route_rules(registry) if shipped else ()

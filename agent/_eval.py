@@ -23,12 +23,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent._trace import EndEvent, LLMEvent, RouteEvent, Trace, iter_trace_files, read_trace
-from agent._trace_io import MemoryTraceSink, TraceWriter
-from agent._trace_record import TraceRecorder
-from agent.errors import TraceFormatError
-from memory import run_sync
-from memory.errors import TrellisError, UsageError
+from trellis.agent._trace import EndEvent, LLMEvent, RouteEvent, Trace, iter_trace_files, read_trace
+from trellis.agent._trace_io import MemoryTraceSink, TraceWriter
+from trellis.agent._trace_record import TraceRecorder
+from trellis.agent.errors import TraceFormatError
+from trellis.memory import run_sync
+from trellis.memory.errors import TrellisError, UsageError
 
 __all__ = [
     "Comparison",
@@ -209,7 +209,7 @@ def _environment(trace: Trace, skills: Sequence[Any] | None) -> tuple[Any, str |
     if spec:
         if spec.get("kind") != "twc":
             return None, f"environment kind {spec.get('kind')!r} cannot be recreated (known: twc)"
-        from agent._twc import TwcConfig
+        from trellis.agent._twc import TwcConfig
 
         try:
             return TwcConfig.from_recorded(spec), None

@@ -19,9 +19,9 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command
 
-from agent._checkpoint import CheckpointHandle, open_checkpointer, prune_checkpoints
-from agent._loop import Stages
-from agent._loop_state import LoopDeps, LoopState
+from trellis.agent._checkpoint import CheckpointHandle, open_checkpointer, prune_checkpoints
+from trellis.agent._loop import Stages
+from trellis.agent._loop_state import LoopDeps, LoopState
 
 __all__ = ["LoopGraph"]
 

@@ -16,9 +16,9 @@ from typing import Any
 from langgraph.types import interrupt
 from sqlalchemy.exc import IntegrityError
 
-from adapters import LLMResult
-from agent._act import choose_call, env_act_prompt_args, offered_actions
-from agent._events import (
+from trellis.adapters import LLMResult
+from trellis.agent._act import choose_call, env_act_prompt_args, offered_actions
+from trellis.agent._events import (
     ApprovalRequested,
     CuesMade,
     EventBase,
@@ -31,12 +31,12 @@ from agent._events import (
     SkillFinished,
     TaskFinished,
 )
-from agent._loop_state import LoopDeps, LoopState, ending, registry_error, require
-from agent._planning import plan_specs, render_cues
-from agent._skills import SkillContext, SkillOutcome
-from agent.errors import EnvironmentFailure
-from memory import NodeRecord, NodeSpec, NodeStatus, TaskStatus, run_sync
-from memory.errors import (
+from trellis.agent._loop_state import LoopDeps, LoopState, ending, registry_error, require
+from trellis.agent._planning import plan_specs, render_cues
+from trellis.agent._skills import SkillContext, SkillOutcome
+from trellis.agent.errors import EnvironmentFailure
+from trellis.memory import NodeRecord, NodeSpec, NodeStatus, TaskStatus, run_sync
+from trellis.memory.errors import (
     IllegalTransitionError,
     NotSerializableError,
     PayloadTooLargeError,
@@ -387,7 +387,7 @@ class Stages:
         if self.d.router is None:
             self.emit(RouteDecided(task_id=task_id, node_id=node.id, adapter=None, reason=""))
             return None, {"adapter": None, "reason": "no router configured"}
-        from adapters import StepContext
+        from trellis.adapters import StepContext
 
         context = StepContext(
             text=node.title,

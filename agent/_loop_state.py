@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol, TypedDict
 
-from adapters import LLMBackend
-from agent._calls import SkillCallLog
-from agent._config import AgentConfig
-from agent._events import EventBase
-from agent._skills import SkillRegistry
-from memory import TaskStore
-from memory.errors import RuntimeFailure, TrellisError
+from trellis.adapters import LLMBackend
+from trellis.agent._calls import SkillCallLog
+from trellis.agent._config import AgentConfig
+from trellis.agent._events import EventBase
+from trellis.agent._skills import SkillRegistry
+from trellis.memory import TaskStore
+from trellis.memory.errors import RuntimeFailure, TrellisError
 
 __all__ = [
     "Environment",

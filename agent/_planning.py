@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapters import LLMResult
-from adapters._reminders import Cue
-from memory import NodeSpec, run_sync
-from planners import DECOMPOSE, Plan, PlanRequest, replan_request
+from trellis.adapters import LLMResult
+from trellis.adapters._reminders import Cue
+from trellis.memory import NodeSpec, run_sync
+from trellis.planners import DECOMPOSE, Plan, PlanRequest, replan_request
 
 __all__ = ["plan_specs", "render_cues"]
 

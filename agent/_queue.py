@@ -38,10 +38,10 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
-from agent._service_errors import TaskStateError
-from agent.errors import NoPendingApprovalError
-from memory import Base, UnknownTaskError, make_sessionmaker
-from memory.errors import UsageError
+from trellis.agent._service_errors import TaskStateError
+from trellis.agent.errors import NoPendingApprovalError
+from trellis.memory import Base, UnknownTaskError, make_sessionmaker
+from trellis.memory.errors import UsageError
 
 __all__ = ["QueueRow", "QueueState", "QueuedTask", "TaskQueue"]
 

@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import JSON, DateTime, Engine, Index, Integer, String, Text, delete, func, select
 from sqlalchemy.orm import Mapped, mapped_column
 
-from memory import Base, NotFoundError, make_sessionmaker
-from memory.errors import UsageError
+from trellis.memory import Base, NotFoundError, make_sessionmaker
+from trellis.memory.errors import UsageError
 
 __all__ = ["EventLog", "LoggedEvent", "Reminder", "ReminderBook"]
 

@@ -22,11 +22,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, create_model, model_validator
 
-from adapters import LLMBackend, LLMRequest, LLMResult, ReminderAdapter, ReminderConfig
-from adapters.errors import ReplayMismatchError
-from agent._config import AgentConfig
-from agent._skills import Skill, SkillContext, SkillOutcome, SkillRegistry
-from agent._trace import (
+from trellis.adapters import LLMBackend, LLMRequest, LLMResult, ReminderAdapter, ReminderConfig
+from trellis.adapters.errors import ReplayMismatchError
+from trellis.agent._config import AgentConfig
+from trellis.agent._skills import Skill, SkillContext, SkillOutcome, SkillRegistry
+from trellis.agent._trace import (
     CuesEvent,
     EndEvent,
     InterruptEvent,
@@ -40,11 +40,11 @@ from agent._trace import (
     Trace,
     TreeEvent,
 )
-from agent._trace_io import MemoryTraceSink, json_sha256
-from agent._trace_record import TraceRecorder
-from memory import TaskStore, run_sync
-from memory.errors import UsageError
-from planners import SkillSpec
+from trellis.agent._trace_io import MemoryTraceSink, json_sha256
+from trellis.agent._trace_record import TraceRecorder
+from trellis.memory import TaskStore, run_sync
+from trellis.memory.errors import UsageError
+from trellis.planners import SkillSpec
 
 __all__ = [
     "Divergence",
@@ -163,7 +163,7 @@ class _ReplayPlanner:
         self.name = events[0].planner if events else "replay"
 
     async def plan(self, request: Any) -> Any:
-        from planners import Plan, PlanOutcome
+        from trellis.planners import Plan, PlanOutcome
 
         if not self._queue:
             return PlanOutcome(planner=self.name, error="the recording has no further plan")
@@ -188,7 +188,7 @@ class _ReplayRouter:
         self._queue = deque(events)
 
     async def route(self, context: Any) -> Any:
-        from adapters._router import RouteDecision
+        from trellis.adapters._router import RouteDecision
 
         if not self._queue:
             raise ReplayMismatchError("the replayed run routed more steps than were recorded")
@@ -446,7 +446,7 @@ class Replayer:
         store: TaskStore | None = None,
         planner_factory: PlannerFactory | None = None,
     ) -> None:
-        from agent._sdk import Agent
+        from trellis.agent._sdk import Agent
 
         self._own_store = store is None
         self.store = store if store is not None else TaskStore.open(database_url)
@@ -466,7 +466,7 @@ class Replayer:
 
     def _bind(self, trace: Trace, recorder: TraceRecorder) -> Any:
         """Give the agent this trace's recorded world; returns the environment config."""
-        from agent._twc import TwcConfig, twc_skills
+        from trellis.agent._twc import TwcConfig, twc_skills
 
         start = trace.start
         # The planner gets the recording wrapper too, so its model calls land in the replay trace.
@@ -474,7 +474,7 @@ class Replayer:
         if self._planner_factory is not None:
             planner = self._planner_factory(backend)
         elif start.planner.get("kind") == "llm":
-            from planners import LLMPlanner, PlannerConfig
+            from trellis.planners import LLMPlanner, PlannerConfig
 
             planner = LLMPlanner(
                 backend,

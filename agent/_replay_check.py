@@ -21,8 +21,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from agent._replay import Divergence, ReplayResult, args_model_from_schema
-from agent._trace import (
+from trellis.agent._replay import Divergence, ReplayResult, args_model_from_schema
+from trellis.agent._trace import (
     EndEvent,
     LLMEvent,
     PlanEvent,
@@ -32,10 +32,10 @@ from agent._trace import (
     Trace,
     TreeEvent,
 )
-from memory import NodeStatus
-from memory._records import TRANSITIONS
-from memory.errors import TrellisError
-from planners import SkillSpec, validate_plan
+from trellis.memory import NodeStatus
+from trellis.memory._records import TRANSITIONS
+from trellis.memory.errors import TrellisError
+from trellis.planners import SkillSpec, validate_plan
 
 __all__ = ["check_trace"]
 

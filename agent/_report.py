@@ -13,8 +13,8 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from agent._eval import Comparison, EvalRun
-from memory.errors import UsageError
+from trellis.agent._eval import Comparison, EvalRun
+from trellis.memory.errors import UsageError
 
 __all__ = ["write_report"]
 

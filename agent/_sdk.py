@@ -3,7 +3,7 @@
 Three lines run a task with the embedded defaults (SQLite file in TRELLIS_HOME, the
 prepared gemma-3-270m in process, the registered adapters)::
 
-    from agent import Agent
+    from trellis.agent import Agent
     result = Agent().run("put the dirty mug in the dishwasher")
     print(result.success, result.steps)
 
@@ -25,17 +25,17 @@ from typing import Any
 from langgraph.types import Command
 from pydantic import BaseModel, ConfigDict
 
-from adapters import LLMBackend
-from agent._config import AgentConfig
-from agent._defaults import default_reminder_adapter
-from agent._events import AgentEvent, EventBase, TaskFinished, TaskStarted
-from agent._graph import LoopGraph
-from agent._loop_state import LoopDeps
-from agent._skills import Skill, SkillLike, SkillRegistry
-from agent._twc import TwcConfig, TwcEnvironment, twc_skills
-from agent.errors import ApprovalPendingError, EnvironmentFailure, NoPendingApprovalError
-from memory import NodeRecord, TaskRecord, TaskStatus, TaskStore, run_sync
-from memory.errors import UsageError
+from trellis.adapters import LLMBackend
+from trellis.agent._config import AgentConfig
+from trellis.agent._defaults import default_reminder_adapter
+from trellis.agent._events import AgentEvent, EventBase, TaskFinished, TaskStarted
+from trellis.agent._graph import LoopGraph
+from trellis.agent._loop_state import LoopDeps
+from trellis.agent._skills import Skill, SkillLike, SkillRegistry
+from trellis.agent._twc import TwcConfig, TwcEnvironment, twc_skills
+from trellis.agent.errors import ApprovalPendingError, EnvironmentFailure, NoPendingApprovalError
+from trellis.memory import NodeRecord, TaskRecord, TaskStatus, TaskStore, run_sync
+from trellis.memory.errors import UsageError
 
 __all__ = ["Agent", "RunResult", "TaskTree"]
 
@@ -195,7 +195,7 @@ class Agent:
         """Fill in what the caller left out: backend, planner, router, reminder adapter."""
         if self._defaults_ready:
             return
-        from agent import _defaults
+        from trellis.agent import _defaults
 
         shipped = self.config.shipped_adapters
         if shipped is None:  # auto: only a backend built here is known to load them
@@ -403,7 +403,7 @@ class Agent:
         compares every decision); the recording covers this run, not a later resume.
         """
         if trace is not None:
-            from agent._trace_record import record_run
+            from trellis.agent._trace_record import record_run
 
             return await record_run(
                 self, trace, goal, reminders=reminders, env=env, user_id=user_id

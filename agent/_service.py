@@ -27,19 +27,19 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine, text
 
-from adapters import AdapterRecord, AdapterRegistry
-from adapters.errors import DuplicateAdapterError, UnknownAdapterError
-from agent._metrics import CONTENT_TYPE, ServiceMetrics
-from agent._queue import TERMINAL, QueuedTask, QueueState, TaskQueue
-from agent._queue_log import EventLog, Reminder, ReminderBook
-from agent._service_errors import TaskStateError, UnknownProfileError
-from agent._service_profiles import available_profiles, get_profile
-from agent._service_runtime import open_database
-from agent._service_settings import ServiceSettings
-from agent._worker import WorkerPool
-from agent.errors import NoPendingApprovalError
-from memory import NotFoundError, TaskStatus, TaskStore, check_schema
-from memory.errors import PayloadTooLargeError, RuntimeFailure, TrellisError, UsageError
+from trellis.adapters import AdapterRecord, AdapterRegistry
+from trellis.adapters.errors import DuplicateAdapterError, UnknownAdapterError
+from trellis.agent._metrics import CONTENT_TYPE, ServiceMetrics
+from trellis.agent._queue import TERMINAL, QueuedTask, QueueState, TaskQueue
+from trellis.agent._queue_log import EventLog, Reminder, ReminderBook
+from trellis.agent._service_errors import TaskStateError, UnknownProfileError
+from trellis.agent._service_profiles import available_profiles, get_profile
+from trellis.agent._service_runtime import open_database
+from trellis.agent._service_settings import ServiceSettings
+from trellis.agent._worker import WorkerPool
+from trellis.agent.errors import NoPendingApprovalError
+from trellis.memory import NotFoundError, TaskStatus, TaskStore, check_schema
+from trellis.memory.errors import PayloadTooLargeError, RuntimeFailure, TrellisError, UsageError
 
 __all__ = ["TaskSubmission", "create_app"]
 

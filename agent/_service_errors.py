@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from memory.errors import RuntimeFailure, UsageError
+from trellis.memory.errors import RuntimeFailure, UsageError
 
 __all__ = [
     "LeaseLostError",

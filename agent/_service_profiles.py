@@ -24,13 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from adapters import FunctionBackend, LLMRequest
-from agent._config import AgentConfig
-from agent._sdk import Agent
-from agent._service_errors import ServiceConfigError, UnknownProfileError
-from agent._service_settings import DemoProfileConfig, ServiceSettings
-from agent._skills import SkillContext, skill
-from memory import TaskStore, trellis_home
+from trellis.adapters import FunctionBackend, LLMRequest
+from trellis.agent._config import AgentConfig
+from trellis.agent._sdk import Agent
+from trellis.agent._service_errors import ServiceConfigError, UnknownProfileError
+from trellis.agent._service_settings import DemoProfileConfig, ServiceSettings
+from trellis.agent._skills import SkillContext, skill
+from trellis.memory import TaskStore, trellis_home
 
 __all__ = ["Profile", "available_profiles", "get_profile", "register_profile"]
 
@@ -191,7 +191,7 @@ class _BaseModelRouter:
     """Routes every step to the base model (the demo has no adapters)."""
 
     async def route(self, context: Any) -> Any:
-        from adapters._router import RouteDecision
+        from trellis.adapters._router import RouteDecision
 
         return RouteDecision(
             adapter=None, score=0.0, policy="empty", reason="demo profile: base model"
@@ -199,7 +199,7 @@ class _BaseModelRouter:
 
 
 def _build_demo(settings: ServiceSettings, store: TaskStore) -> Agent:
-    from planners import ScriptedPlanner
+    from trellis.planners import ScriptedPlanner
 
     config = settings.demo
     return Agent(
@@ -221,19 +221,19 @@ _TWC_GOAL = "put the household objects where they belong"
 @functools.cache
 def _shared_backend() -> Any:
     # Each task loop has its own agent; they all share one in-process model.
-    from agent._defaults import default_backend
+    from trellis.agent._defaults import default_backend
 
     return default_backend()
 
 
 def _build_twc(settings: ServiceSettings, store: TaskStore) -> Agent:
-    from agent._twc import twc_skills
+    from trellis.agent._twc import twc_skills
 
     return Agent(skills=twc_skills(), store=store, backend=_shared_backend())
 
 
 def _prepare_twc(goal: str) -> tuple[str, dict[str, Any]]:
-    from agent._twc import TwcConfig
+    from trellis.agent._twc import TwcConfig
 
     return goal or _TWC_GOAL, {"env": {"kind": "twc", **TwcConfig().model_dump()}}
 

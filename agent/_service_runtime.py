@@ -13,8 +13,8 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-from agent._service_settings import ServiceSettings
-from memory import DatabaseConfig, make_engine, upgrade
+from trellis.agent._service_settings import ServiceSettings
+from trellis.memory import DatabaseConfig, make_engine, upgrade
 
 __all__ = [
     "JsonFormatter",

@@ -24,14 +24,14 @@ from typing import Any, get_type_hints, overload
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from agent.errors import (
+from trellis.agent.errors import (
     SkillFailedError,
     SkillResultNotSerializableError,
     SkillTimeoutError,
     UnknownSkillError,
 )
-from memory.errors import TrellisError, UsageError
-from planners import SkillDefinitionError, SkillSpec
+from trellis.memory.errors import TrellisError, UsageError
+from trellis.planners import SkillDefinitionError, SkillSpec
 
 __all__ = ["Skill", "SkillContext", "SkillOutcome", "SkillRegistry", "skill", "to_json_value"]
 
@@ -153,7 +153,7 @@ class Skill:
         """Blocking :meth:`invoke`. A sync skill runs in its own daemon thread, joined with
         the timeout, without a trip through an event loop (the loop's per-step path)."""
         if self._is_async:
-            from memory import run_sync
+            from trellis.memory import run_sync
 
             return run_sync(self.invoke(args, context))
         started = time.perf_counter()

@@ -10,8 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from agent.errors import TraceFormatError
-from memory.errors import TrellisError
+from trellis.agent.errors import TraceFormatError
+from trellis.memory.errors import TrellisError
 
 __all__ = ["register"]
 
@@ -20,11 +20,11 @@ errors = Console(stderr=True)
 
 
 def _load(trace: str, database_url: str | None) -> Any:
-    from agent._trace import read_trace
+    from trellis.agent._trace import read_trace
 
     if trace.startswith("db:"):
-        from agent._trace_store import TraceStore
-        from memory import make_engine, upgrade
+        from trellis.agent._trace_store import TraceStore
+        from trellis.memory import make_engine, upgrade
 
         engine = make_engine(database_url)
         upgrade(engine)
@@ -46,8 +46,8 @@ def replay(
     ),
 ) -> None:
     """Re-run a recorded task with its recorded answers; report the first divergence."""
-    from agent._replay import replay_sync
-    from agent._replay_check import check_trace
+    from trellis.agent._replay import replay_sync
+    from trellis.agent._replay_check import check_trace
 
     try:
         recorded = _load(trace, database_url)
@@ -75,7 +75,7 @@ class _BaseOnlyRouter:
     """Routes every step to the base model (``--adapters none``)."""
 
     async def route(self, context: Any) -> Any:
-        from adapters._router import RouteDecision
+        from trellis.adapters._router import RouteDecision
 
         return RouteDecision(
             adapter=None, score=0.0, policy="empty", reason="adapters disabled (--adapters none)"
@@ -84,12 +84,12 @@ class _BaseOnlyRouter:
 
 def _backend(kind: str, vllm_url: str | None) -> Any:
     if kind == "embedded":
-        from agent._defaults import default_backend
+        from trellis.agent._defaults import default_backend
 
         return default_backend()
     if kind == "vllm":
-        from adapters._vllm import VLLMBackend
-        from adapters._vllm_pool import VLLMConfig
+        from trellis.adapters._vllm import VLLMBackend
+        from trellis.adapters._vllm_pool import VLLMConfig
 
         servers = [vllm_url] if vllm_url else VLLMConfig().servers
         return VLLMBackend(VLLMConfig(servers=servers))
@@ -98,13 +98,13 @@ def _backend(kind: str, vllm_url: str | None) -> Any:
 
 def _router(adapters: str | None, engine: Any, backend: Any) -> Any:
     if adapters is None:
-        from agent._defaults import default_router
+        from trellis.agent._defaults import default_router
 
         return default_router(engine, backend) or _BaseOnlyRouter()
     if adapters.strip().lower() == "none":
         return _BaseOnlyRouter()
-    from adapters import AdapterRegistry
-    from adapters._router import Router
+    from trellis.adapters import AdapterRegistry
+    from trellis.adapters._router import Router
 
     wanted = [a.strip() for a in adapters.split(",") if a.strip()]
     records = {r.name: r for r in AdapterRegistry(engine).list()}
@@ -131,13 +131,13 @@ def eval_command(
     ),
 ) -> None:
     """Re-run recorded tasks live against another backend or adapter set; write a report."""
-    from agent._config import AgentConfig
-    from agent._defaults import default_planner
-    from agent._eval import evaluate_sync
-    from agent._report import write_report
-    from agent._sdk import Agent
-    from agent._trace import iter_trace_files, read_trace
-    from memory import TaskStore
+    from trellis.agent._config import AgentConfig
+    from trellis.agent._defaults import default_planner
+    from trellis.agent._eval import evaluate_sync
+    from trellis.agent._report import write_report
+    from trellis.agent._sdk import Agent
+    from trellis.agent._trace import iter_trace_files, read_trace
+    from trellis.memory import TaskStore
 
     try:
         loaded = [read_trace(p) for p in iter_trace_files(traces)]
@@ -199,8 +199,8 @@ def compare(
     out: Path | None = typer.Option(None, help="Write a Markdown/HTML report of B here."),
 ) -> None:
     """Positive and negative flips between two runs (MUSCLE definition)."""
-    from agent._eval import compare_runs, load_run
-    from agent._report import write_report
+    from trellis.agent._eval import compare_runs, load_run
+    from trellis.agent._report import write_report
 
     try:
         a = load_run(run_a)
@@ -241,12 +241,12 @@ def record(
     ),
 ) -> None:
     """Run a goal (or a game) with the embedded defaults and record it as a trace."""
-    from agent._config import AgentConfig
-    from agent._sdk import Agent
-    from agent._trace_record import record_run
-    from agent._trace_store import TraceStore
-    from agent._twc import TwcConfig
-    from memory import run_sync
+    from trellis.agent._config import AgentConfig
+    from trellis.agent._sdk import Agent
+    from trellis.agent._trace_record import record_run
+    from trellis.agent._trace_store import TraceStore
+    from trellis.agent._twc import TwcConfig
+    from trellis.memory import run_sync
 
     environment = None
     if env is not None:

@@ -13,7 +13,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel
 
-from agent._trace import TraceHeader
+from trellis.agent._trace import TraceHeader
 
 __all__ = [
     "MemoryTraceSink",

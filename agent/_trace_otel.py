@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from agent._trace import (
+from trellis.agent._trace import (
     CuesEvent,
     EndEvent,
     InterruptEvent,
@@ -26,7 +26,7 @@ from agent._trace import (
     Trace,
     TreeEvent,
 )
-from memory.errors import UsageError
+from trellis.memory.errors import UsageError
 
 __all__ = ["export_otel"]
 

@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import BaseModel
 
-from adapters import LLMBackend, LLMRequest, LLMResult
-from agent._events import (
+from trellis.adapters import LLMBackend, LLMRequest, LLMResult
+from trellis.agent._events import (
     ApprovalRequested,
     CuesMade,
     LLMCall,
@@ -41,8 +41,8 @@ from agent._events import (
     TaskFinished,
     TaskStarted,
 )
-from agent._skills import Skill, SkillContext, SkillLike, SkillOutcome, SkillRegistry
-from agent._trace import (
+from trellis.agent._skills import Skill, SkillContext, SkillLike, SkillOutcome, SkillRegistry
+from trellis.agent._trace import (
     CuesEvent,
     EndEvent,
     InterruptEvent,
@@ -57,7 +57,7 @@ from agent._trace import (
     TreeEvent,
     TreeNode,
 )
-from agent._trace_io import (
+from trellis.agent._trace_io import (
     TraceSink,
     TraceWriter,
     event_line,
@@ -65,12 +65,12 @@ from agent._trace_io import (
     header_line,
     json_sha256,
 )
-from memory import run_sync
-from memory.errors import TrellisError
+from trellis.memory import run_sync
+from trellis.memory.errors import TrellisError
 
 if TYPE_CHECKING:
-    from agent._sdk import Agent, RunResult
-    from agent._twc import TwcConfig
+    from trellis.agent._sdk import Agent, RunResult
+    from trellis.agent._twc import TwcConfig
 
 __all__ = ["RecordingBackend", "RecordingPlanner", "TraceRecorder", "record_run", "skill_info"]
 
@@ -149,7 +149,7 @@ class _RecordingSkill(Skill):
 
 def _planner_info(planner: Any) -> dict[str, Any]:
     inner = planner.inner if isinstance(planner, RecordingPlanner) else planner
-    from planners import LLMPlanner
+    from trellis.planners import LLMPlanner
 
     if isinstance(inner, LLMPlanner):
         return {
@@ -450,10 +450,10 @@ class TraceRecorder:
         With ``raise_errors=False`` an exception that stops the run is recorded on the
         ``end`` event and the result reports ``failed`` instead of raising.
         """
-        from agent._sdk import RunResult
+        from trellis.agent._sdk import RunResult
 
         if env is not None:
-            from agent._twc import twc_skills
+            from trellis.agent._twc import twc_skills
 
             for item in self.skills(twc_skills()):
                 if item.name not in agent.skills:
@@ -532,7 +532,7 @@ async def record_run(
     router and reminder adapter, with the model, planner and skills wrapped for recording;
     ``agent`` itself is not changed, so its other runs are not recorded.
     """
-    from agent._sdk import Agent
+    from trellis.agent._sdk import Agent
 
     agent._ensure_defaults()  # the twin shares the loaded model instead of loading another
     deps = agent.deps
@@ -574,7 +574,7 @@ def _model_info(backend: Any) -> dict[str, Any] | None:
     """Name and content hash of the base model behind a backend, when it can be known."""
     config = getattr(backend, "config", None)
     if config is not None and hasattr(config, "model_dir"):
-        from adapters import model_identity, resolve_model_dir
+        from trellis.adapters import model_identity, resolve_model_dir
 
         try:
             return dict(model_identity(resolve_model_dir(config.model_dir)))
@@ -585,7 +585,7 @@ def _model_info(backend: Any) -> dict[str, Any] | None:
 
 
 def _adapter_infos(agent: Agent) -> list[dict[str, Any]]:
-    from adapters import AdapterRegistry
+    from trellis.adapters import AdapterRegistry
 
     try:
         # The agent's store is already at the current schema: no Alembic run per trace.

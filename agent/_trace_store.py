@@ -14,9 +14,9 @@ import uuid
 from sqlalchemy import Boolean, DateTime, Engine, Integer, String, Text, select
 from sqlalchemy.orm import Mapped, mapped_column
 
-from agent._trace import EndEvent, Trace, parse_trace_lines
-from memory import Base, make_sessionmaker
-from memory.errors import NotFoundError
+from trellis.agent._trace import EndEvent, Trace, parse_trace_lines
+from trellis.memory import Base, make_sessionmaker
+from trellis.memory.errors import NotFoundError
 
 __all__ = ["StoredTrace", "TraceRow", "TraceStore"]
 

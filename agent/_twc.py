@@ -16,15 +16,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from agent._skills import Skill, SkillContext, skill
-from agent._twc_places import (
+from trellis.agent._skills import Skill, SkillContext, skill
+from trellis.agent._twc_places import (
     PlaceScorer,
     home_is_next_door,
     neighbour_rooms,
     place_scorer,
     shipped_home_rooms,
 )
-from agent.errors import EnvironmentFailure, ForbiddenFoldError
+from trellis.agent.errors import EnvironmentFailure, ForbiddenFoldError
 
 __all__ = [
     "TWC_ACT",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections import deque
 
-from agent._twc import TwcEnvironment, TwcState
+from trellis.agent._twc import TwcEnvironment, TwcState
 
 __all__ = ["TwcExpert", "room_of"]
 

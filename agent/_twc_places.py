@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from adapters import Embedder, SentenceEmbedder
+from trellis.adapters import Embedder, SentenceEmbedder
 
 __all__ = [
     "CONDITION_WORDS",
@@ -176,7 +176,7 @@ def home_is_next_door(
 
 @functools.cache
 def _shipped() -> dict[str, Any]:
-    text = resources.files("agent").joinpath("twc_homes.json").read_text(encoding="utf-8")
+    text = resources.files("trellis.agent").joinpath("twc_homes.json").read_text(encoding="utf-8")
     data: dict[str, Any] = json.loads(text)
     return data
 

@@ -25,17 +25,17 @@ from typing import Any
 from langgraph.types import Command
 from sqlalchemy import Engine
 
-from agent._events import EventBase, TaskFinished
-from agent._metrics import ServiceMetrics
-from agent._queue import QueuedTask, QueueState, TaskQueue
-from agent._queue_log import EventLog
-from agent._sdk import Agent
-from agent._service_profiles import get_profile
-from agent._service_runtime import database_lock
-from agent._service_settings import ServiceSettings
-from agent.errors import ApprovalPendingError
-from memory import TaskStatus, TaskStore
-from memory.errors import ModelRetry, UsageError
+from trellis.agent._events import EventBase, TaskFinished
+from trellis.agent._metrics import ServiceMetrics
+from trellis.agent._queue import QueuedTask, QueueState, TaskQueue
+from trellis.agent._queue_log import EventLog
+from trellis.agent._sdk import Agent
+from trellis.agent._service_profiles import get_profile
+from trellis.agent._service_runtime import database_lock
+from trellis.agent._service_settings import ServiceSettings
+from trellis.agent.errors import ApprovalPendingError
+from trellis.memory import TaskStatus, TaskStore
+from trellis.memory.errors import ModelRetry, UsageError
 
 __all__ = ["WorkerPool", "worker_id"]
 

@@ -17,13 +17,13 @@ app = typer.Typer(
 
 # Modules that add commands to `app`; each defines `register(app: typer.Typer) -> None`.
 _COMMAND_MODULES = (
-    "memory._cli",
-    "adapters._cli",
-    "planners._cli",
-    "agent._cli",
-    "agent._service_cli",
-    "agent._trace_cli",
-    "agent._data_cli",
+    "trellis.memory._cli",
+    "trellis.adapters._cli",
+    "trellis.planners._cli",
+    "trellis.agent._cli",
+    "trellis.agent._service_cli",
+    "trellis.agent._trace_cli",
+    "trellis.agent._data_cli",
 )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from memory.errors import ModelRetry, RuntimeFailure, UsageError
+from trellis.memory.errors import ModelRetry, RuntimeFailure, UsageError
 
 __all__ = [
     "ApprovalPendingError",
@@ -92,11 +92,24 @@ class NoPendingApprovalError(UsageError):
 
 
 class ForbiddenFoldError(UsageError):
-    """The held-out ``test`` fold of an environment was requested."""
+    """The held-out part of a world (its ``test`` fold) was requested: it is kept for the
+    final measure and never used to run, train or tune."""
 
 
 class EnvironmentFailure(RuntimeFailure):
-    """An environment (such as TextWorldExpress) failed or was used wrongly."""
+    """An environment failed, or refused an action it does not accept now."""
+
+
+class UnknownEnvironmentError(UsageError):
+    """No pack serves the requested environment kind (the message lists the known ones)."""
+
+
+class InvalidEnvSpecError(UsageError):
+    """An environment spec does not validate (the message names the pack and the field)."""
+
+
+class EnvironmentPackError(UsageError):
+    """An environment pack failed to import or is registered wrongly (the pack is named)."""
 
 
 class TraceFormatError(UsageError):

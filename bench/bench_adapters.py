@@ -40,12 +40,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from adapters import EmbeddedBackend, EmbeddedConfig, ReminderAdapter, ReminderConfig  # noqa: E402
-from adapters._shipped import shipped_adapters  # noqa: E402
-from agent import Agent, AgentConfig  # noqa: E402
-from agent._datasets import reminder_cue_examples, twc_configs  # noqa: E402
-from agent._defaults import default_registry  # noqa: E402
-from memory import TaskStore  # noqa: E402
+from trellis.adapters import EmbeddedBackend, EmbeddedConfig, ReminderAdapter, ReminderConfig  # noqa: E402
+from trellis.adapters._shipped import shipped_adapters  # noqa: E402
+from trellis.agent import Agent, AgentConfig  # noqa: E402
+from trellis.agent._datasets import reminder_cue_examples, twc_configs  # noqa: E402
+from trellis.agent._defaults import default_registry  # noqa: E402
+from trellis.memory import TaskStore  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "bench_adapters.json"
 

@@ -38,11 +38,11 @@ import itertools
 from langgraph.graph import END, START, StateGraph
 from sqlalchemy import create_engine, text
 
-from adapters import FunctionBackend
-from agent import Agent, AgentConfig, SkillFinished, TaskFinished, TwcConfig, skill
-from agent._checkpoint import open_checkpointer
-from memory import make_engine, run_sync
-from planners import PlannerConfig, ScriptedPlanner
+from trellis.adapters import FunctionBackend
+from trellis.agent import Agent, AgentConfig, SkillFinished, TaskFinished, TwcConfig, skill
+from trellis.agent._checkpoint import open_checkpointer
+from trellis.memory import make_engine, run_sync
+from trellis.planners import PlannerConfig, ScriptedPlanner
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_agent.json"
 POSTGRES_ADMIN = os.environ.get(

@@ -31,7 +31,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from adapters import (  # noqa: E402
+from trellis.adapters import (  # noqa: E402
     EmbeddedBackend,
     EmbeddedConfig,
     LLMBackend,
@@ -183,7 +183,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     backend: LLMBackend
     load_before = [round(x, 2) for x in os.getloadavg()]
     if args.backend == "vllm":
-        from adapters import VLLMBackend, VLLMConfig
+        from trellis.adapters import VLLMBackend, VLLMConfig
 
         if not args.url or not args.adapters:
             raise SystemExit("--backend vllm needs --url and --adapters a,b,c,d")

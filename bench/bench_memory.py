@@ -38,8 +38,8 @@ from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from memory import NodeSpec, NodeStatus, TaskStore
-from memory._records import SATISFIED
+from trellis.memory import NodeSpec, NodeStatus, TaskStore
+from trellis.memory._records import SATISFIED
 
 RESULTS = Path(__file__).parent / "results" / "bench_memory.json"
 FAN_OUT = 10

@@ -27,11 +27,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from adapters import SentenceEmbedder  # noqa: E402
-from agent._datasets import twc_configs  # noqa: E402
-from agent._twc import TwcConfig, TwcEnvironment, candidate_places  # noqa: E402
-from agent._twc_expert import room_of  # noqa: E402
-from agent._twc_places import (  # noqa: E402
+from trellis.adapters import SentenceEmbedder  # noqa: E402
+from trellis.agent._datasets import twc_configs  # noqa: E402
+from trellis.agent._twc import TwcConfig, TwcEnvironment, candidate_places  # noqa: E402
+from trellis.agent._twc_expert import room_of  # noqa: E402
+from trellis.agent._twc_places import (  # noqa: E402
     HOMES_WEIGHT,
     ROOM_MARGIN,
     PlaceScorer,

@@ -38,8 +38,8 @@ from pydantic import BaseModel
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from adapters import Cue, FunctionBackend, LLMRequest, rule_extract  # noqa: E402
-from planners import (  # noqa: E402
+from trellis.adapters import Cue, FunctionBackend, LLMRequest, rule_extract  # noqa: E402
+from trellis.planners import (  # noqa: E402
     LLMPlanner,
     PlannerConfig,
     PlanRequest,
@@ -455,7 +455,7 @@ async def run_scripted(tasks: list[Task], seed: int, config: PlannerConfig) -> d
 async def run_real(
     tasks: list[Task], n_plans: int, n_reminders: int, *, max_tokens: int, timeout_s: float
 ) -> dict[str, Any]:
-    from adapters import EmbeddedBackend, ReminderAdapter, ReminderConfig
+    from trellis.adapters import EmbeddedBackend, ReminderAdapter, ReminderConfig
 
     backend = EmbeddedBackend()
     await backend.start()

@@ -36,18 +36,18 @@ if str(ROOT) not in sys.path:
 
 from langgraph.graph import END, START, StateGraph  # noqa: E402
 
-from adapters import FunctionBackend, LLMRequest  # noqa: E402
-from agent._checkpoint import open_checkpointer  # noqa: E402
-from agent._config import AgentConfig  # noqa: E402
-from agent._replay import compare_traces, replay, replay_many  # noqa: E402
-from agent._replay_check import check_trace  # noqa: E402
-from agent._sdk import Agent  # noqa: E402
-from agent._skills import skill  # noqa: E402
-from agent._trace import EndEvent, read_trace  # noqa: E402
-from agent._trace_io import TraceWriter  # noqa: E402
-from agent._trace_record import TraceRecorder  # noqa: E402
-from memory import TaskStore, run_sync  # noqa: E402
-from planners import LLMPlanner, PlannerConfig  # noqa: E402
+from trellis.adapters import FunctionBackend, LLMRequest  # noqa: E402
+from trellis.agent._checkpoint import open_checkpointer  # noqa: E402
+from trellis.agent._config import AgentConfig  # noqa: E402
+from trellis.agent._replay import compare_traces, replay, replay_many  # noqa: E402
+from trellis.agent._replay_check import check_trace  # noqa: E402
+from trellis.agent._sdk import Agent  # noqa: E402
+from trellis.agent._skills import skill  # noqa: E402
+from trellis.agent._trace import EndEvent, read_trace  # noqa: E402
+from trellis.agent._trace_io import TraceWriter  # noqa: E402
+from trellis.agent._trace_record import TraceRecorder  # noqa: E402
+from trellis.memory import TaskStore, run_sync  # noqa: E402
+from trellis.planners import LLMPlanner, PlannerConfig  # noqa: E402
 
 ROOMS = ("kitchen", "hall", "garage", "study", "attic")
 ITEMS = ("mug", "book", "lamp", "spoon", "sock")

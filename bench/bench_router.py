@@ -49,9 +49,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from adapters._embeddings import SentenceEmbedder, normalize_rows  # noqa: E402
-from adapters._router import Router, RouterConfig, StepContext  # noqa: E402
-from adapters._router_eval import (  # noqa: E402
+from trellis.adapters._embeddings import SentenceEmbedder, normalize_rows  # noqa: E402
+from trellis.adapters._router import Router, RouterConfig, StepContext  # noqa: E402
+from trellis.adapters._router_eval import (  # noqa: E402
     EvalRow,
     RouterEvaluation,
     evaluate_predictions,
@@ -59,7 +59,7 @@ from adapters._router_eval import (  # noqa: E402
     load_eval_rows,
     load_profiles_file,
 )
-from adapters._router_policies import AdapterProfile  # noqa: E402
+from trellis.adapters._router_policies import AdapterProfile  # noqa: E402
 
 DATA = ROOT / "bench" / "data"
 RESULTS = ROOT / "bench" / "results" / "bench_router.json"

@@ -33,7 +33,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from adapters import (  # noqa: E402
+from trellis.adapters import (  # noqa: E402
     LLMRequest,
     LLMResult,
     Message,

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import importlib
 
-PACKAGES = ("memory", "adapters", "planners", "agent")
+PACKAGES = ("trellis.memory", "trellis.adapters", "trellis.planners", "trellis.agent")
 
 
 def all_errors() -> list[type[BaseException]]:
     """Every exception class exported by a package's public namespace."""
-    from memory.errors import TrellisError
+    from trellis.memory.errors import TrellisError
 
     found: dict[str, type[BaseException]] = {}
     for package in PACKAGES:
@@ -22,7 +22,7 @@ def all_errors() -> list[type[BaseException]]:
 
 
 def render() -> str:
-    from memory.errors import TrellisError
+    from trellis.memory.errors import TrellisError
 
     errors = set(all_errors()) | {TrellisError}
     lines = [
@@ -31,7 +31,7 @@ def render() -> str:
         "Every error Trellis raises derives from `TrellisError` and sits in one of three",
         "branches: `UsageError` (fix the call or the input), `ModelRetry` (a model's output",
         "was unusable: ask again with the feedback), `RuntimeFailure` (something failed while",
-        "running). Each class is importable from its package (`from adapters import ...`).",
+        "running). Each class is importable from its package (`from trellis.adapters import ...`).",
         "",
         "```",
     ]

@@ -1,9 +1,9 @@
 """The Task Memory Tree: durable, graph-aware task state on SQLAlchemy."""
 
-from memory._aio import AsyncTaskStore
-from memory._asyncio import run_sync
-from memory._context import PromptContext
-from memory._db import (
+from trellis.memory._aio import AsyncTaskStore
+from trellis.memory._asyncio import run_sync
+from trellis.memory._context import PromptContext
+from trellis.memory._db import (
     Base,
     DatabaseConfig,
     check_schema,
@@ -13,8 +13,8 @@ from memory._db import (
     migration_heads,
     upgrade,
 )
-from memory._paths import default_database_url, trellis_home
-from memory._records import (
+from trellis.memory._paths import default_database_url, trellis_home
+from trellis.memory._records import (
     EventRecord,
     MemoryConfig,
     NodeRecord,
@@ -24,8 +24,8 @@ from memory._records import (
     TaskStatus,
     replay_events,
 )
-from memory._store import UNSET, TaskStore
-from memory.errors import (
+from trellis.memory._store import UNSET, TaskStore
+from trellis.memory.errors import (
     CycleError,
     DuplicateKeyError,
     IllegalTransitionError,

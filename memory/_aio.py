@@ -14,8 +14,8 @@ from typing import Any, ParamSpec, TypeVar
 
 import networkx as nx
 
-from memory._context import PromptContext
-from memory._records import (
+from trellis.memory._context import PromptContext
+from trellis.memory._records import (
     EventRecord,
     MemoryConfig,
     NodeRecord,
@@ -24,7 +24,7 @@ from memory._records import (
     TaskRecord,
     TaskStatus,
 )
-from memory._store import TaskStore
+from trellis.memory._store import TaskStore
 
 __all__ = ["AsyncTaskStore"]
 

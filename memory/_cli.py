@@ -16,7 +16,7 @@ URL_HELP = "SQLAlchemy URL (default: $TRELLIS_DATABASE_URL, else trellis.db in T
 @db_app.command("upgrade")
 def upgrade_command(url: str | None = typer.Option(None, help=URL_HELP)) -> None:
     """Apply every pending migration of every package (idempotent)."""
-    from memory._db import DatabaseConfig, current_revisions, make_engine, upgrade
+    from trellis.memory._db import DatabaseConfig, current_revisions, make_engine, upgrade
 
     engine = make_engine(DatabaseConfig() if url is None else DatabaseConfig(url=url))
     try:
@@ -30,14 +30,14 @@ def upgrade_command(url: str | None = typer.Option(None, help=URL_HELP)) -> None
 @db_app.command("current")
 def current_command(url: str | None = typer.Option(None, help=URL_HELP)) -> None:
     """Print the database's schema revisions and whether it matches this code."""
-    from memory._db import (
+    from trellis.memory._db import (
         DatabaseConfig,
         check_schema,
         current_revisions,
         make_engine,
         migration_heads,
     )
-    from memory.errors import SchemaMismatchError
+    from trellis.memory.errors import SchemaMismatchError
 
     engine = make_engine(DatabaseConfig() if url is None else DatabaseConfig(url=url))
     try:
@@ -60,8 +60,8 @@ def demo(
     mermaid: bool = typer.Option(True, help="Print the tree as a Mermaid flowchart."),
 ) -> None:
     """Build a small task tree, run it step by step, and render it."""
-    from memory._records import NodeSpec, NodeStatus
-    from memory._store import TaskStore
+    from trellis.memory._records import NodeSpec, NodeStatus
+    from trellis.memory._store import TaskStore
 
     with TaskStore.open(url) as store:
         task = store.create_task("make a cup of tea", user_id="demo")

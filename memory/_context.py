@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from memory._records import NodeRecord
-from memory.errors import UsageError
+from trellis.memory._records import NodeRecord
+from trellis.memory.errors import UsageError
 
 __all__ = ["PromptContext", "synthesize"]
 

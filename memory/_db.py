@@ -21,8 +21,8 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, sessionmaker
 from sqlalchemy.pool import StaticPool
 
-from memory._paths import default_database_url
-from memory.errors import SchemaMismatchError, UsageError
+from trellis.memory._paths import default_database_url
+from trellis.memory.errors import SchemaMismatchError, UsageError
 
 __all__ = [
     "Base",
@@ -36,7 +36,12 @@ __all__ = [
 ]
 
 # Packages whose migrations make up the schema, in dependency order.
-MIGRATION_PACKAGES = ("memory", "adapters", "planners", "agent")
+MIGRATION_PACKAGES = (
+    "trellis.memory",
+    "trellis.adapters",
+    "trellis.planners",
+    "trellis.agent",
+)
 
 _NAMING = {
     "ix": "ix_%(column_0_label)s",

@@ -7,7 +7,7 @@ from dataclasses import asdict
 
 import networkx as nx
 
-from memory._records import NodeRecord, NodeStatus
+from trellis.memory._records import NodeRecord, NodeStatus
 
 __all__ = ["mermaid", "networkx_graph", "topological"]
 

@@ -24,7 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from memory._db import Base
+from trellis.memory._db import Base
 
 __all__ = ["EdgeRow", "EventRow", "JsonType", "NodeRow", "TaskRow"]
 

@@ -9,9 +9,9 @@ from contextlib import contextmanager
 import networkx as nx
 from sqlalchemy import Connection, Engine, RowMapping, select
 
-from memory._context import PromptContext, synthesize
-from memory._graph import mermaid, networkx_graph, topological
-from memory._records import (
+from trellis.memory._context import PromptContext, synthesize
+from trellis.memory._graph import mermaid, networkx_graph, topological
+from trellis.memory._records import (
     SATISFIED,
     EventRecord,
     MemoryConfig,
@@ -20,7 +20,7 @@ from memory._records import (
     TaskRecord,
     TaskStatus,
 )
-from memory._rows import (
+from trellis.memory._rows import (
     EDGES,
     EVENTS,
     NODES,
@@ -33,8 +33,8 @@ from memory._rows import (
     records_for,
     task_record,
 )
-from memory._tree import ancestor_ids
-from memory.errors import UnknownNodeError, UnknownTaskError, UsageError
+from trellis.memory._tree import ancestor_ids
+from trellis.memory.errors import UnknownNodeError, UnknownTaskError, UsageError
 
 __all__ = ["TaskReads", "parse_task_status"]
 

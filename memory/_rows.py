@@ -9,9 +9,9 @@ from typing import Any, TypeVar
 
 from sqlalchemy import JSON, Connection, DateTime, RowMapping, Table, select
 
-from memory._models import EdgeRow, EventRow, NodeRow, TaskRow
-from memory._records import EventRecord, NodeRecord, NodeStatus, TaskRecord, TaskStatus
-from memory.errors import NotSerializableError, PayloadTooLargeError, UsageError
+from trellis.memory._models import EdgeRow, EventRow, NodeRow, TaskRow
+from trellis.memory._records import EventRecord, NodeRecord, NodeStatus, TaskRecord, TaskStatus
+from trellis.memory.errors import NotSerializableError, PayloadTooLargeError, UsageError
 
 NODES: Table = NodeRow.__table__  # type: ignore[assignment]
 TASKS: Table = TaskRow.__table__  # type: ignore[assignment]

@@ -27,10 +27,10 @@ from sqlalchemy import (
     update,
 )
 
-from memory._db import DatabaseConfig, check_schema, make_engine
-from memory._db import upgrade as upgrade_schema
-from memory._reads import TaskReads, parse_task_status
-from memory._records import (
+from trellis.memory._db import DatabaseConfig, check_schema, make_engine
+from trellis.memory._db import upgrade as upgrade_schema
+from trellis.memory._reads import TaskReads, parse_task_status
+from trellis.memory._records import (
     TRANSITIONS,
     MemoryConfig,
     NodeRecord,
@@ -40,7 +40,7 @@ from memory._records import (
     TaskStatus,
     allowed_next,
 )
-from memory._rows import (
+from trellis.memory._rows import (
     EDGES,
     EVENTS,
     NODES,
@@ -54,13 +54,13 @@ from memory._rows import (
     now,
     task_record,
 )
-from memory._tree import (
+from trellis.memory._tree import (
     check_new_dependency,
     insert_specs,
     live_descendant_ids,
     supersede,
 )
-from memory.errors import (
+from trellis.memory.errors import (
     IllegalTransitionError,
     StaleWriteError,
     UsageError,

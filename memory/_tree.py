@@ -18,8 +18,8 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping, func, literal, select, update
 
-from memory._records import MemoryConfig, NodeRecord, NodeSpec, NodeStatus
-from memory._rows import (
+from trellis.memory._records import MemoryConfig, NodeRecord, NodeSpec, NodeStatus
+from trellis.memory._rows import (
     EDGES,
     EVENTS,
     NODES,
@@ -33,7 +33,7 @@ from memory._rows import (
     event_row,
     fetch_node_rows,
 )
-from memory.errors import CycleError, DuplicateKeyError, UnknownNodeError, UsageError
+from trellis.memory.errors import CycleError, DuplicateKeyError, UnknownNodeError, UsageError
 
 __all__ = [
     "ancestor_ids",

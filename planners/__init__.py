@@ -1,9 +1,9 @@
 """Planning: plan schema, LLM and scripted planners, validation and repair."""
 
-from planners._cases import CaseConfig, CaseMemory, EmbedderLike, PastCase, case_text
-from planners._cues import CueStore, cue_key
-from planners._plan import Plan, PlanStep, plan_json_schema
-from planners._planner import (
+from trellis.planners._cases import CaseConfig, CaseMemory, EmbedderLike, PastCase, case_text
+from trellis.planners._cues import CueStore, cue_key
+from trellis.planners._plan import Plan, PlanStep, plan_json_schema
+from trellis.planners._planner import (
     LLMPlanner,
     Planner,
     PlannerConfig,
@@ -14,9 +14,9 @@ from planners._planner import (
     build_repair_prompt,
     replan_request,
 )
-from planners._skills import DECOMPOSE, SkillSpec, format_validation_error, skill_catalogue
-from planners._validate import cue_violations, extract_json, step_words, validate_plan
-from planners.errors import (
+from trellis.planners._skills import DECOMPOSE, SkillSpec, format_validation_error, skill_catalogue
+from trellis.planners._validate import cue_violations, extract_json, step_words, validate_plan
+from trellis.planners.errors import (
     InvalidSkillArgsError,
     PlanningFailedError,
     PlanValidationError,

@@ -17,12 +17,12 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine, select, update
 
-from adapters._reminders import Cue
-from memory._db import make_sessionmaker
-from memory.errors import UsageError
-from planners._plan import Plan
-from planners._tables import CaseRow
-from planners.errors import UnknownCaseError
+from trellis.adapters._reminders import Cue
+from trellis.memory._db import make_sessionmaker
+from trellis.memory.errors import UsageError
+from trellis.planners._plan import Plan
+from trellis.planners._tables import CaseRow
+from trellis.planners.errors import UnknownCaseError
 
 __all__ = ["CaseConfig", "CaseMemory", "EmbedderLike", "PastCase", "case_text"]
 

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from planners._cues import CueStore
+    from trellis.planners._cues import CueStore
 
 console = Console()
 err = Console(stderr=True)
@@ -23,8 +23,8 @@ URL_HELP = "SQLAlchemy URL (default: $TRELLIS_DATABASE_URL, else trellis.db in T
 
 
 def _store(url: str | None) -> CueStore:
-    from memory import DatabaseConfig, make_engine, upgrade
-    from planners._cues import CueStore
+    from trellis.memory import DatabaseConfig, make_engine, upgrade
+    from trellis.planners._cues import CueStore
 
     engine = make_engine(DatabaseConfig() if url is None else DatabaseConfig(url=url))
     upgrade(engine)
@@ -42,13 +42,13 @@ def add_command(
     url: str | None = typer.Option(None, help=URL_HELP),
 ) -> None:
     """Extract cues from a reminder and record them (later conflicting cues win)."""
-    from adapters._reminders import ReminderAdapter, ReminderConfig
-    from memory import TrellisError
+    from trellis.adapters._reminders import ReminderAdapter, ReminderConfig
+    from trellis.memory import TrellisError
 
     store = _store(url)
     backend = None
     if model:
-        from adapters import EmbeddedBackend
+        from trellis.adapters import EmbeddedBackend
 
         backend = EmbeddedBackend()
     adapter = ReminderAdapter(backend, config=ReminderConfig(mode="hybrid" if model else "rules"))

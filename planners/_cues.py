@@ -13,12 +13,12 @@ from typing import Any
 
 from sqlalchemy import Engine, or_, select, update
 
-from adapters._reminders import Cue, ExtractionResult, ReminderAdapter, Scope
-from memory._asyncio import run_sync
-from memory._db import make_sessionmaker
-from memory.errors import UsageError
-from planners._tables import CueRow
-from planners._validate import _GENERIC_STEMS, _words
+from trellis.adapters._reminders import Cue, ExtractionResult, ReminderAdapter, Scope
+from trellis.memory._asyncio import run_sync
+from trellis.memory._db import make_sessionmaker
+from trellis.memory.errors import UsageError
+from trellis.planners._tables import CueRow
+from trellis.planners._validate import _GENERIC_STEMS, _words
 
 __all__ = ["CueStore", "cue_key"]
 

@@ -13,8 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from memory import NodeSpec
-from planners._skills import DECOMPOSE, SkillSpec
+from trellis.memory import NodeSpec
+from trellis.planners._skills import DECOMPOSE, SkillSpec
 
 __all__ = ["Plan", "PlanStep", "plan_json_schema"]
 

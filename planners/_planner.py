@@ -17,14 +17,14 @@ from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, InstanceOf
 
-from adapters._backend import LLMBackend, LLMRequest, LLMResult, SamplingParams
-from adapters._reminders import Cue
-from memory._asyncio import run_sync
-from planners._cases import PastCase
-from planners._plan import Plan, plan_json_schema
-from planners._skills import DECOMPOSE, SkillSpec
-from planners._validate import validate_plan
-from planners.errors import PlanValidationError
+from trellis.adapters._backend import LLMBackend, LLMRequest, LLMResult, SamplingParams
+from trellis.adapters._reminders import Cue
+from trellis.memory._asyncio import run_sync
+from trellis.planners._cases import PastCase
+from trellis.planners._plan import Plan, plan_json_schema
+from trellis.planners._skills import DECOMPOSE, SkillSpec
+from trellis.planners._validate import validate_plan
+from trellis.planners.errors import PlanValidationError
 
 __all__ = [
     "LLMPlanner",

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from planners.errors import InvalidSkillArgsError, SkillDefinitionError
+from trellis.planners.errors import InvalidSkillArgsError, SkillDefinitionError
 
 __all__ = ["DECOMPOSE", "SkillSpec", "format_validation_error", "skill_catalogue"]
 

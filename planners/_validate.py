@@ -18,11 +18,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from adapters._backend import parse_json_text
-from adapters._reminders import Cue
-from planners._plan import Plan, PlanStep
-from planners._skills import DECOMPOSE, SkillSpec, format_validation_error
-from planners.errors import InvalidSkillArgsError, PlanValidationError
+from trellis.adapters._backend import parse_json_text
+from trellis.adapters._reminders import Cue
+from trellis.planners._plan import Plan, PlanStep
+from trellis.planners._skills import DECOMPOSE, SkillSpec, format_validation_error
+from trellis.planners.errors import InvalidSkillArgsError, PlanValidationError
 
 __all__ = ["cue_violations", "extract_json", "step_words", "validate_plan"]
 

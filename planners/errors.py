@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from memory.errors import ModelRetry, NotFoundError, RuntimeFailure, UsageError
+from trellis.memory.errors import ModelRetry, NotFoundError, RuntimeFailure, UsageError
 
 __all__ = [
     "InvalidSkillArgsError",

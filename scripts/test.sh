@@ -7,4 +7,4 @@ cd "$(dirname "$0")/.."
 .venv/bin/ruff format --check .
 .venv/bin/mypy
 .venv/bin/mypy bench  # the benchmark scripts are typed too
-.venv/bin/python -m pytest -q -ra --timeout=1800 "$@"
+.venv/bin/python -P -m pytest -q -ra --timeout=1800 "$@"

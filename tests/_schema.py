@@ -8,7 +8,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Engine
 
-from memory import Base
+from trellis.memory import Base
 
 
 def _tables_of(item: object) -> list[str]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from adapters import FunctionBackend, LLMRequest
-from agent import SkillRegistry, act_json_schema, build_act_prompt, choose_call, skill
+from trellis.adapters import FunctionBackend, LLMRequest
+from trellis.agent import SkillRegistry, act_json_schema, build_act_prompt, choose_call, skill
 
 
 @skill

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from adapters import FunctionBackend
-from agent import Agent, AgentConfig, skill
-from agent.cli import app
-from planners import ScriptedPlanner
+from trellis.adapters import FunctionBackend
+from trellis.agent import Agent, AgentConfig, skill
+from trellis.agent.cli import app
+from trellis.planners import ScriptedPlanner
 
 runner = CliRunner()
 

@@ -22,9 +22,9 @@ REPO = Path(__file__).resolve().parents[1]
 WORKER = textwrap.dedent(
     '''
     import asyncio, os, sys, time
-    from adapters import FunctionBackend
-    from agent import Agent, AgentConfig, TaskFinished, skill
-    from planners import PlannerConfig, ScriptedPlanner
+    from trellis.adapters import FunctionBackend
+    from trellis.agent import Agent, AgentConfig, TaskFinished, skill
+    from trellis.planners import PlannerConfig, ScriptedPlanner
 
     url, out, task_id = sys.argv[1], sys.argv[2], sys.argv[3]
 

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from adapters import FunctionBackend, LLMRequest
-from agent import (
+from trellis.adapters import FunctionBackend, LLMRequest
+from trellis.agent import (
     Agent,
     AgentConfig,
     ApprovalPendingError,
@@ -26,9 +26,9 @@ from agent import (
     TwcConfig,
     skill,
 )
-from memory import NodeStatus, TaskStatus, run_sync
-from memory.errors import RuntimeFailure, UsageError
-from planners import ScriptedPlanner
+from trellis.memory import NodeStatus, TaskStatus, run_sync
+from trellis.memory.errors import RuntimeFailure, UsageError
+from trellis.planners import ScriptedPlanner
 
 LOG: list[str] = []
 
@@ -326,7 +326,7 @@ def test_database_removed_mid_run(tmp_path: Path) -> None:
 def test_events_are_json_round_trippable(tmp_path: Path) -> None:
     from pydantic import TypeAdapter
 
-    from agent import AgentEvent
+    from trellis.agent import AgentEvent
 
     plans = {"peek": {"steps": [step("a", "look", {"room": "attic"})]}}
     agent = make_agent(f"sqlite:///{tmp_path}/t.db", plans)

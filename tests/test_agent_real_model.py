@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from adapters import default_model_dir, verify_model
-from agent import Agent, AgentConfig, LLMCall, TaskFinished, TwcConfig
-from memory import NodeStatus, run_sync
+from trellis.adapters import default_model_dir, verify_model
+from trellis.agent import Agent, AgentConfig, LLMCall, TaskFinished, TwcConfig
+from trellis.memory import NodeStatus, run_sync
 
 
 @pytest.mark.slow

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import Engine
 
-from adapters import rule_extract
-from adapters._embeddings import HashingEmbedder
-from memory import UsageError, make_engine, upgrade
-from planners import CaseConfig, CaseMemory, Plan, UnknownCaseError
+from trellis.adapters import rule_extract
+from trellis.adapters._embeddings import HashingEmbedder
+from trellis.memory import UsageError, make_engine, upgrade
+from trellis.planners import CaseConfig, CaseMemory, Plan, UnknownCaseError
 
 PLAN = Plan.model_validate(
     {"steps": [{"id": "a", "title": "open fridge", "skill": "open", "args": {"obj": "fridge"}}]}

@@ -7,10 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from adapters._reminders import build_cue_prompt, cue_json_schema
-from agent._datasets import reminder_cue_examples, twc_act_examples, twc_configs, write_jsonl
-from agent._twc import TwcEnvironment
-from agent.errors import ForbiddenFoldError
+from trellis.adapters._reminders import build_cue_prompt, cue_json_schema
+from trellis.agent._datasets import (
+    reminder_cue_examples,
+    twc_act_examples,
+    twc_configs,
+    write_jsonl,
+)
+from trellis.agent._twc import TwcEnvironment
+from trellis.agent.errors import ForbiddenFoldError
 
 
 def test_twc_rows_replay_to_success_and_stay_within_valid_actions() -> None:

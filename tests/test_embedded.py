@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters import (
+from trellis.adapters import (
     AdapterValidationError,
     BackendTimeoutError,
     DuplicateAdapterError,

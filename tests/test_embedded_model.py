@@ -9,9 +9,9 @@ from pathlib import Path
 import typer
 from typer.testing import CliRunner
 
-from adapters import ModelPreparationError, resolve_model_dir, verify_model
-from adapters._cli import register
-from adapters._model import MANIFEST_NAME, model_problems
+from trellis.adapters import ModelPreparationError, resolve_model_dir, verify_model
+from trellis.adapters._cli import register
+from trellis.adapters._model import MANIFEST_NAME, model_problems
 
 
 def fake_model(folder: Path) -> Path:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from adapters import (
+from trellis.adapters import (
     FunctionBackend,
     LLMRequest,
     LLMResult,

@@ -9,9 +9,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from adapters import FunctionBackend, LLMRequest
-from agent._config import AgentConfig
-from agent._eval import (
+from trellis.adapters import FunctionBackend, LLMRequest
+from trellis.agent._config import AgentConfig
+from trellis.agent._eval import (
     EvalRun,
     TaskEval,
     compare_runs,
@@ -19,15 +19,15 @@ from agent._eval import (
     load_run,
     run_from_traces,
 )
-from agent._replay_check import check_trace
-from agent._report import write_report
-from agent._sdk import Agent
-from agent._trace import Trace, read_trace
-from agent._trace_cli import register
-from agent._trace_io import TraceWriter
-from agent._trace_record import TraceRecorder
-from agent._twc import TwcConfig, TwcEnvironment
-from planners import ScriptedPlanner
+from trellis.agent._replay_check import check_trace
+from trellis.agent._report import write_report
+from trellis.agent._sdk import Agent
+from trellis.agent._trace import Trace, read_trace
+from trellis.agent._trace_cli import register
+from trellis.agent._trace_io import TraceWriter
+from trellis.agent._trace_record import TraceRecorder
+from trellis.agent._twc import TwcConfig, TwcEnvironment
+from trellis.planners import ScriptedPlanner
 
 SEEDS = (1, 2, 3)
 

@@ -12,7 +12,7 @@ from typing import Any
 import networkx as nx
 import pytest
 
-from memory import CycleError, NodeSpec, NodeStatus, StaleWriteError, TaskStore
+from trellis.memory import CycleError, NodeSpec, NodeStatus, StaleWriteError, TaskStore
 
 SPAWN = mp.get_context("spawn")
 

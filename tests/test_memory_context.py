@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from memory import NodeRecord, NodeSpec, NodeStatus, PromptContext, TaskStore, UsageError
-from memory._context import TRUNCATED, synthesize
+from trellis.memory import NodeRecord, NodeSpec, NodeStatus, PromptContext, TaskStore, UsageError
+from trellis.memory._context import TRUNCATED, synthesize
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

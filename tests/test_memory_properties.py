@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from memory import (
+from trellis.memory import (
     CycleError,
     IllegalTransitionError,
     NodeRecord,
@@ -26,7 +26,7 @@ from memory import (
     UsageError,
     replay_events,
 )
-from memory._records import SATISFIED, TRANSITIONS, snapshot_fields
+from trellis.memory._records import SATISFIED, TRANSITIONS, snapshot_fields
 
 STATUSES = list(NodeStatus)
 

@@ -9,8 +9,8 @@ from _schema import migration_drift
 from sqlalchemy import inspect, text
 from typer.testing import CliRunner
 
-from agent.cli import app
-from memory import (
+from trellis.agent.cli import app
+from trellis.memory import (
     SchemaMismatchError,
     TaskStore,
     check_schema,
@@ -83,7 +83,7 @@ def test_upgrade_waits_for_another_writer_longer_than_the_busy_timeout(tmp_path:
     import sqlite3
     import threading
 
-    from memory._db import DatabaseConfig, check_schema, make_engine, upgrade
+    from trellis.memory._db import DatabaseConfig, check_schema, make_engine, upgrade
 
     path = tmp_path / "shared.db"
     holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)

@@ -9,7 +9,7 @@ import networkx as nx
 import pytest
 from sqlalchemy import func, select
 
-from memory import (
+from trellis.memory import (
     CycleError,
     DuplicateKeyError,
     IllegalTransitionError,
@@ -26,8 +26,8 @@ from memory import (
     UsageError,
     replay_events,
 )
-from memory._records import snapshot_fields
-from memory._rows import EDGES, EVENTS, NODES
+from trellis.memory._records import snapshot_fields
+from trellis.memory._rows import EDGES, EVENTS, NODES
 
 
 @pytest.fixture
@@ -393,7 +393,7 @@ def test_delete_task(store: TaskStore) -> None:
 async def test_async_store_runs_the_same_operations(database_url: str) -> None:
     import asyncio
 
-    from memory import AsyncTaskStore
+    from trellis.memory import AsyncTaskStore
 
     store = await AsyncTaskStore.open(database_url)
     try:

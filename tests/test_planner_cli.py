@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from agent.cli import app
+from trellis.agent.cli import app
 
 
 def test_cues_commands_record_supersede_and_list(tmp_path: Path) -> None:

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import Engine
 
-from adapters import Cue, FunctionBackend, ReminderAdapter, ReminderConfig, rule_extract
-from memory import UsageError, make_engine, upgrade
-from planners import CueStore
+from trellis.adapters import Cue, FunctionBackend, ReminderAdapter, ReminderConfig, rule_extract
+from trellis.memory import UsageError, make_engine, upgrade
+from trellis.planners import CueStore
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import pytest
 from pydantic import BaseModel
 
-from adapters import FunctionBackend, LLMRequest, rule_extract
-from planners import (
+from trellis.adapters import FunctionBackend, LLMRequest, rule_extract
+from trellis.planners import (
     LLMPlanner,
     Plan,
     PlannerConfig,
@@ -21,7 +21,7 @@ from planners import (
     plan_json_schema,
     replan_request,
 )
-from planners._cases import PastCase
+from trellis.planners._cases import PastCase
 
 
 class Obj(BaseModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import BaseModel
 
-from adapters import (
+from trellis.adapters import (
     CueDraft,
     EmbeddedBackend,
     ReminderAdapter,
@@ -14,7 +14,7 @@ from adapters import (
     rule_extract,
     verify_model,
 )
-from planners import LLMPlanner, PlannerConfig, PlanRequest, SkillSpec, validate_plan
+from trellis.planners import LLMPlanner, PlannerConfig, PlanRequest, SkillSpec, validate_plan
 
 pytestmark = [
     pytest.mark.slow,

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, Field
 
-from adapters import Cue, rule_extract
-from planners import (
+from trellis.adapters import Cue, rule_extract
+from trellis.planners import (
     DECOMPOSE,
     InvalidSkillArgsError,
     Plan,
@@ -23,7 +23,7 @@ from planners import (
     plan_json_schema,
     validate_plan,
 )
-from planners.errors import ModelRetry
+from trellis.planners.errors import ModelRetry
 
 
 class Obj(BaseModel):

@@ -10,10 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from memory.errors import TrellisError
+from trellis.memory.errors import TrellisError
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("memory", "adapters", "planners", "agent")
+PACKAGES = (
+    "trellis",
+    "trellis.memory",
+    "trellis.adapters",
+    "trellis.planners",
+    "trellis.agent",
+)
 
 
 @pytest.mark.parametrize("package", PACKAGES)
@@ -58,7 +64,7 @@ def test_error_tree_document_is_current() -> None:
 
 
 def test_every_error_derives_from_one_branch() -> None:
-    from memory.errors import ModelRetry, RuntimeFailure, UsageError
+    from trellis.memory.errors import ModelRetry, RuntimeFailure, UsageError
 
     sys.path.insert(0, str(ROOT / "docs"))
     try:

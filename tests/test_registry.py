@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from adapters import (
+from trellis.adapters import (
     AdapterPathError,
     AdapterRegistry,
     AdapterValidationError,
@@ -20,7 +20,7 @@ from adapters import (
     create_lora_adapter,
     inspect_adapter,
 )
-from memory import check_schema, make_engine
+from trellis.memory import check_schema, make_engine
 
 
 def write_adapter(

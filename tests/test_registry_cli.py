@@ -9,7 +9,7 @@ import typer
 from test_registry import write_adapter
 from typer.testing import CliRunner
 
-from adapters._cli import register
+from trellis.adapters._cli import register
 
 app = typer.Typer()
 register(app)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from adapters import (
+from trellis.adapters import (
     AdapterRegistry,
     FunctionBackend,
     ReminderAdapter,
@@ -19,7 +19,7 @@ from adapters import (
     cue_json_schema,
     rule_extract,
 )
-from memory import UsageError
+from trellis.memory import UsageError
 
 
 @pytest.mark.parametrize(

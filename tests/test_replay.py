@@ -10,18 +10,25 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from adapters import FunctionBackend, LLMRequest
-from agent._config import AgentConfig
-from agent._replay import compare_traces, replay_many, replay_sync
-from agent._replay_check import check_trace
-from agent._sdk import Agent
-from agent._skills import skill
-from agent._trace import LLMEvent, PlanEvent, SkillCallEvent, Trace, parse_trace_lines, read_trace
-from agent._trace_cli import register
-from agent._trace_io import MemoryTraceSink, TraceWriter
-from agent._trace_record import TraceRecorder
-from memory import run_sync
-from planners import LLMPlanner, PlannerConfig, ScriptedPlanner
+from trellis.adapters import FunctionBackend, LLMRequest
+from trellis.agent._config import AgentConfig
+from trellis.agent._replay import compare_traces, replay_many, replay_sync
+from trellis.agent._replay_check import check_trace
+from trellis.agent._sdk import Agent
+from trellis.agent._skills import skill
+from trellis.agent._trace import (
+    LLMEvent,
+    PlanEvent,
+    SkillCallEvent,
+    Trace,
+    parse_trace_lines,
+    read_trace,
+)
+from trellis.agent._trace_cli import register
+from trellis.agent._trace_io import MemoryTraceSink, TraceWriter
+from trellis.agent._trace_record import TraceRecorder
+from trellis.memory import run_sync
+from trellis.planners import LLMPlanner, PlannerConfig, ScriptedPlanner
 
 FIRST_PLAN = {
     "steps": [
@@ -308,8 +315,8 @@ def test_cli_replay_exit_codes(trace_file: Path, tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_record_then_replay_is_exact_with_the_embedded_model(tmp_path: Path) -> None:
     """Two real model moves in a twc game; the replay loads no model and matches exactly."""
-    from adapters import EmbeddedBackend
-    from agent._twc import TwcConfig
+    from trellis.adapters import EmbeddedBackend
+    from trellis.agent._twc import TwcConfig
 
     path = tmp_path / "embedded.jsonl"
     writer = TraceWriter(path)

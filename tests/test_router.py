@@ -15,8 +15,8 @@ import typer
 from safetensors.numpy import save_file
 from typer.testing import CliRunner
 
-import adapters._embeddings as embeddings_module
-from adapters import (
+import trellis.adapters._embeddings as embeddings_module
+from trellis.adapters import (
     AdapterProfile,
     AdapterProfileError,
     AdapterRegistry,
@@ -34,12 +34,12 @@ from adapters import (
     evaluate_router,
     load_eval_rows,
 )
-from adapters._embeddings import normalize_rows
-from adapters._router_cli import register_router_commands
-from adapters._router_eval import evaluate_predictions
-from adapters._router_policies import EmbeddingIndex, loo_scores
-from adapters._router_probe import ADAPTER_WEIGHT, RidgeProbe
-from memory import SchemaMismatchError, UsageError, make_engine, upgrade
+from trellis.adapters._embeddings import normalize_rows
+from trellis.adapters._router_cli import register_router_commands
+from trellis.adapters._router_eval import evaluate_predictions
+from trellis.adapters._router_policies import EmbeddingIndex, loo_scores
+from trellis.adapters._router_probe import ADAPTER_WEIGHT, RidgeProbe
+from trellis.memory import SchemaMismatchError, UsageError, make_engine, upgrade
 
 PROFILES: list[dict[str, Any]] = [
     {

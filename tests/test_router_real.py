@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from adapters import Router, SentenceEmbedder, StepContext, evaluate_router, load_eval_rows
-from adapters._router_eval import load_profiles_file
+from trellis.adapters import Router, SentenceEmbedder, StepContext, evaluate_router, load_eval_rows
+from trellis.adapters._router_eval import load_profiles_file
 
 DATA = Path(__file__).resolve().parent.parent / "bench" / "data"
 

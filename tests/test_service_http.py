@@ -60,7 +60,7 @@ def start_server(
         [
             sys.executable,
             "-m",
-            "agent._service_cli",
+            "trellis.agent._service_cli",
             "serve",
             "--port",
             str(port),

@@ -8,11 +8,11 @@ import uuid
 
 import pytest
 
-from agent._queue import QueueState, TaskQueue
-from agent._queue_log import EventLog, ReminderBook
-from agent._service_errors import TaskStateError
-from agent.errors import NoPendingApprovalError
-from memory import NotFoundError, UnknownTaskError, make_engine, upgrade
+from trellis.agent._queue import QueueState, TaskQueue
+from trellis.agent._queue_log import EventLog, ReminderBook
+from trellis.agent._service_errors import TaskStateError
+from trellis.agent.errors import NoPendingApprovalError
+from trellis.memory import NotFoundError, UnknownTaskError, make_engine, upgrade
 
 
 def _queue(url: str, **kwargs: float) -> TaskQueue:

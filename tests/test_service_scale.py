@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.test_service_http import ANN, ROOT, _reset, client, start_server, stop_server
+from test_service_http import ANN, ROOT, _reset, client, start_server, stop_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -35,7 +35,16 @@ def _worker(url: str, home: Path, index: int) -> subprocess.Popen[bytes]:
         "TRELLIS_DEMO__EFFECTS_DIR": str(home / "effects"),
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "agent._service_cli", "worker", "--workers", "2", "--db", url],
+        [
+            sys.executable,
+            "-m",
+            "trellis.agent._service_cli",
+            "worker",
+            "--workers",
+            "2",
+            "--db",
+            url,
+        ],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,

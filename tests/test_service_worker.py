@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from agent._metrics import ServiceMetrics
-from agent._queue import QueueState, TaskQueue
-from agent._queue_log import EventLog
-from agent._service_errors import ServiceConfigError, UnknownProfileError
-from agent._service_profiles import get_profile
-from agent._service_runtime import JsonFormatter, open_database
-from agent._service_settings import ServiceSettings
-from agent._worker import WorkerPool
-from memory import TaskStatus, TaskStore
+from trellis.agent._metrics import ServiceMetrics
+from trellis.agent._queue import QueueState, TaskQueue
+from trellis.agent._queue_log import EventLog
+from trellis.agent._service_errors import ServiceConfigError, UnknownProfileError
+from trellis.agent._service_profiles import get_profile
+from trellis.agent._service_runtime import JsonFormatter, open_database
+from trellis.agent._service_settings import ServiceSettings
+from trellis.agent._worker import WorkerPool
+from trellis.memory import TaskStatus, TaskStore
 
 TOKEN = "tok-0123456789abcdef"
 

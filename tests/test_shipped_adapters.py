@@ -7,13 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from adapters import AdapterRegistry, FunctionBackend, LLMRequest, StepContext
-from adapters._registry import SHIPPED_ADAPTERS_DIR
-from adapters._shipped import register_shipped_adapters, shipped_adapters, shipped_route_rules
-from agent import Agent, AgentConfig, TwcConfig
-from agent._defaults import default_reminder_adapter, default_router
-from memory import TaskStore, run_sync
-from planners import ScriptedPlanner
+from trellis.adapters import AdapterRegistry, FunctionBackend, LLMRequest, StepContext
+from trellis.adapters._registry import SHIPPED_ADAPTERS_DIR
+from trellis.adapters._shipped import (
+    register_shipped_adapters,
+    shipped_adapters,
+    shipped_route_rules,
+)
+from trellis.agent import Agent, AgentConfig, TwcConfig
+from trellis.agent._defaults import default_reminder_adapter, default_router
+from trellis.memory import TaskStore, run_sync
+from trellis.planners import ScriptedPlanner
 
 EXPECTED = {"reminder", "twc-act"}
 

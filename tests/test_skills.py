@@ -8,14 +8,14 @@ import time
 import pytest
 from pydantic import BaseModel
 
-from agent import (
+from trellis.agent import (
     SkillContext,
     SkillRegistry,
     UnknownSkillError,
     skill,
 )
-from memory.errors import ModelRetry
-from planners import SkillDefinitionError
+from trellis.memory.errors import ModelRetry
+from trellis.planners import SkillDefinitionError
 
 CTX = SkillContext(task_id="t")
 

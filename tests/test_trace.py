@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from adapters import FunctionBackend
-from agent._config import AgentConfig
-from agent._sdk import Agent
-from agent._skills import skill
-from agent._trace import (
+from trellis.adapters import FunctionBackend
+from trellis.agent._config import AgentConfig
+from trellis.agent._sdk import Agent
+from trellis.agent._skills import skill
+from trellis.agent._trace import (
     EndEvent,
     LLMEvent,
     PlanEvent,
@@ -23,13 +23,13 @@ from agent._trace import (
     render_schema,
     schema_path,
 )
-from agent._trace_io import MemoryTraceSink, TraceWriter
-from agent._trace_record import TraceRecorder
-from agent._trace_store import TraceStore
-from agent.errors import TraceFormatError, TraceVersionError
-from memory import make_engine, upgrade
-from memory.errors import NotFoundError
-from planners import LLMPlanner, PlannerConfig
+from trellis.agent._trace_io import MemoryTraceSink, TraceWriter
+from trellis.agent._trace_record import TraceRecorder
+from trellis.agent._trace_store import TraceStore
+from trellis.agent.errors import TraceFormatError, TraceVersionError
+from trellis.memory import make_engine, upgrade
+from trellis.memory.errors import NotFoundError
+from trellis.planners import LLMPlanner, PlannerConfig
 
 PLAN = {
     "steps": [
@@ -153,7 +153,9 @@ def test_not_a_trace_and_empty_files_are_refused(tmp_path: Path) -> None:
 
 
 def test_the_schema_file_is_up_to_date() -> None:
-    assert schema_path().read_text() == render_schema(), "run: python -m agent._trace_schema"
+    assert schema_path().read_text() == render_schema(), (
+        "run: python -m trellis.agent._trace_schema"
+    )
     schema = json.loads(render_schema())
     kinds = set(schema["event"]["discriminator"]["mapping"])
     assert kinds == {
@@ -201,7 +203,7 @@ def test_otel_export_follows_the_genai_conventions(recorded_file: Path) -> None:
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from agent._trace_otel import export_otel
+    from trellis.agent._trace_otel import export_otel
 
     exporter = InMemorySpanExporter()
     provider = TracerProvider()

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters._training import TrainingConfig, load_examples, train_adapter
-from adapters.errors import TrainingDataError, TrainingResumeError
+from trellis.adapters._training import TrainingConfig, load_examples, train_adapter
+from trellis.adapters.errors import TrainingDataError, TrainingResumeError
 
 
 def _write_rows(path: Path, rows: list[dict[str, str]]) -> Path:

@@ -8,20 +8,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from adapters import FunctionBackend, LLMRequest
-from adapters._embeddings import normalize_rows
-from agent import Agent, AgentConfig, ForbiddenFoldError, TwcConfig, TwcEnvironment
-from agent._datasets import twc_configs, twc_homes
-from agent._twc_places import (
+from trellis.adapters import FunctionBackend, LLMRequest
+from trellis.adapters._embeddings import normalize_rows
+from trellis.agent import Agent, AgentConfig, ForbiddenFoldError, TwcConfig, TwcEnvironment
+from trellis.agent._datasets import twc_configs, twc_homes
+from trellis.agent._twc_places import (
     PlaceScorer,
     condition_of,
     neighbour_rooms,
     shipped_home_rooms,
     shipped_homes,
 )
-from agent.errors import EnvironmentFailure
-from memory import NodeStatus
-from planners import ScriptedPlanner
+from trellis.agent.errors import EnvironmentFailure
+from trellis.memory import NodeStatus
+from trellis.planners import ScriptedPlanner
 
 # Every container offered: the scripted gold player's puts are always on offer (the place
 # shortlist, which can leave a gold put out until a likelier place proved wrong, has its own tests).

@@ -8,18 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from adapters import FunctionBackend, LLMRequest
-from agent import Agent, AgentConfig
-from agent._act import offered_actions
-from agent._datasets import (
+from trellis.adapters import FunctionBackend, LLMRequest
+from trellis.agent import Agent, AgentConfig
+from trellis.agent._act import offered_actions
+from trellis.agent._datasets import (
     twc_configs,
     twc_expert_examples,
     twc_model_plays,
     twc_trajectory_examples,
 )
-from agent._twc import TwcEnvironment
-from agent._twc_expert import TwcExpert, room_of
-from planners import ScriptedPlanner
+from trellis.agent._twc import TwcEnvironment
+from trellis.agent._twc_expert import TwcExpert, room_of
+from trellis.planners import ScriptedPlanner
 
 # Held-out train seeds (the shipped rows use 0:300), 1-3 rooms and 1-3 objects.
 GAMES = twc_configs(range(300, 318), fold="train")

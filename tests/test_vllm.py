@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from adapters import (
+from trellis.adapters import (
     LLMRequest,
     Message,
     SamplingParams,
@@ -27,8 +27,8 @@ from adapters import (
     default_model_dir,
     verify_model,
 )
-from adapters._lora import create_lora_adapter
-from adapters.errors import AdapterValidationError, SchemaCompileError, UnknownAdapterError
+from trellis.adapters._lora import create_lora_adapter
+from trellis.adapters.errors import AdapterValidationError, SchemaCompileError, UnknownAdapterError
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 

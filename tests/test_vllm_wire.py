@@ -18,9 +18,16 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters import LLMRequest, Message, SamplingParams, SyncBackend, VLLMBackend, VLLMConfig
-from adapters._vllm_pool import parse_lora_metrics
-from adapters.errors import (
+from trellis.adapters import (
+    LLMRequest,
+    Message,
+    SamplingParams,
+    SyncBackend,
+    VLLMBackend,
+    VLLMConfig,
+)
+from trellis.adapters._vllm_pool import parse_lora_metrics
+from trellis.adapters.errors import (
     AdapterMismatchError,
     AdapterValidationError,
     BackendError,

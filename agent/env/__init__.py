@@ -1,0 +1,15 @@
+"""The environment contract and the registry of environment packs."""
+
+from trellis.agent.env._contract import Environment, EnvironmentPack, EnvSpec, EnvState, Fact
+from trellis.agent.env._registry import ENTRY_POINT_GROUP, EnvironmentRegistry, installed_packs
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "EnvSpec",
+    "EnvState",
+    "Environment",
+    "EnvironmentPack",
+    "EnvironmentRegistry",
+    "Fact",
+    "installed_packs",
+]
