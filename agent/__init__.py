@@ -1,55 +1,5 @@
 """The agent: skills, the LangGraph loop, the SDK, the CLI and the service."""
 
-from trellis.agent._act import ChosenCall, act_json_schema, build_act_prompt, choose_call
-from trellis.agent._config import AgentConfig
-from trellis.agent._eval import (
-    Comparison,
-    EvalRun,
-    TaskEval,
-    compare_runs,
-    evaluate,
-    evaluate_sync,
-    load_run,
-)
-from trellis.agent._events import (
-    AgentEvent,
-    ApprovalRequested,
-    CuesMade,
-    EventBase,
-    LLMCall,
-    LLMToken,
-    NodeStatusChanged,
-    PlanMade,
-    RouteDecided,
-    SkillCalled,
-    SkillFinished,
-    TaskFinished,
-    TaskStarted,
-)
-from trellis.agent._queue import QueuedTask, QueueState, TaskQueue
-from trellis.agent._replay import (
-    Divergence,
-    Replayer,
-    ReplayResult,
-    replay,
-    replay_many,
-    replay_sync,
-)
-from trellis.agent._replay_check import check_trace
-from trellis.agent._sdk import Agent, RunResult, TaskTree
-from trellis.agent._service_errors import (
-    LeaseLostError,
-    ServiceConfigError,
-    TaskStateError,
-    UnknownProfileError,
-)
-from trellis.agent._service_profiles import Profile, available_profiles, register_profile
-from trellis.agent._service_settings import DemoProfileConfig, ServiceSettings
-from trellis.agent._skills import Skill, SkillContext, SkillOutcome, SkillRegistry, skill
-from trellis.agent._trace import Trace, read_trace
-from trellis.agent._trace_io import MemoryTraceSink, TraceWriter
-from trellis.agent._trace_record import TraceRecorder
-from trellis.agent._trace_store import TraceStore
 from trellis.agent._twc import TWC_ACT, TwcConfig, TwcEnvironment, TwcState, twc_skills
 from trellis.agent.env import (
     ENTRY_POINT_GROUP,
@@ -77,6 +27,56 @@ from trellis.agent.errors import (
     UnknownEnvironmentError,
     UnknownSkillError,
 )
+from trellis.agent.runtime._act import ChosenCall, act_json_schema, build_act_prompt, choose_call
+from trellis.agent.runtime._config import AgentConfig
+from trellis.agent.runtime._events import (
+    AgentEvent,
+    ApprovalRequested,
+    CuesMade,
+    EventBase,
+    LLMCall,
+    LLMToken,
+    NodeStatusChanged,
+    PlanMade,
+    RouteDecided,
+    SkillCalled,
+    SkillFinished,
+    TaskFinished,
+    TaskStarted,
+)
+from trellis.agent.runtime._sdk import Agent, RunResult, TaskTree
+from trellis.agent.runtime._skills import Skill, SkillContext, SkillOutcome, SkillRegistry, skill
+from trellis.agent.service._errors import (
+    LeaseLostError,
+    ServiceConfigError,
+    TaskStateError,
+    UnknownProfileError,
+)
+from trellis.agent.service._profiles import Profile, available_profiles, register_profile
+from trellis.agent.service._queue import QueuedTask, QueueState, TaskQueue
+from trellis.agent.service._settings import DemoProfileConfig, ServiceSettings
+from trellis.agent.traces._eval import (
+    Comparison,
+    EvalRun,
+    TaskEval,
+    compare_runs,
+    evaluate,
+    evaluate_sync,
+    load_run,
+)
+from trellis.agent.traces._replay import (
+    Divergence,
+    Replayer,
+    ReplayResult,
+    replay,
+    replay_many,
+    replay_sync,
+)
+from trellis.agent.traces._replay_check import check_trace
+from trellis.agent.traces._trace import Trace, read_trace
+from trellis.agent.traces._trace_io import MemoryTraceSink, TraceWriter
+from trellis.agent.traces._trace_record import TraceRecorder
+from trellis.agent.traces._trace_store import TraceStore
 
 __all__ = [
     "ENTRY_POINT_GROUP",

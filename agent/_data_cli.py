@@ -78,15 +78,15 @@ def twc_dagger(
     import tempfile
 
     from trellis.adapters import EmbeddedBackend, EmbeddedConfig
-    from trellis.agent._config import AgentConfig
     from trellis.agent._datasets import (
         twc_configs,
         twc_model_plays,
         twc_trajectory_examples,
         write_jsonl,
     )
-    from trellis.agent._defaults import default_registry
-    from trellis.agent._sdk import Agent
+    from trellis.agent.runtime._config import AgentConfig
+    from trellis.agent.runtime._defaults import default_registry
+    from trellis.agent.runtime._sdk import Agent
     from trellis.memory import TaskStore
 
     configs = twc_configs(_seed_range(seeds), max_locations=max_locations, max_items=max_items)

@@ -26,14 +26,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trellis.adapters._reminders import build_cue_prompt
-from trellis.agent._act import build_act_prompt, env_act_prompt_args, offered_actions
 from trellis.agent._twc import TwcConfig, TwcEnvironment
 from trellis.agent._twc_expert import TwcExpert
 from trellis.agent.errors import ForbiddenFoldError
+from trellis.agent.runtime._act import build_act_prompt, env_act_prompt_args, offered_actions
 from trellis.memory.errors import TrellisError
 
 if TYPE_CHECKING:
-    from trellis.agent._sdk import Agent, RunResult
+    from trellis.agent.runtime._sdk import Agent, RunResult
 
 __all__ = [
     "TwcHomes",

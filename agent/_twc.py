@@ -16,7 +16,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from trellis.agent._skills import Skill, SkillContext, skill
 from trellis.agent._twc_places import (
     PlaceScorer,
     home_is_next_door,
@@ -25,6 +24,7 @@ from trellis.agent._twc_places import (
     shipped_home_rooms,
 )
 from trellis.agent.errors import EnvironmentFailure, ForbiddenFoldError
+from trellis.agent.runtime._skills import Skill, SkillContext, skill
 
 __all__ = [
     "TWC_ACT",

@@ -21,8 +21,8 @@ _COMMAND_MODULES = (
     "trellis.adapters._cli",
     "trellis.planners._cli",
     "trellis.agent._cli",
-    "trellis.agent._service_cli",
-    "trellis.agent._trace_cli",
+    "trellis.agent.service._cli",
+    "trellis.agent.traces._trace_cli",
     "trellis.agent._data_cli",
 )
 

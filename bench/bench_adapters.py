@@ -44,7 +44,7 @@ from trellis.adapters import EmbeddedBackend, EmbeddedConfig, ReminderAdapter, R
 from trellis.adapters._shipped import shipped_adapters  # noqa: E402
 from trellis.agent import Agent, AgentConfig  # noqa: E402
 from trellis.agent._datasets import reminder_cue_examples, twc_configs  # noqa: E402
-from trellis.agent._defaults import default_registry  # noqa: E402
+from trellis.agent.runtime._defaults import default_registry  # noqa: E402
 from trellis.memory import TaskStore  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "bench_adapters.json"

@@ -40,7 +40,7 @@ from sqlalchemy import create_engine, text
 
 from trellis.adapters import FunctionBackend
 from trellis.agent import Agent, AgentConfig, SkillFinished, TaskFinished, TwcConfig, skill
-from trellis.agent._checkpoint import open_checkpointer
+from trellis.agent.runtime._checkpoint import open_checkpointer
 from trellis.memory import make_engine, run_sync
 from trellis.planners import PlannerConfig, ScriptedPlanner
 

@@ -37,15 +37,15 @@ if str(ROOT) not in sys.path:
 from langgraph.graph import END, START, StateGraph  # noqa: E402
 
 from trellis.adapters import FunctionBackend, LLMRequest  # noqa: E402
-from trellis.agent._checkpoint import open_checkpointer  # noqa: E402
-from trellis.agent._config import AgentConfig  # noqa: E402
-from trellis.agent._replay import compare_traces, replay, replay_many  # noqa: E402
-from trellis.agent._replay_check import check_trace  # noqa: E402
-from trellis.agent._sdk import Agent  # noqa: E402
-from trellis.agent._skills import skill  # noqa: E402
-from trellis.agent._trace import EndEvent, read_trace  # noqa: E402
-from trellis.agent._trace_io import TraceWriter  # noqa: E402
-from trellis.agent._trace_record import TraceRecorder  # noqa: E402
+from trellis.agent.runtime._checkpoint import open_checkpointer  # noqa: E402
+from trellis.agent.runtime._config import AgentConfig  # noqa: E402
+from trellis.agent.runtime._sdk import Agent  # noqa: E402
+from trellis.agent.runtime._skills import skill  # noqa: E402
+from trellis.agent.traces._replay import compare_traces, replay, replay_many  # noqa: E402
+from trellis.agent.traces._replay_check import check_trace  # noqa: E402
+from trellis.agent.traces._trace import EndEvent, read_trace  # noqa: E402
+from trellis.agent.traces._trace_io import TraceWriter  # noqa: E402
+from trellis.agent.traces._trace_record import TraceRecorder  # noqa: E402
 from trellis.memory import TaskStore, run_sync  # noqa: E402
 from trellis.planners import LLMPlanner, PlannerConfig  # noqa: E402
 

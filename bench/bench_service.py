@@ -1,6 +1,6 @@
 """Service throughput: tasks/s and p95 step latency by task loops and processes, on PostgreSQL.
 
-Every configuration runs real ``trellis worker`` processes (``python -m trellis.agent._service_cli
+Every configuration runs real ``trellis worker`` processes (``python -m trellis.agent.service._cli
 worker``) against one scratch PostgreSQL database. Tasks use the ``demo`` profile: a
 scripted planner and a scripted model that answers after 50 ms, and every step asks the
 model for its call (2 steps a task: ``demo_wait``, then the side-effecting ``demo_record``).
@@ -78,7 +78,7 @@ def _reset(url: str) -> None:
 
 
 def _enqueue(url: str, goals: list[str]) -> list[str]:
-    from trellis.agent._queue import TaskQueue
+    from trellis.agent.service._queue import TaskQueue
     from trellis.memory import TaskStore, make_engine
 
     engine = make_engine(url)
@@ -93,7 +93,7 @@ def _enqueue(url: str, goals: list[str]) -> list[str]:
 
 
 def _migrate(url: str) -> None:
-    from trellis.agent._service_runtime import migrate_locked
+    from trellis.agent.service._runtime import migrate_locked
     from trellis.memory import make_engine
 
     engine = make_engine(url)
@@ -178,7 +178,7 @@ def run_config(url: str, processes: int, loops: int, tasks: int, delay: float) -
             [
                 sys.executable,
                 "-m",
-                "trellis.agent._service_cli",
+                "trellis.agent.service._cli",
                 "worker",
                 "-w",
                 str(loops),

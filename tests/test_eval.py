@@ -10,8 +10,10 @@ import typer
 from typer.testing import CliRunner
 
 from trellis.adapters import FunctionBackend, LLMRequest
-from trellis.agent._config import AgentConfig
-from trellis.agent._eval import (
+from trellis.agent._twc import TwcConfig, TwcEnvironment
+from trellis.agent.runtime._config import AgentConfig
+from trellis.agent.runtime._sdk import Agent
+from trellis.agent.traces._eval import (
     EvalRun,
     TaskEval,
     compare_runs,
@@ -19,14 +21,12 @@ from trellis.agent._eval import (
     load_run,
     run_from_traces,
 )
-from trellis.agent._replay_check import check_trace
-from trellis.agent._report import write_report
-from trellis.agent._sdk import Agent
-from trellis.agent._trace import Trace, read_trace
-from trellis.agent._trace_cli import register
-from trellis.agent._trace_io import TraceWriter
-from trellis.agent._trace_record import TraceRecorder
-from trellis.agent._twc import TwcConfig, TwcEnvironment
+from trellis.agent.traces._replay_check import check_trace
+from trellis.agent.traces._report import write_report
+from trellis.agent.traces._trace import Trace, read_trace
+from trellis.agent.traces._trace_cli import register
+from trellis.agent.traces._trace_io import TraceWriter
+from trellis.agent.traces._trace_record import TraceRecorder
 from trellis.planners import ScriptedPlanner
 
 SEEDS = (1, 2, 3)

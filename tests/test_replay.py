@@ -11,12 +11,12 @@ import typer
 from typer.testing import CliRunner
 
 from trellis.adapters import FunctionBackend, LLMRequest
-from trellis.agent._config import AgentConfig
-from trellis.agent._replay import compare_traces, replay_many, replay_sync
-from trellis.agent._replay_check import check_trace
-from trellis.agent._sdk import Agent
-from trellis.agent._skills import skill
-from trellis.agent._trace import (
+from trellis.agent.runtime._config import AgentConfig
+from trellis.agent.runtime._sdk import Agent
+from trellis.agent.runtime._skills import skill
+from trellis.agent.traces._replay import compare_traces, replay_many, replay_sync
+from trellis.agent.traces._replay_check import check_trace
+from trellis.agent.traces._trace import (
     LLMEvent,
     PlanEvent,
     SkillCallEvent,
@@ -24,9 +24,9 @@ from trellis.agent._trace import (
     parse_trace_lines,
     read_trace,
 )
-from trellis.agent._trace_cli import register
-from trellis.agent._trace_io import MemoryTraceSink, TraceWriter
-from trellis.agent._trace_record import TraceRecorder
+from trellis.agent.traces._trace_cli import register
+from trellis.agent.traces._trace_io import MemoryTraceSink, TraceWriter
+from trellis.agent.traces._trace_record import TraceRecorder
 from trellis.memory import run_sync
 from trellis.planners import LLMPlanner, PlannerConfig, ScriptedPlanner
 

@@ -60,7 +60,7 @@ def start_server(
         [
             sys.executable,
             "-m",
-            "trellis.agent._service_cli",
+            "trellis.agent.service._cli",
             "serve",
             "--port",
             str(port),

@@ -8,10 +8,10 @@ import uuid
 
 import pytest
 
-from trellis.agent._queue import QueueState, TaskQueue
-from trellis.agent._queue_log import EventLog, ReminderBook
-from trellis.agent._service_errors import TaskStateError
 from trellis.agent.errors import NoPendingApprovalError
+from trellis.agent.service._errors import TaskStateError
+from trellis.agent.service._queue import QueueState, TaskQueue
+from trellis.agent.service._queue_log import EventLog, ReminderBook
 from trellis.memory import NotFoundError, UnknownTaskError, make_engine, upgrade
 
 

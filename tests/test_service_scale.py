@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
-
 from test_service_http import ANN, ROOT, _reset, client, start_server, stop_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -38,7 +37,7 @@ def _worker(url: str, home: Path, index: int) -> subprocess.Popen[bytes]:
         [
             sys.executable,
             "-m",
-            "trellis.agent._service_cli",
+            "trellis.agent.service._cli",
             "worker",
             "--workers",
             "2",

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from trellis.agent._metrics import ServiceMetrics
-from trellis.agent._queue import QueueState, TaskQueue
-from trellis.agent._queue_log import EventLog
-from trellis.agent._service_errors import ServiceConfigError, UnknownProfileError
-from trellis.agent._service_profiles import get_profile
-from trellis.agent._service_runtime import JsonFormatter, open_database
-from trellis.agent._service_settings import ServiceSettings
-from trellis.agent._worker import WorkerPool
+from trellis.agent.service._errors import ServiceConfigError, UnknownProfileError
+from trellis.agent.service._metrics import ServiceMetrics
+from trellis.agent.service._profiles import get_profile
+from trellis.agent.service._queue import QueueState, TaskQueue
+from trellis.agent.service._queue_log import EventLog
+from trellis.agent.service._runtime import JsonFormatter, open_database
+from trellis.agent.service._settings import ServiceSettings
+from trellis.agent.service._worker import WorkerPool
 from trellis.memory import TaskStatus, TaskStore
 
 TOKEN = "tok-0123456789abcdef"

@@ -15,7 +15,7 @@ from trellis.adapters._shipped import (
     shipped_route_rules,
 )
 from trellis.agent import Agent, AgentConfig, TwcConfig
-from trellis.agent._defaults import default_reminder_adapter, default_router
+from trellis.agent.runtime._defaults import default_reminder_adapter, default_router
 from trellis.memory import TaskStore, run_sync
 from trellis.planners import ScriptedPlanner
 

@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 
 from trellis.adapters import FunctionBackend
-from trellis.agent._config import AgentConfig
-from trellis.agent._sdk import Agent
-from trellis.agent._skills import skill
-from trellis.agent._trace import (
+from trellis.agent.errors import TraceFormatError, TraceVersionError
+from trellis.agent.runtime._config import AgentConfig
+from trellis.agent.runtime._sdk import Agent
+from trellis.agent.runtime._skills import skill
+from trellis.agent.traces._trace import (
     EndEvent,
     LLMEvent,
     PlanEvent,
@@ -23,10 +24,9 @@ from trellis.agent._trace import (
     render_schema,
     schema_path,
 )
-from trellis.agent._trace_io import MemoryTraceSink, TraceWriter
-from trellis.agent._trace_record import TraceRecorder
-from trellis.agent._trace_store import TraceStore
-from trellis.agent.errors import TraceFormatError, TraceVersionError
+from trellis.agent.traces._trace_io import MemoryTraceSink, TraceWriter
+from trellis.agent.traces._trace_record import TraceRecorder
+from trellis.agent.traces._trace_store import TraceStore
 from trellis.memory import make_engine, upgrade
 from trellis.memory.errors import NotFoundError
 from trellis.planners import LLMPlanner, PlannerConfig
@@ -154,7 +154,7 @@ def test_not_a_trace_and_empty_files_are_refused(tmp_path: Path) -> None:
 
 def test_the_schema_file_is_up_to_date() -> None:
     assert schema_path().read_text() == render_schema(), (
-        "run: python -m trellis.agent._trace_schema"
+        "run: python -m trellis.agent.traces._trace_schema"
     )
     schema = json.loads(render_schema())
     kinds = set(schema["event"]["discriminator"]["mapping"])
@@ -203,7 +203,7 @@ def test_otel_export_follows_the_genai_conventions(recorded_file: Path) -> None:
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from trellis.agent._trace_otel import export_otel
+    from trellis.agent.traces._trace_otel import export_otel
 
     exporter = InMemorySpanExporter()
     provider = TracerProvider()

@@ -10,7 +10,6 @@ import pytest
 
 from trellis.adapters import FunctionBackend, LLMRequest
 from trellis.agent import Agent, AgentConfig
-from trellis.agent._act import offered_actions
 from trellis.agent._datasets import (
     twc_configs,
     twc_expert_examples,
@@ -19,6 +18,7 @@ from trellis.agent._datasets import (
 )
 from trellis.agent._twc import TwcEnvironment
 from trellis.agent._twc_expert import TwcExpert, room_of
+from trellis.agent.runtime._act import offered_actions
 from trellis.planners import ScriptedPlanner
 
 # Held-out train seeds (the shipped rows use 0:300), 1-3 rooms and 1-3 objects.

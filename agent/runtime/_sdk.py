@@ -26,14 +26,14 @@ from langgraph.types import Command
 from pydantic import BaseModel, ConfigDict
 
 from trellis.adapters import LLMBackend
-from trellis.agent._config import AgentConfig
-from trellis.agent._defaults import default_reminder_adapter
-from trellis.agent._events import AgentEvent, EventBase, TaskFinished, TaskStarted
-from trellis.agent._graph import LoopGraph
-from trellis.agent._loop_state import LoopDeps
-from trellis.agent._skills import Skill, SkillLike, SkillRegistry
 from trellis.agent._twc import TwcConfig, TwcEnvironment, twc_skills
 from trellis.agent.errors import ApprovalPendingError, EnvironmentFailure, NoPendingApprovalError
+from trellis.agent.runtime._config import AgentConfig
+from trellis.agent.runtime._defaults import default_reminder_adapter
+from trellis.agent.runtime._events import AgentEvent, EventBase, TaskFinished, TaskStarted
+from trellis.agent.runtime._graph import LoopGraph
+from trellis.agent.runtime._loop_state import LoopDeps
+from trellis.agent.runtime._skills import Skill, SkillLike, SkillRegistry
 from trellis.memory import NodeRecord, TaskRecord, TaskStatus, TaskStore, run_sync
 from trellis.memory.errors import UsageError
 
@@ -195,7 +195,7 @@ class Agent:
         """Fill in what the caller left out: backend, planner, router, reminder adapter."""
         if self._defaults_ready:
             return
-        from trellis.agent import _defaults
+        from trellis.agent.runtime import _defaults
 
         shipped = self.config.shipped_adapters
         if shipped is None:  # auto: only a backend built here is known to load them
@@ -403,7 +403,7 @@ class Agent:
         compares every decision); the recording covers this run, not a later resume.
         """
         if trace is not None:
-            from trellis.agent._trace_record import record_run
+            from trellis.agent.traces._trace_record import record_run
 
             return await record_run(
                 self, trace, goal, reminders=reminders, env=env, user_id=user_id

@@ -20,10 +20,10 @@ errors = Console(stderr=True)
 
 
 def _load(trace: str, database_url: str | None) -> Any:
-    from trellis.agent._trace import read_trace
+    from trellis.agent.traces._trace import read_trace
 
     if trace.startswith("db:"):
-        from trellis.agent._trace_store import TraceStore
+        from trellis.agent.traces._trace_store import TraceStore
         from trellis.memory import make_engine, upgrade
 
         engine = make_engine(database_url)
@@ -46,8 +46,8 @@ def replay(
     ),
 ) -> None:
     """Re-run a recorded task with its recorded answers; report the first divergence."""
-    from trellis.agent._replay import replay_sync
-    from trellis.agent._replay_check import check_trace
+    from trellis.agent.traces._replay import replay_sync
+    from trellis.agent.traces._replay_check import check_trace
 
     try:
         recorded = _load(trace, database_url)
@@ -84,7 +84,7 @@ class _BaseOnlyRouter:
 
 def _backend(kind: str, vllm_url: str | None) -> Any:
     if kind == "embedded":
-        from trellis.agent._defaults import default_backend
+        from trellis.agent.runtime._defaults import default_backend
 
         return default_backend()
     if kind == "vllm":
@@ -98,7 +98,7 @@ def _backend(kind: str, vllm_url: str | None) -> Any:
 
 def _router(adapters: str | None, engine: Any, backend: Any) -> Any:
     if adapters is None:
-        from trellis.agent._defaults import default_router
+        from trellis.agent.runtime._defaults import default_router
 
         return default_router(engine, backend) or _BaseOnlyRouter()
     if adapters.strip().lower() == "none":
@@ -131,12 +131,12 @@ def eval_command(
     ),
 ) -> None:
     """Re-run recorded tasks live against another backend or adapter set; write a report."""
-    from trellis.agent._config import AgentConfig
-    from trellis.agent._defaults import default_planner
-    from trellis.agent._eval import evaluate_sync
-    from trellis.agent._report import write_report
-    from trellis.agent._sdk import Agent
-    from trellis.agent._trace import iter_trace_files, read_trace
+    from trellis.agent.runtime._config import AgentConfig
+    from trellis.agent.runtime._defaults import default_planner
+    from trellis.agent.runtime._sdk import Agent
+    from trellis.agent.traces._eval import evaluate_sync
+    from trellis.agent.traces._report import write_report
+    from trellis.agent.traces._trace import iter_trace_files, read_trace
     from trellis.memory import TaskStore
 
     try:
@@ -199,8 +199,8 @@ def compare(
     out: Path | None = typer.Option(None, help="Write a Markdown/HTML report of B here."),
 ) -> None:
     """Positive and negative flips between two runs (MUSCLE definition)."""
-    from trellis.agent._eval import compare_runs, load_run
-    from trellis.agent._report import write_report
+    from trellis.agent.traces._eval import compare_runs, load_run
+    from trellis.agent.traces._report import write_report
 
     try:
         a = load_run(run_a)
@@ -241,11 +241,11 @@ def record(
     ),
 ) -> None:
     """Run a goal (or a game) with the embedded defaults and record it as a trace."""
-    from trellis.agent._config import AgentConfig
-    from trellis.agent._sdk import Agent
-    from trellis.agent._trace_record import record_run
-    from trellis.agent._trace_store import TraceStore
     from trellis.agent._twc import TwcConfig
+    from trellis.agent.runtime._config import AgentConfig
+    from trellis.agent.runtime._sdk import Agent
+    from trellis.agent.traces._trace_record import record_run
+    from trellis.agent.traces._trace_store import TraceStore
     from trellis.memory import run_sync
 
     environment = None

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from trellis.agent._service_errors import ServiceConfigError
+from trellis.agent.service._errors import ServiceConfigError
 
 __all__ = ["DemoProfileConfig", "ServiceSettings"]
 

@@ -25,15 +25,15 @@ from typing import Any
 from langgraph.types import Command
 from sqlalchemy import Engine
 
-from trellis.agent._events import EventBase, TaskFinished
-from trellis.agent._metrics import ServiceMetrics
-from trellis.agent._queue import QueuedTask, QueueState, TaskQueue
-from trellis.agent._queue_log import EventLog
-from trellis.agent._sdk import Agent
-from trellis.agent._service_profiles import get_profile
-from trellis.agent._service_runtime import database_lock
-from trellis.agent._service_settings import ServiceSettings
 from trellis.agent.errors import ApprovalPendingError
+from trellis.agent.runtime._events import EventBase, TaskFinished
+from trellis.agent.runtime._sdk import Agent
+from trellis.agent.service._metrics import ServiceMetrics
+from trellis.agent.service._profiles import get_profile
+from trellis.agent.service._queue import QueuedTask, QueueState, TaskQueue
+from trellis.agent.service._queue_log import EventLog
+from trellis.agent.service._runtime import database_lock
+from trellis.agent.service._settings import ServiceSettings
 from trellis.memory import TaskStatus, TaskStore
 from trellis.memory.errors import ModelRetry, UsageError
 

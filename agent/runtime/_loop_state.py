@@ -6,10 +6,10 @@ from collections.abc import Callable
 from typing import Any, Protocol, TypedDict
 
 from trellis.adapters import LLMBackend
-from trellis.agent._calls import SkillCallLog
-from trellis.agent._config import AgentConfig
-from trellis.agent._events import EventBase
-from trellis.agent._skills import SkillRegistry
+from trellis.agent.runtime._calls import SkillCallLog
+from trellis.agent.runtime._config import AgentConfig
+from trellis.agent.runtime._events import EventBase
+from trellis.agent.runtime._skills import SkillRegistry
 from trellis.memory import TaskStore
 from trellis.memory.errors import RuntimeFailure, TrellisError
 

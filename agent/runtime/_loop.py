@@ -17,8 +17,9 @@ from langgraph.types import interrupt
 from sqlalchemy.exc import IntegrityError
 
 from trellis.adapters import LLMResult
-from trellis.agent._act import choose_call, env_act_prompt_args, offered_actions
-from trellis.agent._events import (
+from trellis.agent.errors import EnvironmentFailure
+from trellis.agent.runtime._act import choose_call, env_act_prompt_args, offered_actions
+from trellis.agent.runtime._events import (
     ApprovalRequested,
     CuesMade,
     EventBase,
@@ -31,10 +32,9 @@ from trellis.agent._events import (
     SkillFinished,
     TaskFinished,
 )
-from trellis.agent._loop_state import LoopDeps, LoopState, ending, registry_error, require
-from trellis.agent._planning import plan_specs, render_cues
-from trellis.agent._skills import SkillContext, SkillOutcome
-from trellis.agent.errors import EnvironmentFailure
+from trellis.agent.runtime._loop_state import LoopDeps, LoopState, ending, registry_error, require
+from trellis.agent.runtime._planning import plan_specs, render_cues
+from trellis.agent.runtime._skills import SkillContext, SkillOutcome
 from trellis.memory import NodeRecord, NodeSpec, NodeStatus, TaskStatus, run_sync
 from trellis.memory.errors import (
     IllegalTransitionError,

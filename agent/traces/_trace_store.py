@@ -14,7 +14,7 @@ import uuid
 from sqlalchemy import Boolean, DateTime, Engine, Integer, String, Text, select
 from sqlalchemy.orm import Mapped, mapped_column
 
-from trellis.agent._trace import EndEvent, Trace, parse_trace_lines
+from trellis.agent.traces._trace import EndEvent, Trace, parse_trace_lines
 from trellis.memory import Base, make_sessionmaker
 from trellis.memory.errors import NotFoundError
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-from trellis.agent._service_settings import ServiceSettings
+from trellis.agent.service._settings import ServiceSettings
 from trellis.memory import DatabaseConfig, make_engine, upgrade
 
 __all__ = [

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, cast
 from pydantic import BaseModel
 
 from trellis.adapters import LLMBackend, LLMRequest, LLMResult
-from trellis.agent._events import (
+from trellis.agent.runtime._events import (
     ApprovalRequested,
     CuesMade,
     LLMCall,
@@ -41,8 +41,14 @@ from trellis.agent._events import (
     TaskFinished,
     TaskStarted,
 )
-from trellis.agent._skills import Skill, SkillContext, SkillLike, SkillOutcome, SkillRegistry
-from trellis.agent._trace import (
+from trellis.agent.runtime._skills import (
+    Skill,
+    SkillContext,
+    SkillLike,
+    SkillOutcome,
+    SkillRegistry,
+)
+from trellis.agent.traces._trace import (
     CuesEvent,
     EndEvent,
     InterruptEvent,
@@ -57,7 +63,7 @@ from trellis.agent._trace import (
     TreeEvent,
     TreeNode,
 )
-from trellis.agent._trace_io import (
+from trellis.agent.traces._trace_io import (
     TraceSink,
     TraceWriter,
     event_line,
@@ -69,8 +75,8 @@ from trellis.memory import run_sync
 from trellis.memory.errors import TrellisError
 
 if TYPE_CHECKING:
-    from trellis.agent._sdk import Agent, RunResult
     from trellis.agent._twc import TwcConfig
+    from trellis.agent.runtime._sdk import Agent, RunResult
 
 __all__ = ["RecordingBackend", "RecordingPlanner", "TraceRecorder", "record_run", "skill_info"]
 
@@ -450,7 +456,7 @@ class TraceRecorder:
         With ``raise_errors=False`` an exception that stops the run is recorded on the
         ``end`` event and the result reports ``failed`` instead of raising.
         """
-        from trellis.agent._sdk import RunResult
+        from trellis.agent.runtime._sdk import RunResult
 
         if env is not None:
             from trellis.agent._twc import twc_skills
@@ -532,7 +538,7 @@ async def record_run(
     router and reminder adapter, with the model, planner and skills wrapped for recording;
     ``agent`` itself is not changed, so its other runs are not recorded.
     """
-    from trellis.agent._sdk import Agent
+    from trellis.agent.runtime._sdk import Agent
 
     agent._ensure_defaults()  # the twin shares the loaded model instead of loading another
     deps = agent.deps

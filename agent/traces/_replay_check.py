@@ -21,8 +21,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from trellis.agent._replay import Divergence, ReplayResult, args_model_from_schema
-from trellis.agent._trace import (
+from trellis.agent.traces._replay import Divergence, ReplayResult, args_model_from_schema
+from trellis.agent.traces._trace import (
     EndEvent,
     LLMEvent,
     PlanEvent,

@@ -13,7 +13,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel
 
-from trellis.agent._trace import TraceHeader
+from trellis.agent.traces._trace import TraceHeader
 
 __all__ = [
     "MemoryTraceSink",

@@ -29,15 +29,15 @@ from sqlalchemy import Engine, text
 
 from trellis.adapters import AdapterRecord, AdapterRegistry
 from trellis.adapters.errors import DuplicateAdapterError, UnknownAdapterError
-from trellis.agent._metrics import CONTENT_TYPE, ServiceMetrics
-from trellis.agent._queue import TERMINAL, QueuedTask, QueueState, TaskQueue
-from trellis.agent._queue_log import EventLog, Reminder, ReminderBook
-from trellis.agent._service_errors import TaskStateError, UnknownProfileError
-from trellis.agent._service_profiles import available_profiles, get_profile
-from trellis.agent._service_runtime import open_database
-from trellis.agent._service_settings import ServiceSettings
-from trellis.agent._worker import WorkerPool
 from trellis.agent.errors import NoPendingApprovalError
+from trellis.agent.service._errors import TaskStateError, UnknownProfileError
+from trellis.agent.service._metrics import CONTENT_TYPE, ServiceMetrics
+from trellis.agent.service._profiles import available_profiles, get_profile
+from trellis.agent.service._queue import TERMINAL, QueuedTask, QueueState, TaskQueue
+from trellis.agent.service._queue_log import EventLog, Reminder, ReminderBook
+from trellis.agent.service._runtime import open_database
+from trellis.agent.service._settings import ServiceSettings
+from trellis.agent.service._worker import WorkerPool
 from trellis.memory import NotFoundError, TaskStatus, TaskStore, check_schema
 from trellis.memory.errors import PayloadTooLargeError, RuntimeFailure, TrellisError, UsageError
 

@@ -19,9 +19,9 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command
 
-from trellis.agent._checkpoint import CheckpointHandle, open_checkpointer, prune_checkpoints
-from trellis.agent._loop import Stages
-from trellis.agent._loop_state import LoopDeps, LoopState
+from trellis.agent.runtime._checkpoint import CheckpointHandle, open_checkpointer, prune_checkpoints
+from trellis.agent.runtime._loop import Stages
+from trellis.agent.runtime._loop_state import LoopDeps, LoopState
 
 __all__ = ["LoopGraph"]
 

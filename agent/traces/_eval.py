@@ -23,10 +23,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from trellis.agent._trace import EndEvent, LLMEvent, RouteEvent, Trace, iter_trace_files, read_trace
-from trellis.agent._trace_io import MemoryTraceSink, TraceWriter
-from trellis.agent._trace_record import TraceRecorder
 from trellis.agent.errors import TraceFormatError
+from trellis.agent.traces._trace import (
+    EndEvent,
+    LLMEvent,
+    RouteEvent,
+    Trace,
+    iter_trace_files,
+    read_trace,
+)
+from trellis.agent.traces._trace_io import MemoryTraceSink, TraceWriter
+from trellis.agent.traces._trace_record import TraceRecorder
 from trellis.memory import run_sync
 from trellis.memory.errors import TrellisError, UsageError
 

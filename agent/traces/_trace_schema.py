@@ -1,8 +1,8 @@
-"""Rewrite ``agent/trace_schema.json`` from the trace models: ``python -m trellis.agent._trace_schema``."""
+"""Rewrite ``agent/trace_schema.json`` from the trace models: ``python -m trellis.agent.traces._trace_schema``."""
 
 from __future__ import annotations
 
-from trellis.agent._trace import render_schema, schema_path
+from trellis.agent.traces._trace import render_schema, schema_path
 
 
 def main() -> None:

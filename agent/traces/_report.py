@@ -13,7 +13,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from trellis.agent._eval import Comparison, EvalRun
+from trellis.agent.traces._eval import Comparison, EvalRun
 from trellis.memory.errors import UsageError
 
 __all__ = ["write_report"]

@@ -498,5 +498,5 @@ def schema_path() -> Path:
 
 
 def render_schema() -> str:
-    """The text of ``trace_schema.json`` (``python -m trellis.agent._trace_schema`` rewrites the file)."""
+    """The text of ``trace_schema.json`` (``python -m trellis.agent.traces._trace_schema`` rewrites the file)."""
     return json.dumps(trace_json_schema(), indent=1, sort_keys=True) + "\n"

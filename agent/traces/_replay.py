@@ -24,9 +24,9 @@ from pydantic import BaseModel, ConfigDict, create_model, model_validator
 
 from trellis.adapters import LLMBackend, LLMRequest, LLMResult, ReminderAdapter, ReminderConfig
 from trellis.adapters.errors import ReplayMismatchError
-from trellis.agent._config import AgentConfig
-from trellis.agent._skills import Skill, SkillContext, SkillOutcome, SkillRegistry
-from trellis.agent._trace import (
+from trellis.agent.runtime._config import AgentConfig
+from trellis.agent.runtime._skills import Skill, SkillContext, SkillOutcome, SkillRegistry
+from trellis.agent.traces._trace import (
     CuesEvent,
     EndEvent,
     InterruptEvent,
@@ -40,8 +40,8 @@ from trellis.agent._trace import (
     Trace,
     TreeEvent,
 )
-from trellis.agent._trace_io import MemoryTraceSink, json_sha256
-from trellis.agent._trace_record import TraceRecorder
+from trellis.agent.traces._trace_io import MemoryTraceSink, json_sha256
+from trellis.agent.traces._trace_record import TraceRecorder
 from trellis.memory import TaskStore, run_sync
 from trellis.memory.errors import UsageError
 from trellis.planners import SkillSpec
@@ -446,7 +446,7 @@ class Replayer:
         store: TaskStore | None = None,
         planner_factory: PlannerFactory | None = None,
     ) -> None:
-        from trellis.agent._sdk import Agent
+        from trellis.agent.runtime._sdk import Agent
 
         self._own_store = store is None
         self.store = store if store is not None else TaskStore.open(database_url)

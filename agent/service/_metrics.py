@@ -14,7 +14,13 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from trellis.agent._events import EventBase, LLMCall, RouteDecided, SkillFinished, TaskFinished
+from trellis.agent.runtime._events import (
+    EventBase,
+    LLMCall,
+    RouteDecided,
+    SkillFinished,
+    TaskFinished,
+)
 
 __all__ = ["CONTENT_TYPE", "ServiceMetrics"]
 

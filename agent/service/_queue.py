@@ -38,8 +38,8 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
-from trellis.agent._service_errors import TaskStateError
 from trellis.agent.errors import NoPendingApprovalError
+from trellis.agent.service._errors import TaskStateError
 from trellis.memory import Base, UnknownTaskError, make_sessionmaker
 from trellis.memory.errors import UsageError
 

@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from trellis.adapters import FunctionBackend, LLMRequest
-from trellis.agent._config import AgentConfig
-from trellis.agent._sdk import Agent
-from trellis.agent._service_errors import ServiceConfigError, UnknownProfileError
-from trellis.agent._service_settings import DemoProfileConfig, ServiceSettings
-from trellis.agent._skills import SkillContext, skill
+from trellis.agent.runtime._config import AgentConfig
+from trellis.agent.runtime._sdk import Agent
+from trellis.agent.runtime._skills import SkillContext, skill
+from trellis.agent.service._errors import ServiceConfigError, UnknownProfileError
+from trellis.agent.service._settings import DemoProfileConfig, ServiceSettings
 from trellis.memory import TaskStore, trellis_home
 
 __all__ = ["Profile", "available_profiles", "get_profile", "register_profile"]
@@ -221,7 +221,7 @@ _TWC_GOAL = "put the household objects where they belong"
 @functools.cache
 def _shared_backend() -> Any:
     # Each task loop has its own agent; they all share one in-process model.
-    from trellis.agent._defaults import default_backend
+    from trellis.agent.runtime._defaults import default_backend
 
     return default_backend()
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from trellis.agent._trace import (
+from trellis.agent.traces._trace import (
     CuesEvent,
     EndEvent,
     InterruptEvent,

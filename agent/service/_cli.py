@@ -10,8 +10,8 @@ from typing import Annotated, Any
 
 import typer
 
-from trellis.agent._service_errors import ServiceConfigError
-from trellis.agent._service_settings import ServiceSettings
+from trellis.agent.service._errors import ServiceConfigError
+from trellis.agent.service._settings import ServiceSettings
 
 __all__ = ["register", "run_worker"]
 
@@ -47,8 +47,8 @@ def serve(
     """Run the HTTP API and N task loops (several processes may share one PostgreSQL)."""
     import uvicorn
 
-    from trellis.agent._service import create_app
-    from trellis.agent._service_runtime import configure_logging
+    from trellis.agent.service._http import create_app
+    from trellis.agent.service._runtime import configure_logging
 
     settings = _settings(config, workers=workers, host=host, port=port, database_url=db)
     configure_logging(settings.log_level)
@@ -71,7 +71,7 @@ def worker(
     ] = None,
 ) -> None:
     """Run N task loops without the HTTP API (scale out on more processes or machines)."""
-    from trellis.agent._service_runtime import configure_logging
+    from trellis.agent.service._runtime import configure_logging
 
     settings = _settings(config, workers=workers, database_url=db, metrics_port=metrics_port)
     configure_logging(settings.log_level)
@@ -80,10 +80,10 @@ def worker(
 
 async def run_worker(settings: ServiceSettings) -> list[str]:
     """Run a worker pool until SIGTERM or SIGINT; returns the tasks handed back unfinished."""
-    from trellis.agent._metrics import ServiceMetrics
-    from trellis.agent._queue import TaskQueue
-    from trellis.agent._service_runtime import open_database
-    from trellis.agent._worker import WorkerPool
+    from trellis.agent.service._metrics import ServiceMetrics
+    from trellis.agent.service._queue import TaskQueue
+    from trellis.agent.service._runtime import open_database
+    from trellis.agent.service._worker import WorkerPool
 
     engine = await asyncio.to_thread(open_database, settings)
     queue = TaskQueue(engine, lease_s=settings.lease_s)
@@ -111,7 +111,7 @@ def register(app: typer.Typer) -> None:
 
 
 def main() -> None:
-    """``python -m trellis.agent._service_cli serve|worker`` (the same commands as ``trellis``)."""
+    """``python -m trellis.agent.service._cli serve|worker`` (the same commands as ``trellis``)."""
     cli = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False)
     register(cli)
     cli()
