@@ -27,9 +27,12 @@ from trellis.adapters._registry import (
     AdapterInfo,
     AdapterRecord,
     AdapterRegistry,
+    add_shipped_folder,
     check_adapter_name,
     default_adapter_roots,
     inspect_adapter,
+    is_shipped,
+    shipped_folders,
 )
 from trellis.adapters._reminders import (
     Cue,
@@ -45,6 +48,12 @@ from trellis.adapters._replay import RecordingBackend, ReplayBackend, request_fi
 from trellis.adapters._router import RouteDecision, Router, RouterConfig, StepContext
 from trellis.adapters._router_eval import RouterEvaluation, evaluate_router, load_eval_rows
 from trellis.adapters._router_policies import AdapterProfile, RouteRule
+from trellis.adapters._shipped import (
+    ShippedAdapter,
+    register_shipped_adapters,
+    shipped_adapters,
+    shipped_route_rules,
+)
 from trellis.adapters._training import TrainingConfig, TrainingReport, load_examples, train_adapter
 from trellis.adapters._vllm import VLLMBackend
 from trellis.adapters._vllm_pool import ServedModel, ServerResidency, VLLMConfig
@@ -118,6 +127,7 @@ __all__ = [
     "SentenceEmbedder",
     "ServedModel",
     "ServerResidency",
+    "ShippedAdapter",
     "StepContext",
     "SyncBackend",
     "TrainingConfig",
@@ -127,6 +137,7 @@ __all__ = [
     "UnknownAdapterError",
     "VLLMBackend",
     "VLLMConfig",
+    "add_shipped_folder",
     "build_cue_prompt",
     "check_adapter_name",
     "create_lora_adapter",
@@ -135,14 +146,19 @@ __all__ = [
     "default_model_dir",
     "evaluate_router",
     "inspect_adapter",
+    "is_shipped",
     "load_eval_rows",
     "load_examples",
     "model_identity",
     "model_problems",
     "prepare_model",
+    "register_shipped_adapters",
     "request_fingerprint",
     "resolve_model_dir",
     "rule_extract",
+    "shipped_adapters",
+    "shipped_folders",
+    "shipped_route_rules",
     "train_adapter",
     "verify_model",
 ]

@@ -59,6 +59,27 @@ def _now() -> dt.datetime:
 SHIPPED_ADAPTERS_DIR = Path(__file__).resolve().parent / "shipped"
 """The adapters that ship with Trellis (always an allowed root; see ``adapters._shipped``)."""
 
+_shipped_folders: list[Path] = [SHIPPED_ADAPTERS_DIR]
+
+
+def add_shipped_folder(folder: Path | str) -> None:
+    """Treat ``folder`` as shipped adapters too: an installed package's own adapters (an
+    environment pack's), always allowed, registered with the runtime's shipped ones."""
+    resolved = Path(folder).resolve()
+    if resolved not in _shipped_folders:
+        _shipped_folders.append(resolved)
+
+
+def shipped_folders() -> tuple[Path, ...]:
+    """Every folder of shipped adapters: Trellis's own, then those added by packages."""
+    return tuple(_shipped_folders)
+
+
+def is_shipped(path: Path | str) -> bool:
+    """Whether an adapter folder is one of the shipped ones."""
+    resolved = Path(path).resolve()
+    return any(resolved.is_relative_to(folder) for folder in _shipped_folders)
+
 
 def default_adapter_roots() -> tuple[Path, ...]:
     """``$TRELLIS_ADAPTER_ROOTS`` (``os.pathsep``-separated) if set, else ``<home>/adapters``."""
@@ -304,13 +325,19 @@ class AdapterRegistry:
             raise AdapterValidationError(f"max_rank must be at least 1, got {max_rank}")
         self.engine = engine if isinstance(engine, Engine) else make_engine(engine)
         self.base_model = base_model
-        configured = tuple(Path(r).expanduser() for r in (roots or default_adapter_roots()))
-        # The shipped adapters are part of the installed package, so always allowed.
-        self.roots = (*configured, SHIPPED_ADAPTERS_DIR)
+        self._configured_roots = tuple(
+            Path(r).expanduser() for r in (roots or default_adapter_roots())
+        )
         self.max_rank = max_rank
         if migrate:
             upgrade(self.engine)
         self._sessions = make_sessionmaker(self.engine)
+
+    @property
+    def roots(self) -> tuple[Path, ...]:
+        """Where adapter folders may lie: the configured roots, then every shipped folder
+        (part of an installed package, so always allowed)."""
+        return (*self._configured_roots, *shipped_folders())
 
     def inspect(self, path: Path | str) -> AdapterInfo:
         """Validate a folder against this registry's base model, rank limit and roots."""

@@ -10,11 +10,12 @@ adapter root, so shipped adapters register without configuration.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from trellis.adapters._registry import SHIPPED_ADAPTERS_DIR, AdapterRegistry
+from trellis.adapters._registry import SHIPPED_ADAPTERS_DIR, AdapterRegistry, shipped_folders
 from trellis.adapters._router_policies import RouteRule
 from trellis.adapters.errors import AdapterValidationError
 
@@ -48,21 +49,26 @@ class ShippedAdapter(BaseModel):
     """The adapter folder (filled in when read)."""
 
 
-def shipped_adapters(folder: Path = SHIPPED_ADAPTERS_DIR) -> list[ShippedAdapter]:
-    """The manifests of every shipped adapter, sorted by name."""
+def shipped_adapters(folders: Sequence[Path] | None = None) -> list[ShippedAdapter]:
+    """The manifests of every shipped adapter (in ``folders``, default every shipped folder),
+    sorted by name."""
     found: list[ShippedAdapter] = []
-    if not folder.is_dir():
-        return found
-    for manifest in sorted(folder.glob(f"*/{MANIFEST_NAME}")):
+    manifests = [
+        manifest
+        for folder in (shipped_folders() if folders is None else folders)
+        if folder.is_dir()
+        for manifest in folder.glob(f"*/{MANIFEST_NAME}")
+    ]
+    for manifest in manifests:
         try:
             data = json.loads(manifest.read_text(encoding="utf-8"))
             found.append(ShippedAdapter.model_validate({**data, "path": manifest.parent}))
         except (OSError, ValueError, ValidationError) as exc:
             raise AdapterValidationError(
                 f"shipped adapter manifest {manifest.parent.name}/{MANIFEST_NAME} is invalid "
-                f"({str(exc).splitlines()[0]}); reinstall Trellis"
+                f"({str(exc).splitlines()[0]}); reinstall the package that ships it"
             ) from exc
-    return found
+    return sorted(found, key=lambda adapter: adapter.name)
 
 
 def register_shipped_adapters(registry: AdapterRegistry) -> list[str]:

@@ -1,6 +1,6 @@
 """The agent: skills, the LangGraph loop, the SDK, the CLI and the service."""
 
-from trellis.agent._twc import TWC_ACT, TwcConfig, TwcEnvironment, TwcState, twc_skills
+from trellis.agent._datasets import compact_json, reminder_cue_examples, seed_range, write_jsonl
 from trellis.agent.env import (
     ENTRY_POINT_GROUP,
     Environment,
@@ -10,6 +10,7 @@ from trellis.agent.env import (
     EnvState,
     Fact,
     installed_packs,
+    load_installed_packs,
 )
 from trellis.agent.errors import (
     ApprovalPendingError,
@@ -27,8 +28,23 @@ from trellis.agent.errors import (
     UnknownEnvironmentError,
     UnknownSkillError,
 )
-from trellis.agent.runtime._act import ChosenCall, act_json_schema, build_act_prompt, choose_call
+from trellis.agent.runtime._act import (
+    ChosenCall,
+    act_json_schema,
+    build_act_prompt,
+    choose_call,
+    env_act_prompt_args,
+    offered_actions,
+)
 from trellis.agent.runtime._config import AgentConfig
+from trellis.agent.runtime._defaults import (
+    default_backend,
+    default_planner,
+    default_registry,
+    default_reminder_adapter,
+    default_router,
+)
+from trellis.agent.runtime._env_skill import action_skill
 from trellis.agent.runtime._events import (
     AgentEvent,
     ApprovalRequested,
@@ -80,7 +96,6 @@ from trellis.agent.traces._trace_store import TraceStore
 
 __all__ = [
     "ENTRY_POINT_GROUP",
-    "TWC_ACT",
     "Agent",
     "AgentConfig",
     "AgentEvent",
@@ -141,27 +156,36 @@ __all__ = [
     "TraceStore",
     "TraceVersionError",
     "TraceWriter",
-    "TwcConfig",
-    "TwcEnvironment",
-    "TwcState",
     "UnknownEnvironmentError",
     "UnknownProfileError",
     "UnknownSkillError",
     "act_json_schema",
+    "action_skill",
     "available_profiles",
     "build_act_prompt",
     "check_trace",
     "choose_call",
+    "compact_json",
     "compare_runs",
+    "default_backend",
+    "default_planner",
+    "default_registry",
+    "default_reminder_adapter",
+    "default_router",
+    "env_act_prompt_args",
     "evaluate",
     "evaluate_sync",
     "installed_packs",
+    "load_installed_packs",
     "load_run",
+    "offered_actions",
     "read_trace",
     "register_profile",
+    "reminder_cue_examples",
     "replay",
     "replay_many",
     "replay_sync",
+    "seed_range",
     "skill",
-    "twc_skills",
+    "write_jsonl",
 ]

@@ -174,10 +174,12 @@ def run(
         [], "--reminder", "-r", help="A rule or preference; repeat for several."
     ),
     env: str | None = typer.Option(
-        None, help="Environment to act in: twc (TextWorldExpress household)."
+        None, help="Environment pack to act in (`trellis envs list` shows them)."
     ),
-    seed: int = typer.Option(1, help="Game seed (with --env)."),
-    fold: str = typer.Option("dev", help="Game fold: train or dev (test is held out)."),
+    seed: int | None = typer.Option(None, help="Episode seed (with --env)."),
+    set_: list[str] = typer.Option(
+        [], "--set", help="An environment spec field KEY=VALUE (with --env); repeatable."
+    ),
     max_steps: int | None = typer.Option(
         None, help="Skill calls allowed (default 12 with --env, else 30)."
     ),
@@ -195,26 +197,24 @@ def run(
         False, "--base-only", help="Serve every step with the base model (no shipped adapters)."
     ),
 ) -> None:
-    """Run a goal (or a household game) with a live tree, then print a summary."""
-    from trellis.agent._twc import TwcConfig
-
-    environment = None
-    if env is not None:
-        if env != "twc":
-            errors.print(f"[red]unknown --env {env!r}[/red]; available: twc")
-            raise typer.Exit(2)
-        environment = TwcConfig.model_validate({"seed": seed, "fold": fold})
-        max_steps = max_steps or 12
-    elif not goal:
-        errors.print("[red]give a GOAL[/red] (or --env twc to play a household game)")
+    """Run a goal (or an environment's own task) with a live tree, then print a summary."""
+    if env is None and not goal:
+        errors.print("[red]give a GOAL[/red] (or --env KIND to act in an environment)")
         raise typer.Exit(2)
-    elif not skills:
+    if env is None and not skills:
         errors.print(
             "[red]no skills to run[/red]: pass --skills MODULE (a module with @skill functions) "
-            "or --env twc"
+            "or --env KIND"
         )
         raise typer.Exit(2)
+    if env is not None:
+        max_steps = max_steps or 12
     agent = _agent(database_url, max_steps, base_only=base_only)
+    environment = (
+        agent.environments.spec_from_options(env, seed=seed, fields=set_)
+        if env is not None
+        else None
+    )
     for module_name in skills:
         for item in load_skills(module_name):
             agent.register(item)
@@ -316,7 +316,39 @@ def tree(
     agent.close()
 
 
+envs_app = typer.Typer(help="Environment packs: the worlds tasks can act in.", no_args_is_help=True)
+
+
+@envs_app.command("list")
+def envs_list() -> None:
+    """The installed environment packs: kind, action skill, shipped adapters, status."""
+    from trellis.agent.env import EnvironmentRegistry
+    from trellis.memory.errors import TrellisError
+
+    registry = EnvironmentRegistry()
+    table = Table()
+    for column in ("kind", "description", "action skill", "adapters", "status"):
+        table.add_column(column)
+    for kind in registry.kinds():
+        try:
+            pack = registry.get(kind)
+        except TrellisError as exc:
+            table.add_row(kind, "", "", "", Text(f"broken: {exc}", style="red"))
+            continue
+        adapters = (
+            ", ".join(sorted(p.name for p in pack.adapters_dir.iterdir() if p.is_dir()))
+            if pack.adapters_dir is not None and pack.adapters_dir.is_dir()
+            else ""
+        )
+        table.add_row(kind, pack.description, pack.skill_name, adapters, Text("ok", "green"))
+    if not registry.kinds():
+        console.print("no environment packs are installed (entry-point group trellis.environments)")
+        return
+    console.print(table)
+
+
 def register(app: typer.Typer) -> None:
+    app.add_typer(envs_app, name="envs")
     app.command("run")(run)
     app.command("resume")(resume)
     app.command("approve")(approve)

@@ -3,160 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import typer
 from rich.console import Console
 
 console = Console(stderr=True)
-data_app = typer.Typer(help="Build training data for the default adapters.", no_args_is_help=True)
-
-
-def _seed_range(text: str) -> range:
-    try:
-        start, _, stop = text.partition(":")
-        return range(int(start), int(stop)) if stop else range(int(start), int(start) + 1)
-    except ValueError as exc:
-        raise typer.BadParameter(f"expected START:STOP (e.g. 0:200), got {text!r}") from exc
-
-
-# Shared by the twc commands: games spread over 1..N rooms and 1..N objects.
-_MAX_LOCATIONS = typer.Option(3, help="Rooms cycle through 1..N.")
-_MAX_ITEMS = typer.Option(3, help="Objects cycle through 1..N.")
-
-
-@data_app.command("twc")
-def twc(
-    out: Path = typer.Option(..., help="JSONL file to write."),
-    seeds: str = typer.Option("0:200", help="Train-fold seeds START:STOP."),
-    max_locations: int = _MAX_LOCATIONS,
-    max_items: int = _MAX_ITEMS,
-    recovery: float = typer.Option(
-        0.3, help="Chance of a wrong put (and the rows that take it back) before a gold put."
-    ),
-    expert_noise: float | None = typer.Option(
-        None,
-        help="Instead of gold paths: noisy play (a random offered action with this chance), "
-        "each state labelled with the move of an expert that knows the game.",
-    ),
-) -> None:
-    """Act-step rows from twc gold paths (train fold only), with recovery detours."""
-    from trellis.agent._datasets import (
-        twc_act_examples,
-        twc_configs,
-        twc_expert_examples,
-        write_jsonl,
-    )
-
-    configs = twc_configs(_seed_range(seeds), max_locations=max_locations, max_items=max_items)
-    rows = (
-        twc_act_examples(configs, recovery=recovery)
-        if expert_noise is None
-        else twc_expert_examples(configs, noise=expert_noise)
-    )
-    count = write_jsonl(rows, out)
-    console.print(f"[green]wrote[/green] {count} rows from {len(configs)} games to {out}")
-
-
-@data_app.command("twc-dagger")
-def twc_dagger(
-    out: Path = typer.Option(..., help="JSONL file to write."),
-    seeds: str = typer.Option("400:520", help="Train-fold seeds START:STOP."),
-    max_steps: int = typer.Option(14, help="Moves per play (a little over the evaluation's 12)."),
-    concurrency: int = typer.Option(4, help="Games played at once (the model batches them)."),
-    threads: int | None = typer.Option(None, help="Torch threads (default: torch's)."),
-    max_locations: int = _MAX_LOCATIONS,
-    max_items: int = _MAX_ITEMS,
-) -> None:
-    """Act-step rows from the shipped adapters' own plays, each state labelled by the expert.
-
-    The DAgger step: the agent plays each train-fold game with the adapters it ships, and
-    every state it reached (its mistakes included) becomes a row teaching the move an expert
-    that knows the game would make there. Slow: the model plays every move.
-    """
-    import asyncio
-    import tempfile
-
-    from trellis.adapters import EmbeddedBackend, EmbeddedConfig
-    from trellis.agent._datasets import (
-        twc_configs,
-        twc_model_plays,
-        twc_trajectory_examples,
-        write_jsonl,
-    )
-    from trellis.agent.runtime._config import AgentConfig
-    from trellis.agent.runtime._defaults import default_registry
-    from trellis.agent.runtime._sdk import Agent
-    from trellis.memory import TaskStore
-
-    configs = twc_configs(_seed_range(seeds), max_locations=max_locations, max_items=max_items)
-    with tempfile.TemporaryDirectory() as folder:
-        url = f"sqlite:///{folder}/plays.db"
-        store = TaskStore.open(url)
-        registry = default_registry(store.engine, shipped=True)
-        backend = EmbeddedBackend(
-            EmbeddedConfig(threads=threads), resolve_adapter_path=registry.path_of
-        )
-        # Long limits: a batch of games on a busy CPU can queue a while for the model.
-        config = AgentConfig(
-            database_url=url, max_steps=max_steps, llm_timeout_s=3600, wall_time_s=7200
-        )
-        agent = Agent(config=config, backend=backend, store=store)
-
-        solved: list[int] = []
-
-        def report(game: Any, result: Any, moves: list[str]) -> None:
-            if result.success:
-                solved.append(game.seed)
-            verdict = "[green]solved[/green]" if result.success else "not solved"
-            console.print(f"seed {game.seed}: {verdict} in {len(moves)} moves")
-
-        async def play() -> dict[int, list[str]]:
-            try:
-                return await twc_model_plays(
-                    agent, configs, concurrency=concurrency, on_play=report
-                )
-            finally:
-                agent.close()
-                await backend.aclose()
-
-        plays = asyncio.run(play())
-    count = write_jsonl(twc_trajectory_examples(configs, plays), out)
-    console.print(
-        f"[green]wrote[/green] {count} rows from {len(plays)} plays to {out} "
-        f"(the shipped adapters solved {len(solved)} of {len(configs)} games)"
-    )
-
-
-@data_app.command("twc-homes")
-def twc_homes(
-    out: Path = typer.Option(
-        ..., help="JSON file to write (the shipped one: agent/twc_homes.json)."
-    ),
-    seeds: str = typer.Option("0:1000", help="Train-fold seeds START:STOP."),
-    max_locations: int = _MAX_LOCATIONS,
-    max_items: int = _MAX_ITEMS,
-) -> None:
-    """Where the train fold's objects belong, and the rooms of those containers, from gold
-    paths: the place ranker's examples."""
-    import json
-
-    from trellis.agent._datasets import twc_configs, twc_homes
-
-    configs = twc_configs(_seed_range(seeds), max_locations=max_locations, max_items=max_items)
-    homes = twc_homes(configs)
-    source = f"twc train fold, seeds {seeds}, 1-{max_locations} rooms, 1-{max_items} objects"
-    pairs = ",\n".join("  " + json.dumps(list(pair)) for pair in homes.pairs)  # one a line
-    rooms = ",\n".join(f"  {json.dumps(c)}: {json.dumps(r)}" for c, r in homes.rooms.items())
-    out.write_text(
-        f'{{"source": {json.dumps(source)},\n "homes": [\n{pairs}\n],\n'
-        f' "rooms": {{\n{rooms}\n}}}}\n',
-        encoding="utf-8",
-    )
-    console.print(
-        f"[green]wrote[/green] {len(homes.pairs)} object homes in {len(homes.rooms)} "
-        f"containers from {len(configs)} games to {out}"
-    )
+data_app = typer.Typer(
+    help="Build training data with the runtime's own prompts.", no_args_is_help=True
+)
 
 
 @data_app.command("reminders")
@@ -177,4 +31,18 @@ def reminders(
 
 
 def register(app: typer.Typer) -> None:
+    """Mount ``trellis data`` with each installed pack's data commands under its kind."""
+    from trellis.agent.env import EnvironmentRegistry
+    from trellis.agent.errors import EnvironmentPackError
+
+    registry = EnvironmentRegistry()
+    for kind in registry.kinds():
+        try:
+            pack = registry.get(kind)
+        except EnvironmentPackError as exc:
+            # A broken pack must not take the whole CLI down; using it names the problem.
+            console.print(f"[yellow]skipping the data commands of {kind}[/yellow]: {exc}")
+            continue
+        if pack.cli is not None:
+            data_app.add_typer(pack.cli(), name=kind, help=pack.description or None)
     app.add_typer(data_app, name="data")

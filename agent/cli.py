@@ -42,5 +42,14 @@ _register_all()
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: a Trellis error prints its message (it names the fix)
+    instead of a traceback; a usage error exits 2, a run-time failure 1."""
+    from rich.console import Console
+
+    from trellis.memory.errors import TrellisError, UsageError
+
+    try:
+        app()
+    except TrellisError as exc:
+        Console(stderr=True).print(f"error: {exc}", markup=False, highlight=False)
+        raise SystemExit(2 if isinstance(exc, UsageError) else 1) from None

@@ -40,10 +40,15 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from trellis_twc._datasets import twc_configs  # noqa: E402
+
 from trellis.adapters import EmbeddedBackend, EmbeddedConfig, ReminderAdapter, ReminderConfig  # noqa: E402
 from trellis.adapters._shipped import shipped_adapters  # noqa: E402
-from trellis.agent import Agent, AgentConfig  # noqa: E402
-from trellis.agent._datasets import reminder_cue_examples, twc_configs  # noqa: E402
+from trellis.agent import (  # noqa: E402
+    Agent,
+    AgentConfig,
+    reminder_cue_examples,
+)
 from trellis.agent.runtime._defaults import default_registry  # noqa: E402
 from trellis.memory import TaskStore  # noqa: E402
 

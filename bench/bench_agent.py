@@ -37,9 +37,10 @@ import itertools
 
 from langgraph.graph import END, START, StateGraph
 from sqlalchemy import create_engine, text
+from trellis_twc import TwcConfig
 
 from trellis.adapters import FunctionBackend
-from trellis.agent import Agent, AgentConfig, SkillFinished, TaskFinished, TwcConfig, skill
+from trellis.agent import Agent, AgentConfig, SkillFinished, TaskFinished, skill
 from trellis.agent.runtime._checkpoint import open_checkpointer
 from trellis.memory import make_engine, run_sync
 from trellis.planners import PlannerConfig, ScriptedPlanner

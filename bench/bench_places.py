@@ -27,11 +27,14 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from trellis.adapters import SentenceEmbedder  # noqa: E402
-from trellis.agent._datasets import twc_configs  # noqa: E402
-from trellis.agent._twc import TwcConfig, TwcEnvironment, candidate_places  # noqa: E402
-from trellis.agent._twc_expert import room_of  # noqa: E402
-from trellis.agent._twc_places import (  # noqa: E402
+from trellis_twc import (  # noqa: E402
+    TwcConfig,
+    TwcEnvironment,
+    candidate_places,
+    room_of,
+)
+from trellis_twc._datasets import twc_configs  # noqa: E402
+from trellis_twc._places import (  # noqa: E402
     HOMES_WEIGHT,
     ROOM_MARGIN,
     PlaceScorer,
@@ -40,6 +43,8 @@ from trellis.agent._twc_places import (  # noqa: E402
     shipped_home_rooms,
     shipped_homes,
 )
+
+from trellis.adapters import SentenceEmbedder  # noqa: E402
 
 _ALL_OFFERED = {"avoid_regressions": False, "avoid_idle": False, "place_shortlist": 0}
 

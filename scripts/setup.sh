@@ -9,4 +9,6 @@ python=${PYTHON:-python3}
 # The CPU build of torch first: an unpinned torch would pull a multi-GB CUDA build.
 .venv/bin/python -m pip install -q torch==2.13.0
 .venv/bin/python -m pip install -q -e '.[all]'
+# The environment packs: each its own distribution, found through its entry point.
+.venv/bin/python -m pip install -q -e packs/twc -e packs/cookingworld
 .venv/bin/trellis model prepare

@@ -83,16 +83,26 @@ def test_run_refuses_bad_input(tmp_path: Path) -> None:
         app, ["run", "tidy up", "--skills", "../etc/passwd", "--database-url", url]
     )
     assert bad_module.exit_code == 2 and "not a module name" in bad_module.output
-    test_fold = runner.invoke(app, ["run", "--env", "twc", "--fold", "test", "--database-url", url])
+    test_fold = runner.invoke(
+        app, ["run", "--env", "twc", "--set", "fold=test", "--database-url", url]
+    )
     assert test_fold.exit_code != 0
     assert "held-out" in str(test_fold.exception)
+    unknown = runner.invoke(app, ["run", "--env", "alfworld", "--database-url", url])
+    assert "unknown environment kind 'alfworld'" in str(unknown.exception)
+    assert "twc" in str(unknown.exception)  # the known kinds are named
+    bad_field = runner.invoke(
+        app, ["run", "--env", "twc", "--set", "num_rooms=2", "--database-url", url]
+    )
+    assert "does not validate" in str(bad_field.exception)
+    assert "num_rooms" in str(bad_field.exception)
 
 
 def test_data_twc_homes_writes_the_homes_and_the_rooms_of_their_containers(
     tmp_path: Path,
 ) -> None:
     out = tmp_path / "homes.json"
-    result = runner.invoke(app, ["data", "twc-homes", "--out", str(out), "--seeds", "0:3"])
+    result = runner.invoke(app, ["data", "twc", "homes", "--out", str(out), "--seeds", "0:3"])
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text(encoding="utf-8"))
     homes = [tuple(pair) for pair in data["homes"]]

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
+from trellis_twc import TwcConfig
 
 from trellis.adapters import FunctionBackend, LLMRequest
 from trellis.agent import (
@@ -23,7 +24,6 @@ from trellis.agent import (
     SkillCalled,
     SkillFinished,
     TaskFinished,
-    TwcConfig,
     skill,
 )
 from trellis.memory import NodeStatus, TaskStatus, run_sync

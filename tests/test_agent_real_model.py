@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from trellis_twc import TwcConfig
 
 from trellis.adapters import default_model_dir, verify_model
-from trellis.agent import Agent, AgentConfig, LLMCall, TaskFinished, TwcConfig
+from trellis.agent import Agent, AgentConfig, LLMCall, TaskFinished
 from trellis.memory import NodeStatus, run_sync
 
 

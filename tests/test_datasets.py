@@ -6,15 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from trellis_twc import TwcEnvironment
+from trellis_twc._datasets import twc_act_examples, twc_configs
 
 from trellis.adapters._reminders import build_cue_prompt, cue_json_schema
-from trellis.agent._datasets import (
-    reminder_cue_examples,
-    twc_act_examples,
-    twc_configs,
-    write_jsonl,
-)
-from trellis.agent._twc import TwcEnvironment
+from trellis.agent import reminder_cue_examples, write_jsonl
 from trellis.agent.errors import ForbiddenFoldError
 
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import typer
+from trellis_twc import TwcConfig, TwcEnvironment
 from typer.testing import CliRunner
 
 from trellis.adapters import FunctionBackend, LLMRequest
-from trellis.agent._twc import TwcConfig, TwcEnvironment
 from trellis.agent.runtime._config import AgentConfig
 from trellis.agent.runtime._sdk import Agent
 from trellis.agent.traces._eval import (
@@ -153,7 +153,8 @@ def test_unrecreatable_environments_are_skipped_not_failed(traces: Path, tmp_pat
 
     run = evaluate_sync(loaded, factory, name="skips")
     assert [t.status for t in run.tasks] == ["skipped", "skipped", "skipped"]
-    assert "'alfworld' cannot be recreated" in run.tasks[0].reason
+    assert "cannot be recreated" in run.tasks[0].reason
+    assert "unknown environment kind 'alfworld'" in run.tasks[0].reason
     assert "no skills were given" in run.tasks[1].reason
     assert "held-out" in run.tasks[2].reason
     summary = run.summary()

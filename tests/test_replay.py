@@ -315,8 +315,9 @@ def test_cli_replay_exit_codes(trace_file: Path, tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_record_then_replay_is_exact_with_the_embedded_model(tmp_path: Path) -> None:
     """Two real model moves in a twc game; the replay loads no model and matches exactly."""
+    from trellis_twc import TwcConfig
+
     from trellis.adapters import EmbeddedBackend
-    from trellis.agent._twc import TwcConfig
 
     path = tmp_path / "embedded.jsonl"
     writer = TraceWriter(path)
@@ -379,7 +380,7 @@ def test_cli_record_with_the_embedded_defaults_then_replay(tmp_path: Path) -> No
     runner = CliRunner()
     recorded = runner.invoke(
         app,
-        ["record", "--env", "twc", "--seed", "2", "--fold", "train", "--max-steps", "1",
+        ["record", "--env", "twc", "--seed", "2", "--set", "fold=train", "--max-steps", "1",
          "--out", str(out), "--family", "twc", "--save"],
     )  # fmt: skip
     assert recorded.exit_code == 0, recorded.output

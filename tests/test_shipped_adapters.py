@@ -6,20 +6,27 @@ import json
 from pathlib import Path
 
 import pytest
+from trellis_twc import TwcConfig
 
-from trellis.adapters import AdapterRegistry, FunctionBackend, LLMRequest, StepContext
-from trellis.adapters._registry import SHIPPED_ADAPTERS_DIR
-from trellis.adapters._shipped import (
+from trellis.adapters import (
+    AdapterRegistry,
+    FunctionBackend,
+    LLMRequest,
+    StepContext,
+    is_shipped,
     register_shipped_adapters,
     shipped_adapters,
+    shipped_folders,
     shipped_route_rules,
 )
-from trellis.agent import Agent, AgentConfig, TwcConfig
+from trellis.agent import Agent, AgentConfig, load_installed_packs
 from trellis.agent.runtime._defaults import default_reminder_adapter, default_router
 from trellis.memory import TaskStore, run_sync
 from trellis.planners import ScriptedPlanner
 
-EXPECTED = {"reminder", "twc-act"}
+EXPECTED = {"reminder", "twc-act"}  # the runtime's own and the twc pack's
+
+load_installed_packs()  # an installed pack's adapters are shipped adapters too
 
 
 @pytest.fixture()
@@ -34,7 +41,7 @@ def test_each_shipped_adapter_has_weights_a_card_and_a_manifest() -> None:
     assert set(found) >= EXPECTED
     for adapter in found.values():
         folder = adapter.path
-        assert folder.parent == SHIPPED_ADAPTERS_DIR
+        assert folder.parent in shipped_folders()
         assert (folder / "adapter_model.safetensors").stat().st_size > 100_000
         config = json.loads((folder / "adapter_config.json").read_text())
         assert config["base_model_name_or_path"] == "gemma-3-270m"  # never a local path
@@ -51,7 +58,7 @@ def test_registration_is_idempotent_and_keeps_a_users_adapter(store: TaskStore) 
     assert set(added) >= EXPECTED
     assert register_shipped_adapters(registry) == []
     record = registry.get("twc-act")
-    assert record.path.is_relative_to(SHIPPED_ADAPTERS_DIR) and record.examples
+    assert is_shipped(record.path) and record.examples
     # A user's adapter registered under a shipped name wins: it is left in place.
     registry.remove("reminder")
     user_copy = registry.get("twc-act").path

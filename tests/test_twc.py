@@ -7,18 +7,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from trellis.adapters import FunctionBackend, LLMRequest
-from trellis.adapters._embeddings import normalize_rows
-from trellis.agent import Agent, AgentConfig, ForbiddenFoldError, TwcConfig, TwcEnvironment
-from trellis.agent._datasets import twc_configs, twc_homes
-from trellis.agent._twc_places import (
+from trellis_twc import TwcConfig, TwcEnvironment
+from trellis_twc._datasets import twc_configs, twc_homes
+from trellis_twc._places import (
     PlaceScorer,
     condition_of,
     neighbour_rooms,
     shipped_home_rooms,
     shipped_homes,
 )
+
+from trellis.adapters import FunctionBackend, LLMRequest
+from trellis.adapters._embeddings import normalize_rows
+from trellis.agent import Agent, AgentConfig, ForbiddenFoldError
 from trellis.agent.errors import EnvironmentFailure
 from trellis.memory import NodeStatus
 from trellis.planners import ScriptedPlanner

@@ -7,18 +7,16 @@ import json
 from pathlib import Path
 
 import pytest
-
-from trellis.adapters import FunctionBackend, LLMRequest
-from trellis.agent import Agent, AgentConfig
-from trellis.agent._datasets import (
+from trellis_twc import TwcEnvironment, TwcExpert, room_of
+from trellis_twc._datasets import (
     twc_configs,
     twc_expert_examples,
     twc_model_plays,
     twc_trajectory_examples,
 )
-from trellis.agent._twc import TwcEnvironment
-from trellis.agent._twc_expert import TwcExpert, room_of
-from trellis.agent.runtime._act import offered_actions
+
+from trellis.adapters import FunctionBackend, LLMRequest
+from trellis.agent import Agent, AgentConfig
 from trellis.planners import ScriptedPlanner
 
 # Held-out train seeds (the shipped rows use 0:300), 1-3 rooms and 1-3 objects.
@@ -101,7 +99,7 @@ def test_offered_actions_of_a_fresh_game_include_the_experts_first_move() -> Non
     try:
         expert = TwcExpert.from_gold(env)
         state = env.state
-        assert expert.next_action(state) in offered_actions(state)
+        assert expert.next_action(state) in env.offered_actions(state)
     finally:
         env.close()
 
@@ -161,7 +159,7 @@ def test_model_plays_are_the_moves_the_agent_made(tmp_path: Path) -> None:
         try:
             state = env.state
             for action in play:  # the play replays in a fresh game, move by move
-                assert action in offered_actions(state)
+                assert action in env.offered_actions(state)
                 state = env.step(action)
         finally:
             env.close()

@@ -1,7 +1,12 @@
 """The environment contract and the registry of environment packs."""
 
 from trellis.agent.env._contract import Environment, EnvironmentPack, EnvSpec, EnvState, Fact
-from trellis.agent.env._registry import ENTRY_POINT_GROUP, EnvironmentRegistry, installed_packs
+from trellis.agent.env._registry import (
+    ENTRY_POINT_GROUP,
+    EnvironmentRegistry,
+    installed_packs,
+    load_installed_packs,
+)
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -12,4 +17,5 @@ __all__ = [
     "EnvironmentRegistry",
     "Fact",
     "installed_packs",
+    "load_installed_packs",
 ]

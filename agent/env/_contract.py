@@ -166,6 +166,9 @@ class EnvironmentPack:
     action_skill: str = ""
     """Name of the skill that sends one action (default ``<kind>_act``); recorded traces
     and tasks name it, so it never changes once a pack is published."""
+    action_description: str = ""
+    """What the action skill does, as the catalogue and traces show it (default: "Send one
+    action to the <kind> environment and return what it shows next.")."""
     from_record_hook: Callable[[Mapping[str, Any]], EnvSpec] | None = None
     """Rebuilds a spec from recorded JSON when that needs more than validation (fields
     added after older records were made); default: validate the fields."""

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
+from trellis.adapters import add_shipped_folder
 from trellis.agent.env._contract import EnvironmentPack, EnvSpec
-from trellis.agent.errors import EnvironmentPackError, UnknownEnvironmentError
+from trellis.agent.errors import (
+    EnvironmentPackError,
+    InvalidEnvSpecError,
+    UnknownEnvironmentError,
+)
 
-__all__ = ["ENTRY_POINT_GROUP", "EnvironmentRegistry", "installed_packs"]
+__all__ = ["ENTRY_POINT_GROUP", "EnvironmentRegistry", "installed_packs", "load_installed_packs"]
+
+_log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "trellis.environments"
 """The entry-point group a pack's distribution registers its :class:`EnvironmentPack` in."""
@@ -32,8 +41,7 @@ def _load(name: str, entry: EntryPoint) -> EnvironmentPack:
         if name in _loaded:
             return _loaded[name]
         try:
-            value: Any = entry.load()
-            pack = value() if callable(value) and not isinstance(value, EnvironmentPack) else value
+            pack: Any = entry.load()
         except Exception as exc:
             raise EnvironmentPackError(
                 f"the environment pack {name!r} ({entry.value}) failed to import: "
@@ -51,7 +59,25 @@ def _load(name: str, entry: EntryPoint) -> EnvironmentPack:
                 "match: fix the pack's registration"
             )
         _loaded[name] = pack
+        _adopt_adapters(pack)
         return pack
+
+
+def _adopt_adapters(pack: EnvironmentPack) -> None:
+    if pack.adapters_dir is not None:
+        add_shipped_folder(pack.adapters_dir)
+
+
+def load_installed_packs() -> list[EnvironmentPack]:
+    """Import every installed pack (their shipped adapters become known); a pack that fails
+    to import is skipped here and named when a task uses it."""
+    packs = []
+    for name, entry in _entry_points().items():
+        try:
+            packs.append(_load(name, entry))
+        except EnvironmentPackError as exc:
+            _log.warning("%s", exc)
+    return packs
 
 
 def installed_packs() -> list[str]:
@@ -78,6 +104,7 @@ class EnvironmentRegistry:
                 f"{pack.spec.__name__} has no kind: set the class variable `kind` on it"
             )
         self._own[pack.kind] = pack
+        _adopt_adapters(pack)
 
     def kinds(self) -> list[str]:
         """Every kind this registry can serve."""
@@ -119,3 +146,25 @@ class EnvironmentRegistry:
             f"env must be an environment spec (an EnvSpec such as a pack's config) or a "
             f"recorded spec mapping with a 'kind', got {type(spec).__name__}"
         )
+
+    def spec_from_options(
+        self, kind: str, *, seed: int | None = None, fields: Sequence[str] = ()
+    ) -> EnvSpec:
+        """A spec from command-line options: ``--seed N`` and ``--set KEY=VALUE`` pairs (a
+        value is read as JSON when it parses, else as text)."""
+        pack = self.get(kind)
+        data: dict[str, Any] = {}
+        if seed is not None:
+            data["seed"] = seed
+        for item in fields:
+            key, sep, text = item.partition("=")
+            if not sep or not key.strip():
+                raise InvalidEnvSpecError(
+                    f"--set takes KEY=VALUE (e.g. --set num_locations=2), got {item!r}"
+                )
+            try:
+                value: Any = json.loads(text)
+            except ValueError:
+                value = text
+            data[key.strip()] = value
+        return pack.from_record({"kind": kind, **data})

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from trellis.adapters import LLMBackend, LLMRequest, LLMResult, SamplingParams
+from trellis.agent.env import Environment, EnvState
 from trellis.agent.errors import UnknownSkillError
 from trellis.memory.errors import ModelRetry, TrellisError
 from trellis.planners import SkillSpec
@@ -87,32 +88,30 @@ def _one_line(text: str) -> str:
 
 
 def env_act_prompt_args(
-    *, goal: str, state: Any, history: Sequence[str], cues: Sequence[str]
+    *,
+    goal: str,
+    environment: Environment,
+    state: EnvState,
+    history: Sequence[str],
+    cues: Sequence[str],
 ) -> dict[str, Any]:
-    """Prompt arguments of one environment move; the loop and the training data share them.
-
-    ``state`` is the environment's current state: its ``observation``, and the lines of its
-    ``prompt_notes()`` when it has that method (an environment without it still works).
-    """
-    notes = state.prompt_notes() if callable(getattr(state, "prompt_notes", None)) else []
+    """Prompt arguments of one environment move; the loop and a pack's training data share
+    them: the observation, then the pack's ``prompt_notes`` for this state."""
     return {
         "goal": goal,
         "step": ENV_ACT_STEP,
         "observation": str(state.observation),
         "history": list(history),
         "cues": list(cues),
-        "notes": [str(note) for note in notes],
+        "notes": [str(note) for note in environment.prompt_notes(state)],
     }
 
 
-def offered_actions(state: Any) -> list[str]:
-    """The actions an environment move may choose from; the loop and the training data share it.
-
-    A state's ``offered_actions`` when it defines them (twc leaves out moves that lowered the
-    score from the same state before), else all its ``valid_actions``.
-    """
-    offered = getattr(state, "offered_actions", None)
-    return [str(a) for a in (offered if offered is not None else state.valid_actions)]
+def offered_actions(environment: Environment, state: EnvState) -> list[str]:
+    """The actions an environment move may choose from: the pack's ``offered_actions``
+    (its own filters), or every valid action when the filters leave none."""
+    offered = [str(a) for a in environment.offered_actions(state)]
+    return offered or [str(a) for a in state.valid_actions]
 
 
 def act_json_schema(

@@ -17,8 +17,8 @@ class AgentConfig(BaseModel):
     database_url: str | None = None
     """Trellis database (tree, checkpoints, call records). None: ``trellis.db`` in TRELLIS_HOME."""
     shipped_adapters: bool | None = None
-    """Use the adapters that ship with Trellis (``twc-act`` for household game moves,
-    ``reminder`` for reminder cues). None: with the default embedded backend only; True: with
+    """Use the shipped adapters: Trellis's own (``reminder`` for reminder cues) and those an
+    installed environment pack brings for its action skill. None: with the default embedded backend only; True: with
     any backend (it must load adapters by name, e.g. ``resolve_adapter_path=registry.path_of``);
     False: never (the base model serves unless you register adapters)."""
     max_steps: int = Field(default=30, ge=1, le=10_000)

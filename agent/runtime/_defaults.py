@@ -6,8 +6,17 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from trellis.adapters import AdapterRegistry, LLMBackend, ReminderAdapter, ReminderConfig
-from trellis.adapters._registry import SHIPPED_ADAPTERS_DIR, AdapterRecord
+from trellis.adapters import (
+    AdapterRecord,
+    AdapterRegistry,
+    LLMBackend,
+    ReminderAdapter,
+    ReminderConfig,
+    is_shipped,
+    register_shipped_adapters,
+    shipped_route_rules,
+)
+from trellis.agent.env import load_installed_packs
 from trellis.planners import LLMPlanner, PlannerConfig
 
 __all__ = [
@@ -20,11 +29,11 @@ __all__ = [
 
 
 def default_registry(engine: Engine, *, shipped: bool = True) -> AdapterRegistry:
-    """The database's adapter registry, with the shipped adapters registered when ``shipped``."""
-    from trellis.adapters._shipped import register_shipped_adapters
-
+    """The database's adapter registry, with the shipped adapters registered when ``shipped``
+    (Trellis's own and those of every installed environment pack)."""
     registry = AdapterRegistry(engine, migrate=False)
     if shipped:
+        load_installed_packs()  # a pack's adapters are shipped adapters too
         register_shipped_adapters(registry)
     return registry
 
@@ -50,7 +59,7 @@ def default_planner(backend: LLMBackend) -> LLMPlanner:
 def _usable(registry: AdapterRegistry, name: str, shipped: bool) -> bool:
     if name not in registry:
         return False
-    return shipped or not registry.get(name).path.is_relative_to(SHIPPED_ADAPTERS_DIR)
+    return shipped or not is_shipped(registry.get(name).path)
 
 
 def default_reminder_adapter(
@@ -83,7 +92,7 @@ class _OwnAdapters:
         return name in self.registry  # rules may pin any registered adapter
 
     def list(self) -> list[AdapterRecord]:
-        return [r for r in self.registry.list() if not r.path.is_relative_to(SHIPPED_ADAPTERS_DIR)]
+        return [r for r in self.registry.list() if not is_shipped(r.path)]
 
 
 def default_router(
@@ -95,11 +104,11 @@ def default_router(
 ) -> Any:
     """A router over the registered adapters, or None (base model) when there is nothing to route.
 
-    Shipped adapters are reached only through their rules (the twc action step goes to
-    ``twc-act``); the adapters a user registers are routed by rules, embeddings and keywords.
+    Shipped adapters are reached only through their rules (a pack's action skill goes to the
+    adapter its manifest pins it to); the adapters a user registers are routed by rules,
+    embeddings and keywords.
     """
     from trellis.adapters import Router, RouterConfig
-    from trellis.adapters._shipped import shipped_route_rules
 
     registry = registry if registry is not None else AdapterRegistry(engine, migrate=False)
     rules = shipped_route_rules(registry) if shipped else ()

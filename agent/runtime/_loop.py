@@ -17,6 +17,7 @@ from langgraph.types import interrupt
 from sqlalchemy.exc import IntegrityError
 
 from trellis.adapters import LLMResult
+from trellis.agent.env import Environment
 from trellis.agent.errors import EnvironmentFailure
 from trellis.agent.runtime._act import choose_call, env_act_prompt_args, offered_actions
 from trellis.agent.runtime._events import (
@@ -130,7 +131,7 @@ class Stages:
                 "and `trellis resume` the task"
             )
 
-    def environment(self, task_id: str) -> tuple[Any, str] | None:
+    def environment(self, task_id: str) -> tuple[Environment, str] | None:
         """The task's environment and its action skill, rebuilt from its history if needed."""
         if task_id in self.d.envs:
             return self.d.envs[task_id]
@@ -446,6 +447,7 @@ class Stages:
                     self.d.backend,
                     prompt_args=env_act_prompt_args(
                         goal=self.d.store.get_task(task_id).goal,
+                        environment=env[0],
                         state=game,
                         history=history,
                         cues=render_cues(state.get("cues", [])),
@@ -453,7 +455,7 @@ class Stages:
                     skills=[registry.get(env[1]).spec],
                     adapter=adapter,
                     env_skill=env[1],
-                    valid_actions=offered_actions(game),
+                    valid_actions=offered_actions(env[0], game),
                     max_tokens=self.d.config.act_max_tokens,
                     attempts=self.d.config.act_attempts,
                     timeout_s=self.d.config.llm_timeout_s,

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any, Protocol, TypedDict
 
 from trellis.adapters import LLMBackend
+from trellis.agent.env import Environment
 from trellis.agent.runtime._calls import SkillCallLog
 from trellis.agent.runtime._config import AgentConfig
 from trellis.agent.runtime._events import EventBase
@@ -14,7 +15,6 @@ from trellis.memory import TaskStore
 from trellis.memory.errors import RuntimeFailure, TrellisError
 
 __all__ = [
-    "Environment",
     "EventSink",
     "LoopDeps",
     "LoopState",
@@ -56,17 +56,6 @@ class EventSink(Protocol):
     def flush(self) -> None: ...
 
 
-class Environment(Protocol):
-    """What the loop needs from an environment (see :class:`agent.TwcEnvironment`)."""
-
-    @property
-    def state(self) -> Any: ...
-
-    def replay(self, actions: list[str]) -> Any: ...
-
-    def close(self) -> None: ...
-
-
 class LoopDeps:
     """Everything the stages use; one per agent, shared by its tasks."""
 
@@ -80,7 +69,7 @@ class LoopDeps:
         router: Any,
         reminder_adapter: Any,
         config: AgentConfig,
-        env_factory: Callable[[dict[str, Any]], tuple[Any, str]] | None,
+        env_factory: Callable[[dict[str, Any]], tuple[Environment, str]] | None,
         skill_context: dict[str, Any],
     ) -> None:
         self.store = store
@@ -94,7 +83,7 @@ class LoopDeps:
         self.skill_context = skill_context
         self.calls = SkillCallLog(store.engine)
         self.sinks: dict[str, EventSink] = {}
-        self.envs: dict[str, tuple[Any, str]] = {}
+        self.envs: dict[str, tuple[Environment, str]] = {}
         self.no_env: set[str] = set()
         self.prune: Callable[[str, int], None] | None = None
         """Set by the graph: keep only the newest N checkpoints of a task."""

@@ -18,7 +18,7 @@ import contextlib
 import os
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,10 +26,11 @@ from langgraph.types import Command
 from pydantic import BaseModel, ConfigDict
 
 from trellis.adapters import LLMBackend
-from trellis.agent._twc import TwcConfig, TwcEnvironment, twc_skills
-from trellis.agent.errors import ApprovalPendingError, EnvironmentFailure, NoPendingApprovalError
+from trellis.agent.env import Environment, EnvironmentPack, EnvironmentRegistry, EnvSpec
+from trellis.agent.errors import ApprovalPendingError, NoPendingApprovalError
 from trellis.agent.runtime._config import AgentConfig
 from trellis.agent.runtime._defaults import default_reminder_adapter
+from trellis.agent.runtime._env_skill import action_skill
 from trellis.agent.runtime._events import AgentEvent, EventBase, TaskFinished, TaskStarted
 from trellis.agent.runtime._graph import LoopGraph
 from trellis.agent.runtime._loop_state import LoopDeps
@@ -152,8 +153,13 @@ class Agent:
         reminder_adapter: Any = None,
         store: TaskStore | None = None,
         skill_context: dict[str, Any] | None = None,
+        environments: Iterable[EnvironmentPack] = (),
     ) -> None:
+        """``environments``: packs this agent can run tasks in, beside the installed ones
+        (entry-point group ``trellis.environments``); a pack given here wins over an
+        installed pack of the same kind."""
         self.config = config or AgentConfig()
+        self.environments = EnvironmentRegistry(environments)
         self.store = store or TaskStore.open(self.config.database_url)
         self.skills = SkillRegistry(skills)
         self._backend = backend
@@ -175,19 +181,16 @@ class Agent:
         )
         self.loop_graph = LoopGraph(self.deps)
 
-    def _env_factory(self, spec: dict[str, Any]) -> tuple[Any, str]:
+    def _env_factory(self, spec: dict[str, Any]) -> tuple[Environment, str]:
         """Rebuild a task's environment from its recorded spec (resume, replay)."""
-        kind = spec.get("kind")
-        if kind != "twc":
-            raise EnvironmentFailure(f"unknown environment kind {kind!r}; known: twc")
-        self._register_pack()
-        config = TwcConfig.from_recorded(spec)
-        return TwcEnvironment(config), "twc_act"
+        pack, validated = self.environments.for_spec(spec)
+        return pack.create(validated), self._register_pack(pack)
 
-    def _register_pack(self) -> None:
-        for item in twc_skills():
-            if item.name not in self.skills:
-                self.skills.register(item)
+    def _register_pack(self, pack: EnvironmentPack) -> str:
+        """Make the pack's action skill available; its name."""
+        if pack.skill_name not in self.skills:
+            self.skills.register(action_skill(pack))
+        return pack.skill_name
 
     # --- defaults --------------------------------------------------------------------------
 
@@ -225,20 +228,25 @@ class Agent:
 
     def _new_task(self, goal: str | None, reminders: Iterable[str], user_id: str, env: Any) -> str:
         metadata: dict[str, Any] = {"reminders": [str(r) for r in reminders]}
-        environment: TwcEnvironment | None = None
+        environment: tuple[Environment, str] | None = None
         if env is not None:
-            if not isinstance(env, TwcConfig):
-                raise UsageError(f"env must be a TwcConfig, got {type(env).__name__}")
-            self._register_pack()
-            environment = TwcEnvironment(env)
-            state = environment.reset()
+            pack, spec = self.environments.for_spec(env)
+            created = pack.create(spec)
+            try:
+                state = created.reset()
+            except BaseException:
+                created.close()
+                raise
+            environment = (created, self._register_pack(pack))
             goal = goal or state.task_description
-            metadata["env"] = {"kind": "twc", **env.model_dump()}
+            metadata["env"] = spec.record()
         if not goal or not goal.strip():
+            if environment is not None:
+                environment[0].close()
             raise UsageError("the goal is empty: say what the task should achieve")
         task = self.store.create_task(goal.strip(), user_id=user_id, metadata=metadata)
         if environment is not None:
-            self.deps.envs[task.id] = (environment, "twc_act")
+            self.deps.envs[task.id] = environment
         return task.id
 
     async def stream(
@@ -247,7 +255,7 @@ class Agent:
         *,
         reminders: Iterable[str] = (),
         user_id: str = "default",
-        env: TwcConfig | None = None,
+        env: EnvSpec | Mapping[str, Any] | None = None,
     ) -> AsyncIterator[AgentEvent]:
         """Run a new task, yielding typed events; the last one is :class:`TaskFinished`."""
         self._refuse_concurrent_in_memory()
@@ -394,7 +402,7 @@ class Agent:
         *,
         reminders: Iterable[str] = (),
         user_id: str = "default",
-        env: TwcConfig | None = None,
+        env: EnvSpec | Mapping[str, Any] | None = None,
         trace: str | os.PathLike[str] | None = None,
     ) -> RunResult:
         """Run a new task to its end (or to an approval it waits for).
@@ -416,7 +424,7 @@ class Agent:
         *,
         reminders: Iterable[str] = (),
         user_id: str = "default",
-        env: TwcConfig | None = None,
+        env: EnvSpec | Mapping[str, Any] | None = None,
         trace: str | os.PathLike[str] | None = None,
     ) -> RunResult:
         """Blocking :meth:`arun`."""

@@ -9,7 +9,8 @@ Built in:
 * ``demo``: scripted planner and scripted model (no model weights), skills ``demo_wait``
   (read-only), ``demo_record`` (side-effecting: appends to ``effects.jsonl``) and
   ``demo_gate`` (needs a human's approval; planned when the goal contains ``[approval]``).
-* ``twc``: the TextWorldExpress household pack on the default embedded model.
+* every installed environment pack, by its kind (:func:`env_profile`): the pack's first
+  example episode on the default embedded model.
 """
 
 from __future__ import annotations
@@ -63,16 +64,31 @@ def register_profile(profile: Profile, *, replace: bool = False) -> None:
     _PROFILES[profile.name] = profile
 
 
+def _registered(name: str) -> Profile | None:
+    """A registered profile, or the profile of the installed environment pack ``name``."""
+    if name not in _PROFILES:
+        from trellis.agent.env import installed_packs
+
+        if name not in installed_packs():
+            return None
+        _PROFILES[name] = env_profile(name)
+    return _PROFILES[name]
+
+
 def available_profiles(settings: ServiceSettings) -> list[str]:
-    """Profiles this service runs: allowed by the settings and registered."""
-    return [name for name in settings.profiles if name in _PROFILES]
+    """Profiles this service runs: allowed by the settings and registered (or packs)."""
+    from trellis.agent.env import installed_packs
+
+    known = set(_PROFILES) | set(installed_packs())
+    return [name for name in settings.profiles if name in known]
 
 
 def get_profile(name: str, settings: ServiceSettings) -> Profile:
     """The profile ``name`` if this service runs it; UnknownProfileError otherwise."""
-    if name not in settings.profiles or name not in _PROFILES:
+    profile = _registered(name) if name in settings.profiles else None
+    if profile is None:
         raise UnknownProfileError(name, available_profiles(settings))
-    return _PROFILES[name]
+    return profile
 
 
 # --- demo ------------------------------------------------------------------------------------
@@ -213,9 +229,7 @@ def _build_demo(settings: ServiceSettings, store: TaskStore) -> Agent:
     )
 
 
-# --- twc -------------------------------------------------------------------------------------
-
-_TWC_GOAL = "put the household objects where they belong"
+# --- environment packs -----------------------------------------------------------------------
 
 
 @functools.cache
@@ -226,16 +240,27 @@ def _shared_backend() -> Any:
     return default_backend()
 
 
-def _build_twc(settings: ServiceSettings, store: TaskStore) -> Agent:
-    from trellis.agent._twc import twc_skills
+def env_profile(kind: str) -> Profile:
+    """The profile of an installed environment pack: tasks in the pack's default episode
+    (a submission's goal, else the world's own task) on the default embedded model."""
+    from trellis.agent.env import EnvironmentRegistry
 
-    return Agent(skills=twc_skills(), store=store, backend=_shared_backend())
+    pack = EnvironmentRegistry().get(kind)
 
+    def build(settings: ServiceSettings, store: TaskStore) -> Agent:
+        return Agent(store=store, backend=_shared_backend(), environments=[pack])
 
-def _prepare_twc(goal: str) -> tuple[str, dict[str, Any]]:
-    from trellis.agent._twc import TwcConfig
+    def prepare(goal: str) -> tuple[str, dict[str, Any]]:
+        examples = list(pack.examples()) if pack.examples is not None else []
+        spec = examples[0] if examples else pack.spec()
+        return goal, {"env": spec.record()}
 
-    return goal or _TWC_GOAL, {"env": {"kind": "twc", **TwcConfig().model_dump()}}
+    return Profile(
+        name=kind,
+        description=f"{pack.description or kind} (environment pack) on the default embedded model",
+        build=build,
+        prepare=prepare,
+    )
 
 
 register_profile(
@@ -243,13 +268,5 @@ register_profile(
         name="demo",
         description="scripted planner and model with demo_wait, demo_record and demo_gate",
         build=_build_demo,
-    )
-)
-register_profile(
-    Profile(
-        name="twc",
-        description="TextWorldExpress household tasks on the default embedded model",
-        build=_build_twc,
-        prepare=_prepare_twc,
     )
 )

@@ -1,7 +1,7 @@
 """Evaluation: re-run recorded tasks live against another configuration, and compare runs.
 
 :func:`evaluate` takes recorded traces, recreates each task's environment when the trace
-allows it (a twc seed, or skills the caller passes), runs it live through a fresh agent
+allows it (a recorded environment spec, or skills the caller passes), runs it live through a fresh agent
 from ``agent_factory`` while recording a new trace, and reports per task and overall:
 success, steps, replans, routing agreement with the recording, tokens and latency. A task
 whose environment cannot be recreated is **skipped**, not failed.
@@ -214,14 +214,12 @@ def _environment(trace: Trace, skills: Sequence[Any] | None) -> tuple[Any, str |
     """The env config to run with, or (None, why it cannot be recreated)."""
     spec = trace.start.env
     if spec:
-        if spec.get("kind") != "twc":
-            return None, f"environment kind {spec.get('kind')!r} cannot be recreated (known: twc)"
-        from trellis.agent._twc import TwcConfig
+        from trellis.agent.env import EnvironmentRegistry
 
         try:
-            return TwcConfig.from_recorded(spec), None
-        except (TrellisError, ValueError) as exc:
-            return None, f"the recorded twc game cannot be recreated: {exc}"
+            return EnvironmentRegistry().for_spec(spec)[1], None
+        except TrellisError as exc:
+            return None, f"the recorded environment cannot be recreated: {exc}"
     if skills is None:
         return None, (
             "the trace has no recreatable environment (no env spec) and no skills were given "

@@ -16,7 +16,7 @@ import asyncio
 import multiprocessing
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, create_model, model_validator
 
 from trellis.adapters import LLMBackend, LLMRequest, LLMResult, ReminderAdapter, ReminderConfig
 from trellis.adapters.errors import ReplayMismatchError
+from trellis.agent.env import EnvironmentPack
 from trellis.agent.runtime._config import AgentConfig
 from trellis.agent.runtime._skills import Skill, SkillContext, SkillOutcome, SkillRegistry
 from trellis.agent.traces._trace import (
@@ -445,7 +446,9 @@ class Replayer:
         database_url: str = "sqlite://",
         store: TaskStore | None = None,
         planner_factory: PlannerFactory | None = None,
+        environments: Iterable[EnvironmentPack] = (),
     ) -> None:
+        """``environments``: packs beside the installed ones that recorded worlds may need."""
         from trellis.agent.runtime._sdk import Agent
 
         self._own_store = store is None
@@ -462,12 +465,11 @@ class Replayer:
             planner=_ReplayPlanner([]),
             router=_ReplayRouter([]),
             reminder_adapter=ReminderAdapter(None, config=ReminderConfig(mode="rules")),
+            environments=environments,
         )
 
     def _bind(self, trace: Trace, recorder: TraceRecorder) -> Any:
-        """Give the agent this trace's recorded world; returns the environment config."""
-        from trellis.agent._twc import TwcConfig, twc_skills
-
+        """Give the agent this trace's recorded world; returns the environment spec."""
         start = trace.start
         # The planner gets the recording wrapper too, so its model calls land in the replay trace.
         backend = recorder.backend(_ReplayBackend(trace.of_type(LLMEvent), start.backend))
@@ -486,11 +488,13 @@ class Replayer:
         routes = trace.of_type(RouteEvent)
         router = _ReplayRouter(routes) if any(r.adapter or r.reason for r in routes) else None
         env = None
-        if start.env and start.env.get("kind") == "twc":
-            env = TwcConfig.from_recorded(start.env)
+        env_names: set[str] = set()
+        if start.env:
+            # The pack recreates the world (UnknownEnvironmentError names a missing pack).
+            pack, env = self.agent.environments.for_spec(start.env)
+            env_names.add(pack.skill_name)
         results = trace.of_type(SkillResultEvent)
-        # With a recreated environment its own skills run (the prompts show its state).
-        env_names = {s.name for s in twc_skills()} if env is not None else set()
+        # With a recreated environment its own skill runs (the prompts show its state).
         skills = [
             _ReplaySkill(info, results) for info in start.skills if info.name not in env_names
         ]
@@ -565,6 +569,7 @@ async def replay(
     planner_factory: PlannerFactory | None = None,
     database_url: str = "sqlite://",
     store: TaskStore | None = None,
+    environments: Iterable[EnvironmentPack] = (),
 ) -> ReplayResult:
     """Re-run the recorded task with recorded answers and compare every decision.
 
@@ -574,7 +579,12 @@ async def replay(
     (it is left open). For many traces :func:`replay_many` builds the agent only once.
     """
     started = time.perf_counter()
-    replayer = Replayer(database_url=database_url, store=store, planner_factory=planner_factory)
+    replayer = Replayer(
+        database_url=database_url,
+        store=store,
+        planner_factory=planner_factory,
+        environments=environments,
+    )
     try:
         result = await replayer.replay(trace)
     finally:

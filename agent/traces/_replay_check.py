@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from trellis.agent.env import EnvironmentRegistry
 from trellis.agent.traces._replay import Divergence, ReplayResult, args_model_from_schema
 from trellis.agent.traces._trace import (
     EndEvent,
@@ -85,7 +86,7 @@ class _Checker:
             )
             for info in start.skills
         ]
-        self.env_skill = "twc_act" if (start.env or {}).get("kind") == "twc" else None
+        self.env_skill = _env_skill(start.env)
         planner = start.planner
         self.llm_planner = planner.get("kind") == "llm"
         config = planner.get("config") or {}
@@ -203,3 +204,14 @@ def check_trace(trace: Trace) -> ReplayResult:
         divergence=divergence,
         duration_s=time.perf_counter() - started,
     )
+
+
+def _env_skill(spec: dict[str, Any] | None) -> str | None:
+    """The action skill of the recorded environment (by its pack, else the default name)."""
+    kind = (spec or {}).get("kind")
+    if not isinstance(kind, str):
+        return None
+    try:
+        return EnvironmentRegistry().get(kind).skill_name
+    except TrellisError:  # the pack is not installed: the default name is the usual one
+        return f"{kind}_act"

@@ -230,9 +230,13 @@ def record(
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Trace file to write (.jsonl)."),
     reminder: list[str] = typer.Option([], "--reminder", "-r", help="A rule; repeat for several."),
-    env: str | None = typer.Option(None, help="Environment: twc (TextWorldExpress household)."),
-    seed: int = typer.Option(1, help="Game seed (with --env)."),
-    fold: str = typer.Option("dev", help="Game fold: train or dev (test is held out)."),
+    env: str | None = typer.Option(
+        None, help="Environment pack to act in (`trellis envs list` shows them)."
+    ),
+    seed: int | None = typer.Option(None, help="Episode seed (with --env)."),
+    set_: list[str] = typer.Option(
+        [], "--set", help="An environment spec field KEY=VALUE (with --env); repeatable."
+    ),
     max_steps: int | None = typer.Option(None, help="Skill calls allowed."),
     family: str | None = typer.Option(None, help="Task family label for reports."),
     save: bool = typer.Option(False, help="Also store the trace in the database."),
@@ -241,30 +245,22 @@ def record(
     ),
 ) -> None:
     """Run a goal (or a game) with the embedded defaults and record it as a trace."""
-    from trellis.agent._twc import TwcConfig
     from trellis.agent.runtime._config import AgentConfig
     from trellis.agent.runtime._sdk import Agent
     from trellis.agent.traces._trace_record import record_run
     from trellis.agent.traces._trace_store import TraceStore
     from trellis.memory import run_sync
 
-    environment = None
-    if env is not None:
-        if env != "twc":
-            errors.print(f"[red]unknown --env {env!r}[/red]; available: twc")
-            raise typer.Exit(2)
-        try:
-            environment = TwcConfig.model_validate({"seed": seed, "fold": fold})
-        except (TrellisError, ValueError) as exc:
-            errors.print(f"[red]{exc}[/red]")
-            raise typer.Exit(2) from None
-    elif not goal:
-        errors.print("[red]give a GOAL[/red] (or --env twc to play a household game)")
-        raise typer.Exit(2)
     options: dict[str, Any] = {"database_url": database_url}
     if max_steps is not None:
         options["max_steps"] = max_steps
     agent = Agent(config=AgentConfig(**options))
+    environment = None
+    if env is not None:
+        environment = agent.environments.spec_from_options(env, seed=seed, fields=set_)
+    elif not goal:
+        errors.print("give a GOAL (or --env KIND to act in an environment)", markup=False)
+        raise typer.Exit(2)
     try:
         # The same path as ``Agent.run(..., trace=out)``, with the family label added.
         result = run_sync(

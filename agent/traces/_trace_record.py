@@ -23,12 +23,14 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import BaseModel
 
 from trellis.adapters import LLMBackend, LLMRequest, LLMResult
+from trellis.agent.env import EnvSpec
+from trellis.agent.runtime._env_skill import action_skill
 from trellis.agent.runtime._events import (
     ApprovalRequested,
     CuesMade,
@@ -75,7 +77,6 @@ from trellis.memory import run_sync
 from trellis.memory.errors import TrellisError
 
 if TYPE_CHECKING:
-    from trellis.agent._twc import TwcConfig
     from trellis.agent.runtime._sdk import Agent, RunResult
 
 __all__ = ["RecordingBackend", "RecordingPlanner", "TraceRecorder", "record_run", "skill_info"]
@@ -447,7 +448,7 @@ class TraceRecorder:
         goal: str | None = None,
         *,
         reminders: Iterable[str] = (),
-        env: TwcConfig | None = None,
+        env: EnvSpec | Mapping[str, Any] | None = None,
         user_id: str = "default",
         raise_errors: bool = True,
     ) -> RunResult:
@@ -459,9 +460,9 @@ class TraceRecorder:
         from trellis.agent.runtime._sdk import RunResult
 
         if env is not None:
-            from trellis.agent._twc import twc_skills
-
-            for item in self.skills(twc_skills()):
+            # The environment's action skill, wrapped like the others so its outcomes record.
+            pack, _spec = agent.environments.for_spec(env)
+            for item in self.skills([action_skill(pack)]):
                 if item.name not in agent.skills:
                     agent.register(item)
         self._started = time.perf_counter()
@@ -505,7 +506,7 @@ class TraceRecorder:
         goal: str | None = None,
         *,
         reminders: Iterable[str] = (),
-        env: TwcConfig | None = None,
+        env: EnvSpec | Mapping[str, Any] | None = None,
         user_id: str = "default",
         raise_errors: bool = True,
     ) -> RunResult:
@@ -528,7 +529,7 @@ async def record_run(
     goal: str | None = None,
     *,
     reminders: Iterable[str] = (),
-    env: TwcConfig | None = None,
+    env: EnvSpec | Mapping[str, Any] | None = None,
     user_id: str = "default",
     metadata: dict[str, Any] | None = None,
 ) -> RunResult:
@@ -565,6 +566,7 @@ async def record_run(
         store=agent.store,
         skill_context=deps.skill_context,
     )
+    twin.environments = agent.environments
     try:
         result = await recorder.arun(twin, goal, reminders=reminders, env=env, user_id=user_id)
         pending = twin.loop_graph.pending_approval(result.task_id)

@@ -8,7 +8,7 @@ the time and within the first three 92% of the time (about six to choose from), 
 environment can offer the few likely places first and leave the rest for later.
 
 It ranks better still with examples: the homes of the train fold's objects, read from their
-gold paths (``agent/twc_homes.json``, built by ``trellis data twc-homes``). A place whose known
+gold paths (``homes.json`` in this pack, built by ``trellis data twc homes``). A place whose known
 objects resemble this one (a dirty whisk and a dirty spoon) scores higher. Blended at 0.3
 with the question's similarity, the right container of a train game ranks first in its room
 87% of the time with the object's own entry left out (75% without examples).
@@ -176,7 +176,7 @@ def home_is_next_door(
 
 @functools.cache
 def _shipped() -> dict[str, Any]:
-    text = resources.files("trellis.agent").joinpath("twc_homes.json").read_text(encoding="utf-8")
+    text = resources.files("trellis_twc").joinpath("homes.json").read_text(encoding="utf-8")
     data: dict[str, Any] = json.loads(text)
     return data
 

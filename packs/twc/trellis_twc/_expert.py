@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections import deque
 
-from trellis.agent._twc import TwcEnvironment, TwcState
+from trellis_twc._env import TwcEnvironment, TwcState
 
 __all__ = ["TwcExpert", "room_of"]
 

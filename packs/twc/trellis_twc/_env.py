@@ -1,10 +1,14 @@
-"""TextWorldExpress ``twc`` (put household objects where they belong) as a skill pack.
+"""One twc game: :class:`TwcEnvironment` and the :class:`TwcState` it shows.
 
-A :class:`TwcEnvironment` is one game for one task, fully determined by a
-:class:`TwcConfig` (seed, fold, game parameters): the same config and the same action
-history rebuild the same state, which is how a resumed or replayed task gets its
-environment back. The environment judges success itself (``tasksuccess``). Only the
-``train`` and ``dev`` folds are available here: ``test`` is the held-out measure.
+A game is fully determined by its :class:`~trellis_twc.TwcConfig` (seed, fold, game
+parameters): the same config and the same action history rebuild the same state, which is
+how a resumed or replayed task gets its environment back. The environment judges success
+itself (``tasksuccess``).
+
+The pack's offer rules live here: moves known to lower the score, moves that cannot make
+progress, and places unlikely to be a carried object's home are left out of the actions the
+act step is offered (each rule is a :class:`~trellis_twc.TwcConfig` field, and each is off
+for records made before it existed).
 """
 
 from __future__ import annotations
@@ -12,147 +16,31 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Mapping, Sequence, Set
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
-from trellis.agent._twc_places import (
+from trellis.agent.env import Environment, EnvState
+from trellis.agent.errors import EnvironmentFailure
+from trellis_twc._places import (
     PlaceScorer,
     home_is_next_door,
     neighbour_rooms,
     place_scorer,
     shipped_home_rooms,
 )
-from trellis.agent.errors import EnvironmentFailure, ForbiddenFoldError
-from trellis.agent.runtime._skills import Skill, SkillContext, skill
+from trellis_twc._spec import TwcConfig
 
-__all__ = [
-    "TWC_ACT",
-    "TwcConfig",
-    "TwcEnvironment",
-    "TwcState",
-    "twc_skills",
-]
+__all__ = ["TWC_ACT", "TwcEnvironment", "TwcState", "candidate_places"]
 
 TWC_ACT = "twc_act"
-"""Name of the skill that sends one action to the game."""
-
-_TEST_FOLD = (
-    "the twc 'test' fold is the held-out measure and is not available to runs, training or "
-    "tuning; use fold 'train' or 'dev'"
-)
-
-# Offer rules added after traces were first recorded, as they were before they existed.
-_RULES_BEFORE_THEY_WERE_RECORDED: dict[str, Any] = {
-    "avoid_regressions": False,
-    "avoid_idle": False,
-    "place_shortlist": 0,
-    "place_homes": False,
-    "idle_containers": False,
-    "place_conditions": False,
-    "place_rooms": False,
-}
+"""Name of the skill that sends one action to the game (recorded traces name it)."""
 
 # The Java bridge of textworld-express is not safe to drive from several threads at once.
 _BRIDGE_LOCK = threading.Lock()
 
 
-class TwcConfig(BaseModel):
-    """Which twc game to play. Everything needed to rebuild the game is here."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    seed: int = Field(default=1, ge=0)
-    """Game seed within the fold."""
-    fold: Literal["train", "dev"] = "dev"
-    """Data fold. ``test`` is refused: it is the held-out measure, never tuned on."""
-    num_locations: int = Field(default=1, ge=1, le=11)
-    """Rooms in the house."""
-    num_items: int = Field(default=1, ge=1, le=10)
-    """Objects to put away."""
-    include_doors: bool = False
-    """Whether rooms are separated by doors that must be opened."""
-    step_limit: int = Field(default=50, ge=1, le=1000)
-    """The environment's own move limit."""
-    avoid_regressions: bool = True
-    """Leave out of the offered actions the moves known to lower the score (see
-    ``TwcState.regressed_actions``); False offers them too."""
-    avoid_idle: bool = True
-    """Leave out of the offered actions the moves that cannot make progress (see
-    ``TwcState.idle_actions``); False offers them too."""
-    place_shortlist: int = Field(default=1, ge=0, le=20)
-    """While objects are carried, offer puts into (and opening of) only the containers that
-    are among the ``place_shortlist`` likeliest homes of a carried object, by sentence
-    similarity (see ``TwcState.unlikely_actions``); 0 offers every container."""
-    idle_containers: bool = True
-    """With ``avoid_idle``: opening or closing a container does not reopen the way back (only
-    taking or putting does), and closing is not offered (see ``TwcState.idle_actions``)."""
-    place_homes: bool = True
-    """Rank places with the known homes of similar train-fold objects as well as sentence
-    similarity (see ``agent._twc_places``); False ranks by similarity alone."""
-    place_conditions: bool = True
-    """With ``place_homes``: compare an object only with known objects in the same condition
-    (a clean fork with clean cutlery, not with a dirty spoon), which decides where it
-    belongs; False compares with every known object."""
-    place_rooms: bool = True
-    """With ``place_shortlist``: while an object is carried, when a home container known to
-    stand in a neighbouring room (one the room description names) scores clearly likelier
-    than every place here (``agent._twc_places.ROOM_MARGIN``), no put or open here is offered
-    for it, so the model carries it next door instead of trying the wrong places here first
-    (see ``TwcState.unlikely_actions``); False always offers the likeliest place here."""
-
-    def __init__(self, **data: Any) -> None:
-        # Raised directly (not wrapped in a ValidationError) so callers can catch it by type.
-        if data.get("fold") == "test":
-            raise ForbiddenFoldError(_TEST_FOLD)
-        super().__init__(**data)
-
-    @field_validator("fold", mode="before")
-    @classmethod
-    def _refuse_test(cls, value: Any) -> Any:
-        if value == "test":
-            raise ForbiddenFoldError(_TEST_FOLD)
-        return value
-
-    @classmethod
-    def from_recorded(cls, spec: Mapping[str, Any]) -> TwcConfig:
-        """The config a trace or a stored task recorded (its ``kind`` key is ignored).
-
-        An offer rule the record does not name did not exist when it was made, so it is
-        off: an older trace replays, and an older task resumes, with the offer it had.
-        """
-        data = {key: value for key, value in spec.items() if key != "kind"}
-        return cls(**{**_RULES_BEFORE_THEY_WERE_RECORDED, **data})
-
-    def game_params(self) -> str:
-        """The ``gameParams`` string textworld-express expects."""
-        return (
-            f"numLocations={self.num_locations},numItemsToPutAway={self.num_items},"
-            f"includeDoors={int(self.include_doors)},limitInventorySize=0"
-        )
-
-
-class TwcState(BaseModel):
+class TwcState(EnvState):
     """What the game shows after the last action."""
 
-    model_config = ConfigDict(frozen=True)
-
-    observation: str
-    """Text the game printed."""
-    valid_actions: list[str]
-    """Commands the game accepts now."""
-    task_description: str
-    """The game's own statement of the goal."""
-    score: float
-    """Normalised score in [0, 1]."""
-    success: bool
-    """The environment judges the task done."""
-    failure: bool
-    """The environment judges the task failed (e.g. an object broken or the move limit hit)."""
-    done: bool
-    """No more actions are possible."""
-    moves: int
-    """Actions taken."""
     look: str = ""
     """The room as ``look around`` describes it (kept so the act prompt always shows it)."""
     carrying: list[str] = []
@@ -217,8 +105,10 @@ class TwcState(BaseModel):
         return notes
 
 
-class TwcEnvironment:
+class TwcEnvironment(Environment):
     """One twc game. Create it with a config, then ``reset`` (or ``replay`` a history)."""
+
+    spec: TwcConfig
 
     def __init__(
         self,
@@ -231,6 +121,7 @@ class TwcEnvironment:
         scorer on the real sentence embedder); ``home_rooms`` maps home containers to the
         rooms they stand in, for ``TwcConfig.place_rooms`` (default: the shipped ones)."""
         self.config = config or TwcConfig()
+        self.spec = self.config
         self._places = places
         self._home_rooms = home_rooms
         self.actions: list[str] = []
@@ -268,7 +159,7 @@ class TwcEnvironment:
         it (the same move limit): starting the engine costs more than playing a short game."""
         if self._env is not None and config.step_limit != self.config.step_limit:
             self.close()
-        self.config = config
+        self.config = self.spec = config
         return self.reset()
 
     def reset(self) -> TwcState:
@@ -290,13 +181,6 @@ class TwcEnvironment:
         self._state = self._to_state(infos, previous=None)
         return self._state
 
-    def replay(self, actions: Sequence[str]) -> TwcState:
-        """Reset, then apply ``actions`` in order: the state a task had after them."""
-        state = self.reset()
-        for action in actions:
-            state = self.step(action)
-        return state
-
     @property
     def state(self) -> TwcState:
         """The current state (resets the game on first use)."""
@@ -312,10 +196,7 @@ class TwcEnvironment:
                 f"the game is over (success={current.success}); start a new task to play again"
             )
         if action not in current.valid_actions:
-            raise EnvironmentFailure(
-                f"{action!r} is not a valid action now; valid actions: "
-                + ", ".join(current.valid_actions)
-            )
+            self.refuse(action, current)
         with _BRIDGE_LOCK:
             _obs, _reward, _done, infos = self._backend().step(action)
         self.actions.append(action)
@@ -407,6 +288,18 @@ class TwcEnvironment:
         elif action.startswith("take "):
             self._placed.discard(action.removeprefix("take "))
 
+    # --- the contract's hooks -------------------------------------------------------------
+
+    def offered_actions(self, state: EnvState) -> list[str]:
+        """The valid actions less those the offer rules leave out (see ``TwcState``)."""
+        if isinstance(state, TwcState):
+            return state.offered_actions
+        return list(state.valid_actions)
+
+    def prompt_notes(self, state: EnvState) -> list[str]:
+        """The room, the inventory and the score's trend (see ``TwcState.prompt_notes``)."""
+        return state.prompt_notes() if isinstance(state, TwcState) else []
+
     def gold_actions(self) -> list[str]:
         """A winning action sequence from the start (for tests, baselines and training data)."""
         self.state  # noqa: B018 - makes sure the game exists
@@ -487,31 +380,3 @@ def _inventory_items(text: str) -> list[str]:
                 break
         items.append(item)
     return items
-
-
-def _environment(context: SkillContext) -> TwcEnvironment:
-    if not isinstance(context.env, TwcEnvironment):
-        raise EnvironmentFailure(
-            "this task has no twc environment: start it with env=TwcConfig(...) "
-            "(CLI: --env twc --seed N)"
-        )
-    return context.env
-
-
-@skill(name=TWC_ACT, side_effects=True, timeout_s=30.0)
-def twc_act(action: str, ctx: SkillContext) -> dict[str, Any]:
-    """Send one command to the household game and return what it shows next."""
-    state = _environment(ctx).step(action)
-    return {
-        "action": action,
-        "observation": state.observation,
-        "score": state.score,
-        "success": state.success,
-        "done": state.done,
-        "moves": state.moves,
-    }
-
-
-def twc_skills() -> list[Skill]:
-    """The skill pack: register these to let an agent play twc."""
-    return [twc_act]
