@@ -404,6 +404,9 @@ class VLLMBackend(BackendBase):
         path, body = self._body(request, model)
         failures = 0
         loaded_on: set[str] = set()
+        # Not a generic retry policy (tenacity): each try picks a server, may first load the
+        # adapter there, fails over at once to another server that is up, and backs off only
+        # when every server is down or the error is not about availability.
         while True:
             await self._refresh_stale()
             self._turn += 1

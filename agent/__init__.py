@@ -28,26 +28,12 @@ from trellis.agent.errors import (
     UnknownEnvironmentError,
     UnknownSkillError,
 )
-from trellis.agent.runtime._act import (
-    ChosenCall,
-    act_json_schema,
-    build_act_prompt,
-    choose_call,
-    env_act_prompt_args,
-    offered_actions,
-)
-from trellis.agent.runtime._config import AgentConfig
-from trellis.agent.runtime._defaults import (
-    default_backend,
-    default_planner,
-    default_registry,
-    default_reminder_adapter,
-    default_router,
-)
-from trellis.agent.runtime._env_skill import action_skill
-from trellis.agent.runtime._events import (
+from trellis.agent.runtime import (
+    Agent,
+    AgentConfig,
     AgentEvent,
     ApprovalRequested,
+    ChosenCall,
     CuesMade,
     EventBase,
     LLMCall,
@@ -55,44 +41,65 @@ from trellis.agent.runtime._events import (
     NodeStatusChanged,
     PlanMade,
     RouteDecided,
+    RunResult,
+    Skill,
     SkillCalled,
+    SkillContext,
     SkillFinished,
+    SkillOutcome,
+    SkillRegistry,
     TaskFinished,
     TaskStarted,
+    TaskTree,
+    act_json_schema,
+    action_skill,
+    build_act_prompt,
+    choose_call,
+    default_backend,
+    default_planner,
+    default_registry,
+    default_reminder_adapter,
+    default_router,
+    env_act_prompt_args,
+    offered_actions,
+    skill,
 )
-from trellis.agent.runtime._sdk import Agent, RunResult, TaskTree
-from trellis.agent.runtime._skills import Skill, SkillContext, SkillOutcome, SkillRegistry, skill
-from trellis.agent.service._errors import (
+from trellis.agent.service import (
+    DemoProfileConfig,
     LeaseLostError,
+    Profile,
+    QueuedTask,
+    QueueState,
     ServiceConfigError,
+    ServiceSettings,
+    TaskQueue,
     TaskStateError,
     UnknownProfileError,
+    available_profiles,
+    register_profile,
 )
-from trellis.agent.service._profiles import Profile, available_profiles, register_profile
-from trellis.agent.service._queue import QueuedTask, QueueState, TaskQueue
-from trellis.agent.service._settings import DemoProfileConfig, ServiceSettings
-from trellis.agent.traces._eval import (
+from trellis.agent.traces import (
     Comparison,
+    Divergence,
     EvalRun,
+    MemoryTraceSink,
+    Replayer,
+    ReplayResult,
     TaskEval,
+    Trace,
+    TraceRecorder,
+    TraceStore,
+    TraceWriter,
+    check_trace,
     compare_runs,
     evaluate,
     evaluate_sync,
     load_run,
-)
-from trellis.agent.traces._replay import (
-    Divergence,
-    Replayer,
-    ReplayResult,
+    read_trace,
     replay,
     replay_many,
     replay_sync,
 )
-from trellis.agent.traces._replay_check import check_trace
-from trellis.agent.traces._trace import Trace, read_trace
-from trellis.agent.traces._trace_io import MemoryTraceSink, TraceWriter
-from trellis.agent.traces._trace_record import TraceRecorder
-from trellis.agent.traces._trace_store import TraceStore
 
 __all__ = [
     "ENTRY_POINT_GROUP",

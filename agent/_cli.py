@@ -16,7 +16,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 if TYPE_CHECKING:
-    from trellis.agent.runtime._sdk import Agent
+    from trellis.agent.runtime import Agent
     from trellis.memory import NodeRecord
 
 console = Console()
@@ -94,7 +94,7 @@ def _summary(result: Any) -> Table:
 
 
 async def _show(agent: Agent, events: AsyncIterator[Any]) -> Any:
-    from trellis.agent.runtime._events import LLMCall, TaskFinished, TaskStarted
+    from trellis.agent.runtime import LLMCall, TaskFinished, TaskStarted
 
     task_id: str | None = None
     status = Text("starting")
@@ -118,8 +118,7 @@ async def _show(agent: Agent, events: AsyncIterator[Any]) -> Any:
 
 
 def _agent(database_url: str | None, max_steps: int | None, *, base_only: bool = False) -> Agent:
-    from trellis.agent.runtime._config import AgentConfig
-    from trellis.agent.runtime._sdk import Agent
+    from trellis.agent.runtime import Agent, AgentConfig
 
     options: dict[str, Any] = {"database_url": database_url}
     if base_only:
@@ -130,7 +129,7 @@ def _agent(database_url: str | None, max_steps: int | None, *, base_only: bool =
 
 
 def _finish(agent: Agent, finished: Any, *, strict: bool = False) -> None:
-    from trellis.agent.runtime._sdk import RunResult
+    from trellis.agent.runtime import RunResult
 
     result = RunResult(
         **finished.model_dump(exclude={"type", "at"}),
@@ -150,7 +149,7 @@ def load_skills(module_name: str) -> list[Any]:
     """Every skill object defined in an importable module (a dotted name, never a path)."""
     import importlib
 
-    from trellis.agent.runtime._skills import Skill
+    from trellis.agent.runtime import Skill
 
     if not _MODULE.match(module_name):
         raise typer.BadParameter(

@@ -15,6 +15,7 @@ from trellis.memory._db import (
 )
 from trellis.memory._paths import default_database_url, trellis_home
 from trellis.memory._records import (
+    TRANSITIONS,
     EventRecord,
     MemoryConfig,
     NodeRecord,
@@ -43,6 +44,7 @@ from trellis.memory.errors import (
 )
 
 __all__ = [
+    "TRANSITIONS",
     "UNSET",
     "AsyncTaskStore",
     "Base",

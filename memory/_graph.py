@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import heapq
 from dataclasses import asdict
 
 import networkx as nx
@@ -30,33 +29,23 @@ def networkx_graph(nodes: list[NodeRecord]) -> nx.DiGraph:
 
 
 def topological(nodes: list[NodeRecord]) -> list[NodeRecord]:
-    """Kahn's algorithm over child and dependency edges; ties broken by plan order."""
+    """Parents before children and dependencies before dependents; among the nodes ready at
+    once, shallower first, then in plan order."""
     by_id = {n.id: n for n in nodes}
-    indegree = dict.fromkeys(by_id, 0)
-    after: dict[int, list[int]] = {n.id: [] for n in nodes}
+    graph = nx.DiGraph()
+    graph.add_nodes_from(by_id)
     for node in nodes:
-        sources = [d for d in node.depends_on if d in by_id]
         if node.parent_id is not None and node.parent_id in by_id:
-            sources.append(node.parent_id)
-        for source in sources:
-            after[source].append(node.id)
-            indegree[node.id] += 1
-    heap = [(by_id[i].depth, by_id[i].position, i) for i, d in indegree.items() if d == 0]
-    heapq.heapify(heap)
-    order: list[NodeRecord] = []
-    while heap:
-        _, _, node_id = heapq.heappop(heap)
-        order.append(by_id[node_id])
-        for nxt in after[node_id]:
-            indegree[nxt] -= 1
-            if indegree[nxt] == 0:
-                n = by_id[nxt]
-                heapq.heappush(heap, (n.depth, n.position, nxt))
-    # The store refuses cycles, so every node is placed; keep any leftovers visible anyway.
-    if len(order) < len(nodes):
-        placed = {n.id for n in order}
-        order.extend(n for n in nodes if n.id not in placed)
-    return order
+            graph.add_edge(node.parent_id, node.id)
+        graph.add_edges_from((dep, node.id) for dep in node.depends_on if dep in by_id)
+    try:
+        order = nx.lexicographical_topological_sort(
+            graph, key=lambda i: (by_id[i].depth, by_id[i].position, i)
+        )
+        return [by_id[i] for i in order]
+    except nx.NetworkXUnfeasible:
+        # The store refuses cycles; if one got in anyway, keep every node visible.
+        return sorted(nodes, key=lambda n: (n.depth, n.position, n.id))
 
 
 _STYLE = {

@@ -16,6 +16,7 @@ from datetime import datetime
 from json.encoder import encode_basestring as quote
 from typing import Any
 
+import networkx as nx
 from sqlalchemy import Connection, RowMapping, func, literal, select, update
 
 from trellis.memory._records import MemoryConfig, NodeRecord, NodeSpec, NodeStatus
@@ -158,30 +159,12 @@ def _sibling_order(specs: list[NodeSpec]) -> None:
                 if dep == spec.key:
                     raise CycleError([dep, dep], reason="a node cannot depend on itself")
                 graph[spec.key].append(dep)
-    # Depth-first search with colours finds a cycle and its path in one pass.
-    colour: dict[str, int] = {}
-    for start in graph:
-        if colour.get(start):
-            continue
-        stack: list[tuple[str, int]] = [(start, 0)]
-        trail: list[str] = []
-        while stack:
-            key, index = stack.pop()
-            if index == 0:
-                colour[key] = 1
-                trail.append(key)
-            deps = graph[key]
-            if index < len(deps):
-                stack.append((key, index + 1))
-                dep = deps[index]
-                if colour.get(dep) == 1:
-                    cycle: list[object] = [*trail[trail.index(dep) :], dep]
-                    raise CycleError(cycle)
-                if not colour.get(dep):
-                    stack.append((dep, 0))
-            else:
-                colour[key] = 2
-                trail.pop()
+    try:
+        edges = nx.find_cycle(nx.DiGraph([(k, d) for k, deps in graph.items() for d in deps]))
+    except nx.NetworkXNoCycle:
+        return
+    cycle: list[object] = [edge[0] for edge in edges] + [edges[0][0]]
+    raise CycleError(cycle)
 
 
 def _validate(

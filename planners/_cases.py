@@ -17,8 +17,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine, select, update
 
-from trellis.adapters._reminders import Cue
-from trellis.memory._db import make_sessionmaker
+from trellis.adapters import Cue
+from trellis.memory import make_sessionmaker
 from trellis.memory.errors import UsageError
 from trellis.planners._plan import Plan
 from trellis.planners._tables import CaseRow

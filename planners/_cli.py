@@ -42,7 +42,7 @@ def add_command(
     url: str | None = typer.Option(None, help=URL_HELP),
 ) -> None:
     """Extract cues from a reminder and record them (later conflicting cues win)."""
-    from trellis.adapters._reminders import ReminderAdapter, ReminderConfig
+    from trellis.adapters import ReminderAdapter, ReminderConfig
     from trellis.memory import TrellisError
 
     store = _store(url)

@@ -13,9 +13,8 @@ from typing import Any
 
 from sqlalchemy import Engine, or_, select, update
 
-from trellis.adapters._reminders import Cue, ExtractionResult, ReminderAdapter, Scope
-from trellis.memory._asyncio import run_sync
-from trellis.memory._db import make_sessionmaker
+from trellis.adapters import Cue, ExtractionResult, ReminderAdapter, Scope
+from trellis.memory import make_sessionmaker, run_sync
 from trellis.memory.errors import UsageError
 from trellis.planners._tables import CueRow
 from trellis.planners._validate import _GENERIC_STEMS, _words

@@ -12,7 +12,7 @@ from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, LargeB
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from trellis.memory._db import Base
+from trellis.memory import Base
 
 __all__ = ["CaseRow", "CueRow"]
 

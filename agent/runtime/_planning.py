@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from trellis.adapters import LLMResult
-from trellis.adapters._reminders import Cue
+from trellis.adapters import Cue, LLMResult
 from trellis.memory import NodeSpec, run_sync
 from trellis.planners import DECOMPOSE, Plan, PlanRequest, replan_request
 

@@ -18,9 +18,9 @@ import contextlib
 import os
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from langgraph.types import Command
 from pydantic import BaseModel, ConfigDict
@@ -38,7 +38,33 @@ from trellis.agent.runtime._skills import Skill, SkillLike, SkillRegistry
 from trellis.memory import NodeRecord, TaskRecord, TaskStatus, TaskStore, run_sync
 from trellis.memory.errors import UsageError
 
-__all__ = ["Agent", "RunResult", "TaskTree"]
+__all__ = ["Agent", "RunResult", "TaskTree", "set_trace_recorder"]
+
+
+class TraceRecorderFunction(Protocol):
+    """Records one run of an agent to a trace file (``trellis.agent.traces.record_run``)."""
+
+    def __call__(
+        self,
+        agent: Agent,
+        path: str | os.PathLike[str],
+        goal: str | None = None,
+        *,
+        reminders: Iterable[str] = (),
+        env: EnvSpec | Mapping[str, Any] | None = None,
+        user_id: str = "default",
+    ) -> Awaitable[RunResult]: ...
+
+
+# The runtime does not import the trace package (traces build on the runtime); the trace
+# package installs its recorder here, and ``trellis.agent`` always imports it.
+_trace_recorder: TraceRecorderFunction | None = None
+
+
+def set_trace_recorder(recorder: TraceRecorderFunction) -> None:
+    """Install what ``Agent.run(goal, trace=PATH)`` records with."""
+    global _trace_recorder
+    _trace_recorder = recorder
 
 
 class RunResult(BaseModel):
@@ -411,9 +437,9 @@ class Agent:
         compares every decision); the recording covers this run, not a later resume.
         """
         if trace is not None:
-            from trellis.agent.traces._trace_record import record_run
-
-            return await record_run(
+            if _trace_recorder is None:  # trellis.agent.traces installs it when imported
+                raise UsageError("recording needs trellis.agent.traces: import trellis.agent")
+            return await _trace_recorder(
                 self, trace, goal, reminders=reminders, env=env, user_id=user_id
             )
         return await self._collect(self.stream(goal, reminders=reminders, user_id=user_id, env=env))

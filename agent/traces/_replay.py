@@ -15,18 +15,21 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, create_model, model_validator
+from pydantic import BaseModel, ConfigDict
 
-from trellis.adapters import LLMBackend, LLMRequest, LLMResult, ReminderAdapter, ReminderConfig
-from trellis.adapters.errors import ReplayMismatchError
+from trellis.adapters import LLMBackend, ReminderAdapter, ReminderConfig
 from trellis.agent.env import EnvironmentPack
-from trellis.agent.runtime._config import AgentConfig
-from trellis.agent.runtime._skills import Skill, SkillContext, SkillOutcome, SkillRegistry
+from trellis.agent.runtime import AgentConfig, SkillRegistry
+from trellis.agent.traces._replay_world import (
+    ReplayBackend,
+    ReplayPlanner,
+    ReplayRouter,
+    ReplaySkill,
+)
 from trellis.agent.traces._trace import (
     CuesEvent,
     EndEvent,
@@ -35,23 +38,20 @@ from trellis.agent.traces._trace import (
     PlanEvent,
     RouteEvent,
     SkillCallEvent,
-    SkillInfo,
     SkillResultEvent,
     TaskStartEvent,
     Trace,
     TreeEvent,
 )
-from trellis.agent.traces._trace_io import MemoryTraceSink, json_sha256
+from trellis.agent.traces._trace_io import MemoryTraceSink
 from trellis.agent.traces._trace_record import TraceRecorder
 from trellis.memory import TaskStore, run_sync
 from trellis.memory.errors import UsageError
-from trellis.planners import SkillSpec
 
 __all__ = [
     "Divergence",
     "ReplayResult",
     "Replayer",
-    "args_model_from_schema",
     "compare_traces",
     "replay",
     "replay_many",
@@ -117,165 +117,6 @@ class ReplayResult(BaseModel):
 def _short(value: Any, limit: int = 300) -> str:
     text = value if isinstance(value, str) else repr(value)
     return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"
-
-
-# --- the recorded world --------------------------------------------------------------------
-
-
-class _ReplayBackend:
-    """Answers model calls with the recorded responses, in order."""
-
-    def __init__(self, events: list[LLMEvent], name: str) -> None:
-        self._queue = deque(e for e in events if e.stage != "route")
-        self.name = name or "replay"
-
-    async def generate(self, request: LLMRequest) -> LLMResult:
-        if not self._queue:
-            raise ReplayMismatchError(
-                "the replayed run asked the model more often than the recording did; "
-                "the decisions before this call already differ"
-            )
-        event = self._queue.popleft()
-        return LLMResult(
-            text=event.text,
-            parsed=event.parsed,
-            json_error=event.json_error,
-            prompt_tokens=event.prompt_tokens,
-            completion_tokens=event.completion_tokens,
-            latency_s=event.latency_s,
-            adapter=event.served_adapter,
-            backend=event.backend,
-            finish_reason="length" if event.finish_reason == "length" else "stop",
-        )
-
-    async def stream(self, request: LLMRequest) -> Any:
-        result = await self.generate(request)
-        yield result.text
-
-    async def aclose(self) -> None:
-        return None
-
-
-class _ReplayPlanner:
-    """Returns the recorded plan outcomes in order (for planners that are not LLM planners)."""
-
-    def __init__(self, events: list[PlanEvent]) -> None:
-        self._queue = deque(events)
-        self.name = events[0].planner if events else "replay"
-
-    async def plan(self, request: Any) -> Any:
-        from trellis.planners import Plan, PlanOutcome
-
-        if not self._queue:
-            return PlanOutcome(planner=self.name, error="the recording has no further plan")
-        event = self._queue.popleft()
-        return PlanOutcome(
-            plan=Plan.model_validate(event.plan) if event.plan is not None else None,
-            attempts=max(1, len(event.raw_outputs)),
-            errors=list(event.errors),
-            raw_outputs=list(event.raw_outputs),
-            error=event.error,
-            planner=event.planner,
-        )
-
-    def plan_sync(self, request: Any) -> Any:
-        return run_sync(self.plan(request))
-
-
-class _ReplayRouter:
-    """Returns the recorded route decisions in order."""
-
-    def __init__(self, events: list[RouteEvent]) -> None:
-        self._queue = deque(events)
-
-    async def route(self, context: Any) -> Any:
-        from trellis.adapters._router import RouteDecision
-
-        if not self._queue:
-            raise ReplayMismatchError("the replayed run routed more steps than were recorded")
-        event = self._queue.popleft()
-        return RouteDecision(
-            adapter=event.adapter,
-            score=event.score if event.score is not None else 0.0,
-            policy="rule",
-            reason=event.reason,
-        )
-
-
-_ARGS_MODELS: dict[tuple[str, str], type[BaseModel]] = {}
-
-
-def args_model_from_schema(info: SkillInfo) -> type[BaseModel]:
-    """An argument model that checks required and known names and renders the recorded schema."""
-    schema = info.args_schema
-    key = (info.name, json_sha256(schema))
-    cached = _ARGS_MODELS.get(key)
-    if cached is not None:  # building a pydantic model is slow; traces share catalogues
-        return cached
-    required = set(schema.get("required", ()))
-    known = set(schema.get("properties", {}))
-    closed = schema.get("additionalProperties") is False or bool(known)
-
-    def check(cls: type[BaseModel], value: Any) -> Any:
-        if isinstance(value, dict):
-            missing = sorted(required - set(value))
-            if missing:
-                raise ValueError(f"missing required argument(s) {', '.join(missing)}")
-            unknown = sorted(set(value) - known) if closed else []
-            if unknown:
-                raise ValueError(f"unexpected argument(s) {', '.join(unknown)}")
-        return value
-
-    model = create_model(
-        "".join(p.title() for p in info.name.split("_")) + "Args",
-        __config__=ConfigDict(extra="allow"),
-        __validators__={"check": model_validator(mode="before")(check)},  # type: ignore[dict-item]
-    )
-    # Prompts render the recorded schema, so the replayed prompts equal the recorded ones.
-    model.model_json_schema = classmethod(lambda cls, *a, **k: dict(schema))  # type: ignore[method-assign,assignment]
-    _ARGS_MODELS[key] = model
-    return model
-
-
-class _ReplaySkill(Skill):
-    """A skill whose calls return the recorded outcomes, in order."""
-
-    def __init__(self, info: SkillInfo, results: list[SkillResultEvent]) -> None:
-        spec = SkillSpec(
-            name=info.name,
-            description=info.description,
-            args_model=args_model_from_schema(info),
-            side_effects=info.side_effects,
-            needs_approval=info.needs_approval,
-            timeout_s=info.timeout_s,
-        )
-        super().__init__(_never_called, spec, context_param=None, model_param=None)
-        self._results = deque(r for r in results if r.skill == info.name and not r.reused)
-
-    async def invoke(self, args: Any, context: SkillContext) -> SkillOutcome:
-        return self.invoke_sync(args, context)
-
-    def invoke_sync(self, args: Any, context: SkillContext) -> SkillOutcome:
-        if not self._results:
-            return SkillOutcome(
-                skill=self.name,
-                ok=False,
-                error_type="ReplayMismatchError",
-                error=f"the recording has no further result of {self.name!r}",
-            )
-        event = self._results.popleft()
-        return SkillOutcome(
-            skill=self.name,
-            ok=event.ok,
-            result=event.result,
-            error_type=event.error_type,
-            error=event.error,
-            duration_s=event.duration_s,
-        )
-
-
-def _never_called() -> None:
-    return None
 
 
 # --- comparing -----------------------------------------------------------------------------
@@ -449,7 +290,7 @@ class Replayer:
         environments: Iterable[EnvironmentPack] = (),
     ) -> None:
         """``environments``: packs beside the installed ones that recorded worlds may need."""
-        from trellis.agent.runtime._sdk import Agent
+        from trellis.agent.runtime import Agent
 
         self._own_store = store is None
         self.store = store if store is not None else TaskStore.open(database_url)
@@ -461,9 +302,9 @@ class Replayer:
         self.agent = Agent(
             config=AgentConfig(database_url=database_url),
             store=self.store,
-            backend=_ReplayBackend([], "replay"),
-            planner=_ReplayPlanner([]),
-            router=_ReplayRouter([]),
+            backend=ReplayBackend([], "replay"),
+            planner=ReplayPlanner([]),
+            router=ReplayRouter([]),
             reminder_adapter=ReminderAdapter(None, config=ReminderConfig(mode="rules")),
             environments=environments,
         )
@@ -472,7 +313,7 @@ class Replayer:
         """Give the agent this trace's recorded world; returns the environment spec."""
         start = trace.start
         # The planner gets the recording wrapper too, so its model calls land in the replay trace.
-        backend = recorder.backend(_ReplayBackend(trace.of_type(LLMEvent), start.backend))
+        backend = recorder.backend(ReplayBackend(trace.of_type(LLMEvent), start.backend))
         if self._planner_factory is not None:
             planner = self._planner_factory(backend)
         elif start.planner.get("kind") == "llm":
@@ -484,9 +325,9 @@ class Replayer:
                 config=PlannerConfig.model_validate(start.planner.get("config") or {}),
             )
         else:
-            planner = _ReplayPlanner(trace.of_type(PlanEvent))
+            planner = ReplayPlanner(trace.of_type(PlanEvent))
         routes = trace.of_type(RouteEvent)
-        router = _ReplayRouter(routes) if any(r.adapter or r.reason for r in routes) else None
+        router = ReplayRouter(routes) if any(r.adapter or r.reason for r in routes) else None
         env = None
         env_names: set[str] = set()
         if start.env:
@@ -495,9 +336,7 @@ class Replayer:
             env_names.add(pack.skill_name)
         results = trace.of_type(SkillResultEvent)
         # With a recreated environment its own skill runs (the prompts show its state).
-        skills = [
-            _ReplaySkill(info, results) for info in start.skills if info.name not in env_names
-        ]
+        skills = [ReplaySkill(info, results) for info in start.skills if info.name not in env_names]
         config = AgentConfig.model_validate(
             {
                 **start.config,

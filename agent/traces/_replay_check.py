@@ -22,7 +22,8 @@ import time
 from typing import Any
 
 from trellis.agent.env import EnvironmentRegistry
-from trellis.agent.traces._replay import Divergence, ReplayResult, args_model_from_schema
+from trellis.agent.traces._replay import Divergence, ReplayResult
+from trellis.agent.traces._replay_world import args_model_from_schema
 from trellis.agent.traces._trace import (
     EndEvent,
     LLMEvent,
@@ -33,8 +34,7 @@ from trellis.agent.traces._trace import (
     Trace,
     TreeEvent,
 )
-from trellis.memory import NodeStatus
-from trellis.memory._records import TRANSITIONS
+from trellis.memory import TRANSITIONS, NodeStatus
 from trellis.memory.errors import TrellisError
 from trellis.planners import SkillSpec, validate_plan
 

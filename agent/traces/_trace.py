@@ -111,7 +111,7 @@ class TaskStartEvent(_Event):
     reminders: list[str] = []
     """The user's reminders, verbatim."""
     env: dict[str, Any] | None = None
-    """Environment spec (e.g. ``{"kind": "twc", "seed": 3, ...}``) when the task has one."""
+    """Environment spec as the pack records it (``{"kind": ..., **fields}``) when the task has one."""
     config: dict[str, Any] = {}
     """The agent configuration (``AgentConfig``) in force."""
     planner: dict[str, Any] = {}

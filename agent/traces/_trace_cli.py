@@ -75,7 +75,7 @@ class _BaseOnlyRouter:
     """Routes every step to the base model (``--adapters none``)."""
 
     async def route(self, context: Any) -> Any:
-        from trellis.adapters._router import RouteDecision
+        from trellis.adapters import RouteDecision
 
         return RouteDecision(
             adapter=None, score=0.0, policy="empty", reason="adapters disabled (--adapters none)"
@@ -84,12 +84,11 @@ class _BaseOnlyRouter:
 
 def _backend(kind: str, vllm_url: str | None) -> Any:
     if kind == "embedded":
-        from trellis.agent.runtime._defaults import default_backend
+        from trellis.agent.runtime import default_backend
 
         return default_backend()
     if kind == "vllm":
-        from trellis.adapters._vllm import VLLMBackend
-        from trellis.adapters._vllm_pool import VLLMConfig
+        from trellis.adapters import VLLMBackend, VLLMConfig
 
         servers = [vllm_url] if vllm_url else VLLMConfig().servers
         return VLLMBackend(VLLMConfig(servers=servers))
@@ -98,13 +97,12 @@ def _backend(kind: str, vllm_url: str | None) -> Any:
 
 def _router(adapters: str | None, engine: Any, backend: Any) -> Any:
     if adapters is None:
-        from trellis.agent.runtime._defaults import default_router
+        from trellis.agent.runtime import default_router
 
         return default_router(engine, backend) or _BaseOnlyRouter()
     if adapters.strip().lower() == "none":
         return _BaseOnlyRouter()
-    from trellis.adapters import AdapterRegistry
-    from trellis.adapters._router import Router
+    from trellis.adapters import AdapterRegistry, Router
 
     wanted = [a.strip() for a in adapters.split(",") if a.strip()]
     records = {r.name: r for r in AdapterRegistry(engine).list()}
@@ -131,9 +129,7 @@ def eval_command(
     ),
 ) -> None:
     """Re-run recorded tasks live against another backend or adapter set; write a report."""
-    from trellis.agent.runtime._config import AgentConfig
-    from trellis.agent.runtime._defaults import default_planner
-    from trellis.agent.runtime._sdk import Agent
+    from trellis.agent.runtime import Agent, AgentConfig, default_planner
     from trellis.agent.traces._eval import evaluate_sync
     from trellis.agent.traces._report import write_report
     from trellis.agent.traces._trace import iter_trace_files, read_trace
@@ -245,8 +241,7 @@ def record(
     ),
 ) -> None:
     """Run a goal (or a game) with the embedded defaults and record it as a trace."""
-    from trellis.agent.runtime._config import AgentConfig
-    from trellis.agent.runtime._sdk import Agent
+    from trellis.agent.runtime import Agent, AgentConfig
     from trellis.agent.traces._trace_record import record_run
     from trellis.agent.traces._trace_store import TraceStore
     from trellis.memory import run_sync

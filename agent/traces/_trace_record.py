@@ -23,32 +23,29 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import BaseModel
 
 from trellis.adapters import LLMBackend, LLMRequest, LLMResult
 from trellis.agent.env import EnvSpec
-from trellis.agent.runtime._env_skill import action_skill
-from trellis.agent.runtime._events import (
+from trellis.agent.runtime import (
     ApprovalRequested,
     CuesMade,
     LLMCall,
     NodeStatusChanged,
     PlanMade,
     RouteDecided,
+    Skill,
     SkillCalled,
     SkillFinished,
-    TaskFinished,
-    TaskStarted,
-)
-from trellis.agent.runtime._skills import (
-    Skill,
-    SkillContext,
     SkillLike,
     SkillOutcome,
     SkillRegistry,
+    TaskFinished,
+    TaskStarted,
+    action_skill,
 )
 from trellis.agent.traces._trace import (
     CuesEvent,
@@ -58,7 +55,6 @@ from trellis.agent.traces._trace import (
     PlanEvent,
     RouteEvent,
     SkillCallEvent,
-    SkillInfo,
     SkillResultEvent,
     TaskStartEvent,
     TraceHeader,
@@ -73,103 +69,20 @@ from trellis.agent.traces._trace_io import (
     header_line,
     json_sha256,
 )
+from trellis.agent.traces._trace_wrappers import (
+    RecordingBackend,
+    RecordingPlanner,
+    RecordingSkill,
+    planner_info,
+    skill_info,
+)
 from trellis.memory import run_sync
 from trellis.memory.errors import TrellisError
 
 if TYPE_CHECKING:
-    from trellis.agent.runtime._sdk import Agent, RunResult
+    from trellis.agent.runtime import Agent, RunResult
 
 __all__ = ["RecordingBackend", "RecordingPlanner", "TraceRecorder", "record_run", "skill_info"]
-
-
-def skill_info(skill: Skill) -> SkillInfo:
-    """The trace form of a skill's spec."""
-    spec = skill.spec
-    return SkillInfo(
-        name=spec.name,
-        description=spec.description,
-        args_schema=spec.args_model.model_json_schema(),
-        side_effects=spec.side_effects,
-        needs_approval=spec.needs_approval,
-        timeout_s=spec.timeout_s,
-    )
-
-
-class RecordingBackend:
-    """An LLM backend that passes requests to ``inner`` and remembers each call."""
-
-    def __init__(self, inner: LLMBackend, recorder: TraceRecorder) -> None:
-        self.inner = inner
-        self.name = getattr(inner, "name", "backend")
-        self._recorder = recorder
-
-    async def generate(self, request: LLMRequest) -> LLMResult:
-        result = await self.inner.generate(request)
-        self._recorder._llm_done(request, result)
-        return result
-
-    async def stream(self, request: LLMRequest) -> AsyncIterator[str]:
-        # Streamed text is recorded as one call: the loop consumes whole results.
-        result = await self.generate(request)
-        yield result.text
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-
-class RecordingPlanner:
-    """A planner that passes requests to ``inner`` and remembers each outcome."""
-
-    def __init__(self, inner: Any, recorder: TraceRecorder) -> None:
-        self.inner = inner
-        self._recorder = recorder
-
-    async def plan(self, request: Any) -> Any:
-        outcome = await self.inner.plan(request)
-        self._recorder._plan_done(outcome)
-        return outcome
-
-    def plan_sync(self, request: Any) -> Any:
-        return run_sync(self.plan(request))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-
-class _RecordingSkill(Skill):
-    _recorder: TraceRecorder
-    _inner: Skill
-
-    async def invoke(self, args: Any, context: SkillContext) -> SkillOutcome:
-        outcome = await self._inner.invoke(args, context)
-        self._recorder._skill_done(context.node_id, outcome)
-        return outcome
-
-    def invoke_sync(self, args: Any, context: SkillContext) -> SkillOutcome:
-        outcome = self._inner.invoke_sync(args, context)
-        self._recorder._skill_done(context.node_id, outcome)
-        return outcome
-
-
-def _planner_info(planner: Any) -> dict[str, Any]:
-    inner = planner.inner if isinstance(planner, RecordingPlanner) else planner
-    from trellis.planners import LLMPlanner
-
-    if isinstance(inner, LLMPlanner):
-        return {
-            "kind": "llm",
-            "name": inner.name,
-            "adapter": inner.adapter,
-            "config": inner.config.model_dump(mode="json"),
-        }
-    info: dict[str, Any] = {"kind": type(inner).__name__, "name": getattr(inner, "name", "")}
-    config = getattr(inner, "config", None)
-    if isinstance(config, BaseModel):
-        info["config"] = config.model_dump(mode="json")
-    return info
 
 
 class TraceRecorder:
@@ -204,25 +117,25 @@ class TraceRecorder:
         """The skills with every outcome recorded (error types included)."""
         wrapped: list[Skill] = []
         for item in SkillRegistry(items):
-            if isinstance(item, _RecordingSkill):
+            if isinstance(item, RecordingSkill):
                 wrapped.append(item)
                 continue
-            copy = _RecordingSkill.__new__(_RecordingSkill)
+            copy = RecordingSkill.__new__(RecordingSkill)
             copy.__dict__.update(item.__dict__)
             copy._recorder = self
             copy._inner = item
             wrapped.append(copy)
         return wrapped
 
-    def _llm_done(self, request: LLMRequest, result: LLMResult) -> None:
+    def llm_done(self, request: LLMRequest, result: LLMResult) -> None:
         with self._lock:
             self._llm.append((request, result))
 
-    def _plan_done(self, outcome: Any) -> None:
+    def plan_done(self, outcome: Any) -> None:
         with self._lock:
             self._plans.append(outcome)
 
-    def _skill_done(self, node_id: int | None, outcome: SkillOutcome) -> None:
+    def skill_done(self, node_id: int | None, outcome: SkillOutcome) -> None:
         with self._lock:
             self._skills.append((node_id, outcome))
 
@@ -334,7 +247,7 @@ class TraceRecorder:
             reminders=[str(r) for r in metadata.get("reminders", [])],
             env=metadata.get("env"),
             config=agent.config.model_dump(mode="json"),
-            planner=_planner_info(agent.deps.planner),
+            planner=planner_info(agent.deps.planner),
             backend=str(getattr(inner, "name", "")),
             model=_model_info(inner),
             adapters=_adapter_infos(agent),
@@ -457,7 +370,7 @@ class TraceRecorder:
         With ``raise_errors=False`` an exception that stops the run is recorded on the
         ``end`` event and the result reports ``failed`` instead of raising.
         """
-        from trellis.agent.runtime._sdk import RunResult
+        from trellis.agent.runtime import RunResult
 
         if env is not None:
             # The environment's action skill, wrapped like the others so its outcomes record.
@@ -539,7 +452,7 @@ async def record_run(
     router and reminder adapter, with the model, planner and skills wrapped for recording;
     ``agent`` itself is not changed, so its other runs are not recorded.
     """
-    from trellis.agent.runtime._sdk import Agent
+    from trellis.agent.runtime import Agent
 
     agent._ensure_defaults()  # the twin shares the loaded model instead of loading another
     deps = agent.deps

@@ -1,0 +1,127 @@
+"""Route and act: which adapter serves a step, and the call the model chooses for it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trellis.agent.runtime._act import choose_call, env_act_prompt_args, offered_actions
+from trellis.agent.runtime._events import (
+    RouteDecided,
+)
+from trellis.agent.runtime._loop_state import LoopState, registry_error
+from trellis.agent.runtime._planning import render_cues
+from trellis.agent.runtime._stage_base import StageBase
+from trellis.memory import NodeRecord, run_sync
+from trellis.memory.errors import (
+    TrellisError,
+)
+
+__all__ = ["ActStages"]
+
+
+class ActStages(StageBase):
+    """Route a step to its adapter and, when the plan did not fix the call, ask the model."""
+
+    def _route(self, state: LoopState, node: NodeRecord) -> tuple[str | None, dict[str, Any]]:
+        """The adapter for the step (None: the base model) and the router's record of why."""
+        task_id = state["task_id"]
+        if self.d.router is None:
+            self.emit(RouteDecided(task_id=task_id, node_id=node.id, adapter=None, reason=""))
+            return None, {"adapter": None, "reason": "no router configured"}
+        from trellis.adapters import StepContext
+
+        context = StepContext(
+            text=node.title,
+            node_kind=node.kind,
+            skill=(node.input or {}).get("skill"),
+            task_id=task_id,
+            node_id=node.id,
+        )
+        self.flush(task_id)
+        decision = run_sync(self.d.router.route(context))
+        self.emit(
+            RouteDecided(
+                task_id=task_id,
+                node_id=node.id,
+                adapter=decision.adapter,
+                score=decision.score,
+                reason=decision.reason,
+            )
+        )
+        return decision.adapter, decision.model_dump(mode="json")
+
+    def _planned_call(self, task_id: str, node: NodeRecord) -> dict[str, Any] | None:
+        """The call the plan fixed for the step (or why it cannot run); None when the model
+        must choose it."""
+        planned = node.input or {}
+        name = planned.get("skill")
+        args = planned.get("args") or {}
+        env = self.environment(task_id)
+        if env is not None and name == env[1]:
+            return None  # the model picks the game action
+        registry = self.d.skills
+        if isinstance(name, str) and name in registry and self.d.config.use_plan_args:
+            try:
+                registry.get(name).spec.validate_args(args)
+                return {"skill": name, "args": dict(args)}
+            except TrellisError:
+                pass  # let the model fill in the arguments
+        if isinstance(name, str) and name not in registry:
+            return {"skill": name, "args": args, **registry_error(registry, name)}
+        return None
+
+    def _choose(self, state: LoopState, node: NodeRecord, adapter: str | None) -> dict[str, Any]:
+        """Ask the model for the step's call: the token counts and ``call``."""
+        task_id, node_id = state["task_id"], node.id
+        self.flush(task_id)
+        name = (node.input or {}).get("skill")
+        env = self.environment(task_id)
+        registry = self.d.skills
+        if env is not None and name == env[1]:
+            game = env[0].state
+            history = [
+                str(c.args.get("action")) for c in self.d.calls.calls(task_id) if c.skill == env[1]
+            ]
+            chosen = run_sync(
+                choose_call(
+                    self.d.backend,
+                    prompt_args=env_act_prompt_args(
+                        goal=self.d.store.get_task(task_id).goal,
+                        environment=env[0],
+                        state=game,
+                        history=history,
+                        cues=render_cues(state.get("cues", [])),
+                    ),
+                    skills=[registry.get(env[1]).spec],
+                    adapter=adapter,
+                    env_skill=env[1],
+                    valid_actions=offered_actions(env[0], game),
+                    max_tokens=self.d.config.act_max_tokens,
+                    attempts=self.d.config.act_attempts,
+                    timeout_s=self.d.config.llm_timeout_s,
+                )
+            )
+        else:
+            specs = [registry.get(name).spec] if isinstance(name, str) else registry.specs()
+            context = self.d.store.build_context(node_id, budget_chars=self.d.config.context_chars)
+            chosen = run_sync(
+                choose_call(
+                    self.d.backend,
+                    prompt_args={
+                        "goal": self.d.store.get_task(task_id).goal,
+                        "step": node.title,
+                        "cues": render_cues(state.get("cues", [])),
+                        "context": str(getattr(context, "text", context)),
+                    },
+                    skills=specs,
+                    adapter=adapter,
+                    max_tokens=self.d.config.act_max_tokens,
+                    attempts=self.d.config.act_attempts,
+                    timeout_s=self.d.config.llm_timeout_s,
+                )
+            )
+        update = self._account(state, chosen.llm, stage="act", node_id=node_id)
+        call: dict[str, Any] = {"skill": chosen.skill, "args": chosen.args}
+        if chosen.error is not None:
+            call.update(error=chosen.error, error_type=chosen.error_type)
+        return {**update, "call": call}
