@@ -25,9 +25,26 @@ from trellis.memory._records import (
     TaskStatus,
     replay_events,
 )
+from trellis.memory._retry import (
+    describe_db_error,
+    is_transient,
+    retry_budget,
+    retry_transient,
+    wait_until_reachable,
+)
 from trellis.memory._store import UNSET, TaskStore
+from trellis.memory._world import (
+    FACTS_KEY,
+    START_KEY,
+    WorldMemory,
+    fact_rows,
+    render_world,
+    world_memory,
+)
+from trellis.memory._world import fold as fold_facts
 from trellis.memory.errors import (
     CycleError,
+    DatabaseUnavailable,
     DuplicateKeyError,
     IllegalTransitionError,
     ModelRetry,
@@ -44,12 +61,15 @@ from trellis.memory.errors import (
 )
 
 __all__ = [
+    "FACTS_KEY",
+    "START_KEY",
     "TRANSITIONS",
     "UNSET",
     "AsyncTaskStore",
     "Base",
     "CycleError",
     "DatabaseConfig",
+    "DatabaseUnavailable",
     "DuplicateKeyError",
     "EventRecord",
     "IllegalTransitionError",
@@ -72,14 +92,24 @@ __all__ = [
     "UnknownNodeError",
     "UnknownTaskError",
     "UsageError",
+    "WorldMemory",
     "check_schema",
     "current_revisions",
     "default_database_url",
+    "describe_db_error",
+    "fact_rows",
+    "fold_facts",
+    "is_transient",
     "make_engine",
     "make_sessionmaker",
     "migration_heads",
+    "render_world",
     "replay_events",
+    "retry_budget",
+    "retry_transient",
     "run_sync",
     "trellis_home",
     "upgrade",
+    "wait_until_reachable",
+    "world_memory",
 ]

@@ -18,8 +18,9 @@ import threading
 from collections.abc import Mapping, Sequence, Set
 from typing import Any
 
-from trellis.agent.env import Environment, EnvState
+from trellis.agent.env import Environment, EnvState, Fact
 from trellis.agent.errors import EnvironmentFailure
+from trellis_twc._facts import look_facts, move_facts
 from trellis_twc._places import (
     PlaceScorer,
     home_is_next_door,
@@ -299,6 +300,18 @@ class TwcEnvironment(Environment):
     def prompt_notes(self, state: EnvState) -> list[str]:
         """The room, the inventory and the score's trend (see ``TwcState.prompt_notes``)."""
         return state.prompt_notes() if isinstance(state, TwcState) else []
+
+    def observed_facts(self, state: EnvState) -> list[Fact]:
+        """The room as its description shows it, and what the last move proved (a put that
+        raised the score found the object's home; one that lowered it ruled a place out)."""
+        if not isinstance(state, TwcState):
+            return []
+        takeable = [a.removeprefix("take ") for a in state.valid_actions if a.startswith("take ")]
+        facts = look_facts(state.look, takeable)
+        if self.actions and state.previous_score is not None:
+            change = state.score - state.previous_score
+            facts += move_facts(self.actions[-1], state.observation, state.carrying, change)
+        return facts
 
     def gold_actions(self) -> list[str]:
         """A winning action sequence from the start (for tests, baselines and training data)."""
