@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from trellis.adapters._backend import LLMBackend, LLMRequest, LLMResult, SamplingParams
-from trellis.memory.errors import NotFoundError, TrellisError, UsageError
+from trellis.memory.errors import ModelRetry, NotFoundError, TrellisError, UsageError
 
 __all__ = [
     "Cue",
@@ -436,7 +436,7 @@ class ReminderAdapter:
         self, reminder: str, *, scope: Scope = "user", now: datetime | None = None
     ) -> ExtractionResult:
         """Blocking :meth:`extract`."""
-        from trellis.memory._asyncio import run_sync
+        from trellis.memory import run_sync
 
         return run_sync(self.extract(reminder, scope=scope, now=now))
 
@@ -476,13 +476,17 @@ class ReminderAdapter:
 
 
 def _draft_problem(llm: LLMResult) -> CueDraft | str:
+    from trellis.adapters._backend import check_model_value, parse_json_text
+
     value = llm.parsed
     if value is None:
-        from trellis.adapters._backend import parse_json_text
-
         value, error = parse_json_text(llm.text.strip())
         if error is not None:
             return f"the answer is not JSON ({error}); answer with one JSON object"
+    try:  # the guard every model answer passes (size, depth, numbers, NUL)
+        check_model_value(value)
+    except ModelRetry as exc:
+        return f"{exc}; answer with one JSON object"
     try:
         draft = CueDraft.model_validate(value)
     except ValidationError as exc:

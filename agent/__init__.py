@@ -1,6 +1,13 @@
 """The agent: skills, the LangGraph loop, the SDK, the CLI and the service."""
 
-from trellis.agent._datasets import compact_json, reminder_cue_examples, seed_range, write_jsonl
+from trellis.agent._datasets import (
+    MEMORY_CHARS,
+    EnvEpisode,
+    compact_json,
+    reminder_cue_examples,
+    seed_range,
+    write_jsonl,
+)
 from trellis.agent.env import (
     ENTRY_POINT_GROUP,
     Environment,
@@ -63,6 +70,7 @@ from trellis.agent.runtime import (
     env_act_prompt_args,
     offered_actions,
     skill,
+    world_memory_text,
 )
 from trellis.agent.service import (
     DemoProfileConfig,
@@ -103,6 +111,7 @@ from trellis.agent.traces import (
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "MEMORY_CHARS",
     "Agent",
     "AgentConfig",
     "AgentEvent",
@@ -114,6 +123,7 @@ __all__ = [
     "CuesMade",
     "DemoProfileConfig",
     "Divergence",
+    "EnvEpisode",
     "EnvSpec",
     "EnvState",
     "Environment",
@@ -194,5 +204,6 @@ __all__ = [
     "replay_sync",
     "seed_range",
     "skill",
+    "world_memory_text",
     "write_jsonl",
 ]

@@ -6,7 +6,8 @@ import asyncio
 import re
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console, Group
@@ -117,15 +118,48 @@ async def _show(agent: Agent, events: AsyncIterator[Any]) -> Any:
     return finished
 
 
-def _agent(database_url: str | None, max_steps: int | None, *, base_only: bool = False) -> Agent:
-    from trellis.agent.runtime import Agent, AgentConfig
+BackendOption = Annotated[
+    str | None,
+    typer.Option(
+        "--backend",
+        help="embedded (the model in this process, default) or vllm (vLLM servers).",
+    ),
+]
+ServerOption = Annotated[
+    list[str],
+    typer.Option("--server", help="A vLLM server URL (with --backend vllm); repeatable."),
+]
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", help="Run settings file (TOML or JSON): backend, vllm, database_url, agent."
+    ),
+]
 
-    options: dict[str, Any] = {"database_url": database_url}
-    if base_only:
-        options["shipped_adapters"] = False
-    if max_steps is not None:
-        options["max_steps"] = max_steps
-    return Agent(config=AgentConfig(**options))
+
+def _agent(
+    database_url: str | None,
+    max_steps: int | None,
+    *,
+    base_only: bool = False,
+    backend: str | None = None,
+    servers: list[str] | None = None,
+    config_file: Path | None = None,
+) -> Agent:
+    from trellis.agent._run_config import RunSettings, build_agent
+
+    flags: dict[str, Any] = {"backend": backend, "database_url": database_url}
+    settings = RunSettings.load(config_file, **flags)
+    if servers:
+        vllm = settings.vllm.model_copy(update={"servers": list(servers)})
+        settings = settings.model_copy(update={"vllm": vllm})
+    if servers and settings.backend != "vllm":
+        raise typer.BadParameter("--server needs --backend vllm (or backend = vllm in --config)")
+    return build_agent(
+        settings,
+        max_steps=max_steps,
+        shipped_adapters=False if base_only else None,
+    )
 
 
 def _finish(agent: Agent, finished: Any, *, strict: bool = False) -> None:
@@ -180,7 +214,7 @@ def run(
         [], "--set", help="An environment spec field KEY=VALUE (with --env); repeatable."
     ),
     max_steps: int | None = typer.Option(
-        None, help="Skill calls allowed (default 12 with --env, else 30)."
+        None, help="Skill calls allowed (default: the world's own move limit with --env, else 30)."
     ),
     skills: list[str] = typer.Option(
         [], "--skills", help="Python module whose @skill functions the agent may run; repeatable."
@@ -195,6 +229,9 @@ def run(
     base_only: bool = typer.Option(
         False, "--base-only", help="Serve every step with the base model (no shipped adapters)."
     ),
+    backend: BackendOption = None,
+    server: ServerOption = [],  # noqa: B006 - typer reads the default, it is never mutated
+    config_file: ConfigOption = None,
 ) -> None:
     """Run a goal (or an environment's own task) with a live tree, then print a summary."""
     if env is None and not goal:
@@ -206,9 +243,14 @@ def run(
             "or --env KIND"
         )
         raise typer.Exit(2)
-    if env is not None:
-        max_steps = max_steps or 12
-    agent = _agent(database_url, max_steps, base_only=base_only)
+    agent = _agent(
+        database_url,
+        max_steps,
+        base_only=base_only,
+        backend=backend,
+        servers=server,
+        config_file=config_file,
+    )
     environment = (
         agent.environments.spec_from_options(env, seed=seed, fields=set_)
         if env is not None

@@ -18,9 +18,84 @@ from pathlib import Path
 from typing import Any
 
 from trellis.adapters import build_cue_prompt
+from trellis.agent.env import Environment, EnvState
+from trellis.agent.runtime import (
+    AgentConfig,
+    build_act_prompt,
+    env_act_prompt_args,
+    offered_actions,
+    world_memory_text,
+)
+from trellis.memory import WorldMemory, fact_rows, fold_facts
 from trellis.memory.errors import UsageError
 
-__all__ = ["compact_json", "reminder_cue_examples", "seed_range", "write_jsonl"]
+__all__ = [
+    "MEMORY_CHARS",
+    "EnvEpisode",
+    "compact_json",
+    "reminder_cue_examples",
+    "seed_range",
+    "write_jsonl",
+]
+
+MEMORY_CHARS = AgentConfig().world_memory_chars
+"""The runtime's default world-memory budget: rows show what its prompts show."""
+
+
+class EnvEpisode:
+    """One episode of a world as the runtime sees it, to build act rows with the runtime's
+    exact prompts: the environment, the world memory its moves have built (the same facts,
+    folded the same way, as the task's tree holds), the goal part being worked on and the
+    actions offered (``filtered``: the pack's offer rules, as ``AgentConfig.offer_filter``).
+
+    A pack's data builder loads or begins an episode, steps it, and asks for ``row(goal,
+    state, action)`` wherever it knows the right action."""
+
+    def __init__(self, env: Environment, memory_chars: int, *, filtered: bool = True) -> None:
+        self.env = env
+        self.memory_chars = memory_chars
+        self.filtered = filtered
+        """Offer what the pack's rules keep (False: every valid action, rules off)."""
+        self.memory: WorldMemory = {}
+        self.history: list[str] = []
+        """The actions taken since :meth:`begin`, as the act prompt lists them."""
+
+    def offered(self, state: EnvState) -> list[str]:
+        """The actions the runtime offers here (``AgentConfig.offer_filter``)."""
+        return offered_actions(self.env, state, filtered=self.filtered)
+
+    def begin(self) -> EnvState:
+        """Start remembering from the game's current (starting) state."""
+        state = self.env.state
+        self.memory = fold_facts({}, fact_rows(self.env.observed_facts(state)))
+        self.history = []
+        return state
+
+    def step(self, action: str) -> EnvState:
+        state = self.env.step(action)
+        self.history.append(action)
+        fold_facts(self.memory, fact_rows(self.env.observed_facts(state)))
+        return state
+
+    def row(self, goal: str, state: EnvState, action: str) -> dict[str, str]:
+        """The act row at this state: the runtime's exact prompt, the action as answer."""
+        env = self.env
+        parts = [p for p in env.goal_parts(state) if not p.done]
+        part = parts[0].title if parts else None
+        memory = world_memory_text(
+            self.memory, env, state, budget_chars=self.memory_chars, part=part
+        )
+        prompt_args = env_act_prompt_args(
+            goal=goal,
+            environment=env,
+            state=state,
+            history=self.history,
+            cues=[],
+            memory=memory,
+            part=part,
+        )
+        prompt = build_act_prompt(valid_actions=self.offered(state), **prompt_args)
+        return {"prompt": prompt, "completion": compact_json({"action": action})}
 
 
 def seed_range(text: str) -> range:

@@ -24,7 +24,9 @@ class UnknownSkillError(ModelRetry, LookupError):
 
     def __init__(self, name: str, known: list[str]) -> None:
         listed = ", ".join(sorted(known)) or "none registered"
-        message = f"unknown skill {name!r}; registered skills: {listed}"
+        # The name may be anything a model wrote: keep the message (and records) short.
+        shown = repr(name) if len(name) <= 80 else f"{name[:80]!r}... ({len(name)} characters)"
+        message = f"unknown skill {shown}; registered skills: {listed}"
         super().__init__(message, feedback=f"{message}. Choose one of the registered skills.")
         self.name = name
         self.known = sorted(known)

@@ -25,6 +25,13 @@ from trellis.memory._records import (
     TaskStatus,
     replay_events,
 )
+from trellis.memory._retry import (
+    describe_db_error,
+    is_transient,
+    retry_budget,
+    retry_transient,
+    wait_until_reachable,
+)
 from trellis.memory._store import UNSET, TaskStore
 from trellis.memory._world import (
     FACTS_KEY,
@@ -37,6 +44,7 @@ from trellis.memory._world import (
 from trellis.memory._world import fold as fold_facts
 from trellis.memory.errors import (
     CycleError,
+    DatabaseUnavailable,
     DuplicateKeyError,
     IllegalTransitionError,
     ModelRetry,
@@ -61,6 +69,7 @@ __all__ = [
     "Base",
     "CycleError",
     "DatabaseConfig",
+    "DatabaseUnavailable",
     "DuplicateKeyError",
     "EventRecord",
     "IllegalTransitionError",
@@ -87,15 +96,20 @@ __all__ = [
     "check_schema",
     "current_revisions",
     "default_database_url",
+    "describe_db_error",
     "fact_rows",
     "fold_facts",
+    "is_transient",
     "make_engine",
     "make_sessionmaker",
     "migration_heads",
     "render_world",
     "replay_events",
+    "retry_budget",
+    "retry_transient",
     "run_sync",
     "trellis_home",
     "upgrade",
+    "wait_until_reachable",
     "world_memory",
 ]

@@ -9,19 +9,23 @@ behind the code (run ``trellis db upgrade``) or ahead of it (upgrade Trellis).
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import Engine, MetaData, create_engine, event
+from sqlalchemy import Engine, MetaData, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from trellis.memory._paths import default_database_url
+from trellis.memory._retry import set_retry_budget
 from trellis.memory.errors import SchemaMismatchError, UsageError
 
 __all__ = [
@@ -70,7 +74,16 @@ class DatabaseConfig(BaseModel):
     busy_timeout_ms: int = Field(default=30_000, ge=0)
     """How long SQLite waits on a locked database before failing."""
     pool_size: int = Field(default=5, ge=1)
-    """Connection pool size for server databases."""
+    """Connection pool size for server databases (pooled connections are pinged before use,
+    so connections the server dropped are replaced instead of failing a call)."""
+    connect_timeout_s: float = Field(default=5.0, gt=0, le=300)
+    """How long opening a PostgreSQL connection may take before it counts as a failure."""
+    idle_in_transaction_timeout_s: float | None = Field(default=60.0, gt=0)
+    """PostgreSQL ends a session that sits idle inside a transaction this long (a paused or
+    hung process), so the row locks it holds cannot stall everyone else (None: never)."""
+    retry_s: float = Field(default=30.0, ge=0, le=3600)
+    """How long a call keeps retrying (with backoff) while the database connection drops or
+    the server cannot be reached; then it raises DatabaseUnavailable (0: no retries)."""
     echo: bool = False
     """Log every SQL statement (debugging)."""
 
@@ -97,7 +110,8 @@ def make_engine(config: DatabaseConfig | str | None = None) -> Engine:
             f"invalid database URL {config.url!r}: {exc}; use e.g. sqlite:///path/trellis.db "
             "or postgresql://user@host/db"
         ) from exc
-    kwargs: dict[str, Any] = {"echo": config.echo, "future": True}
+    # Parameters stay out of error messages and logs: they carry user text (goals, reminders).
+    kwargs: dict[str, Any] = {"echo": config.echo, "future": True, "hide_parameters": True}
     if url.get_backend_name() == "sqlite":
         database = url.database or ""
         in_memory = database in ("", ":memory:") or database.startswith("file::memory:")
@@ -113,10 +127,21 @@ def make_engine(config: DatabaseConfig | str | None = None) -> Engine:
             }
         engine = create_engine(url, **kwargs)
         _install_sqlite_pragmas(engine, config, in_memory=in_memory)
+        set_retry_budget(engine, config.retry_s)
         return engine
     kwargs["pool_size"] = config.pool_size
     kwargs["pool_pre_ping"] = True
-    return create_engine(url, **kwargs)
+    if url.get_backend_name() == "postgresql":
+        connect_args: dict[str, Any] = {
+            "connect_timeout": max(1, math.ceil(config.connect_timeout_s))
+        }
+        if config.idle_in_transaction_timeout_s is not None:
+            idle_ms = math.ceil(config.idle_in_transaction_timeout_s * 1000)
+            connect_args["options"] = f"-c idle_in_transaction_session_timeout={idle_ms}"
+        kwargs["connect_args"] = connect_args
+    engine = create_engine(url, **kwargs)
+    set_retry_budget(engine, config.retry_s)
+    return engine
 
 
 def _install_sqlite_pragmas(engine: Engine, config: DatabaseConfig, *, in_memory: bool) -> None:
@@ -219,6 +244,29 @@ def upgrade(engine: Engine, revision: str = "heads") -> None:
             if not locked or time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
+
+
+# Any constant: PostgreSQL advisory locks are named by a 64-bit key.
+_MIGRATION_LOCK_KEY = 0x7472656C6C6973
+
+
+@contextmanager
+def migration_lock(engine: Engine) -> Iterator[None]:
+    """Serialise schema upgrades of processes opening one PostgreSQL database at once.
+
+    SQLite needs nothing: the upgrade's ``BEGIN IMMEDIATE`` already admits one writer.
+    """
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    with engine.connect() as conn:
+        conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
+        conn.commit()
+        try:
+            yield
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _MIGRATION_LOCK_KEY})
+            conn.commit()
 
 
 def _refuse_newer(engine: Engine) -> None:

@@ -23,11 +23,10 @@ from sqlalchemy import (
     delete,
     insert,
     select,
-    text,
     update,
 )
 
-from trellis.memory._db import DatabaseConfig, check_schema, make_engine
+from trellis.memory._db import DatabaseConfig, check_schema, make_engine, migration_lock
 from trellis.memory._db import upgrade as upgrade_schema
 from trellis.memory._reads import TaskReads, parse_task_status
 from trellis.memory._records import (
@@ -40,6 +39,7 @@ from trellis.memory._records import (
     TaskStatus,
     allowed_next,
 )
+from trellis.memory._retry import retrying_method, write_transaction
 from trellis.memory._rows import (
     EDGES,
     EVENTS,
@@ -81,10 +81,15 @@ UNSET: Any = _Unset()
 class TaskStore(TaskReads):
     """Durable, graph-aware task state. ``TaskStore.open()`` for the default SQLite file."""
 
-    def __init__(self, engine: Engine, config: MemoryConfig | None = None) -> None:
+    def __init__(
+        self, engine: Engine, config: MemoryConfig | None = None, *, retry_s: float | None = None
+    ) -> None:
         self.engine = engine
         """The SQLAlchemy engine; other packages keep their tables in the same database."""
         self.config = config or MemoryConfig()
+        self.retry_s = retry_s
+        """Seconds a call retries a dropped or unreachable database before it raises
+        DatabaseUnavailable (None: the engine's ``DatabaseConfig.retry_s``)."""
 
     @classmethod
     def open(
@@ -107,7 +112,7 @@ class TaskStore(TaskReads):
         engine = make_engine(database)
         try:
             if upgrade:
-                with _migration_lock(engine):
+                with migration_lock(engine):
                     upgrade_schema(engine)
             check_schema(engine)
         except BaseException:
@@ -129,7 +134,7 @@ class TaskStore(TaskReads):
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             yield conn
 
     # --- tasks ---------------------------------------------------------------------------
@@ -545,6 +550,20 @@ class TaskStore(TaskReads):
         return row
 
 
+_RETRIED = (
+    # reads (TaskReads)
+    "get_task", "list_tasks", "root", "get_node", "nodes", "children", "active_path",
+    "dependencies", "dependents", "ready_nodes", "topological_order", "events",
+    "to_networkx", "to_mermaid", "build_context",
+    # writes: each is one transaction
+    "create_task", "set_task_status", "delete_task", "add_children", "add_dependency",
+    "remove_dependency", "replace_subtree", "transition", "update_node",
+)  # fmt: skip
+for _name in _RETRIED:
+    # Every public call retries a dropped or unreachable database (memory/_retry.py).
+    setattr(TaskStore, _name, retrying_method(getattr(TaskStore, _name)))
+
+
 def _specs(specs: Sequence[NodeSpec | Mapping[str, Any]]) -> list[NodeSpec]:
     """Accept NodeSpec objects or plain dicts (as a planner's JSON gives them)."""
     out: list[NodeSpec] = []
@@ -557,29 +576,6 @@ def _specs(specs: Sequence[NodeSpec | Mapping[str, Any]]) -> list[NodeSpec]:
         except ValidationError as exc:
             raise UsageError(f"node spec #{index} is invalid: {exc}") from exc
     return out
-
-
-# Any constant: PostgreSQL advisory locks are named by a 64-bit key.
-_MIGRATION_LOCK_KEY = 0x7472656C6C6973
-
-
-@contextmanager
-def _migration_lock(engine: Engine) -> Iterator[None]:
-    """Serialise schema upgrades of processes opening one PostgreSQL database at once.
-
-    SQLite needs nothing: the upgrade's ``BEGIN IMMEDIATE`` already admits one writer.
-    """
-    if engine.dialect.name != "postgresql":
-        yield
-        return
-    with engine.connect() as conn:
-        conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
-        conn.commit()
-        try:
-            yield
-        finally:
-            conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _MIGRATION_LOCK_KEY})
-            conn.commit()
 
 
 def _node_status(status: NodeStatus | str) -> NodeStatus:

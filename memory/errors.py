@@ -17,6 +17,7 @@ from __future__ import annotations
 
 __all__ = [
     "CycleError",
+    "DatabaseUnavailable",
     "DuplicateKeyError",
     "IllegalTransitionError",
     "ModelRetry",
@@ -152,3 +153,35 @@ class StaleWriteError(RuntimeFailure):
         )
         self.expected_version = expected_version
         self.actual_version = actual_version
+
+
+class DatabaseUnavailable(RuntimeFailure):
+    """The database stayed unreachable past the retry budget (``retry_s``); resume once it answers.
+
+    Nothing was lost: a run stops at its last checkpoint. ``commit_unknown`` is set when the
+    connection dropped during a COMMIT, so the write may or may not have been applied."""
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        task_id: str | None = None,
+        waited_s: float = 0.0,
+        commit_unknown: bool = False,
+    ) -> None:
+        if commit_unknown:
+            what = f"the connection dropped while a write was committing ({detail})"
+            fix = "it may or may not have been applied: read the state again before retrying"
+        else:
+            what = f"the database is unavailable ({detail}) after retrying for {waited_s:.1f} s"
+            fix = "retry once it answers again; nothing half-written was kept"
+        if task_id is not None:
+            fix = (
+                f"once it answers again, continue with `trellis resume {task_id}` "
+                f"(SDK: agent.resume({task_id!r})); the run stopped at its last checkpoint"
+            )
+        super().__init__(f"{what}; {fix}")
+        self.detail = detail
+        self.task_id = task_id
+        self.waited_s = waited_s
+        self.commit_unknown = commit_unknown

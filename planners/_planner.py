@@ -262,7 +262,7 @@ class LLMPlanner:
             await self._plan(request, outcome)
         except Exception as exc:  # the runtime records, it does not crash
             outcome.plan = None
-            outcome.error = f"planning crashed: {type(exc).__name__}: {exc}"
+            outcome.error = f"planning crashed: {type(exc).__name__}: {str(exc)[:500]}"
         outcome.duration_s = time.perf_counter() - started
         return outcome
 

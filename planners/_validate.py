@@ -18,8 +18,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from trellis.adapters._backend import parse_json_text
-from trellis.adapters._reminders import Cue
+from trellis.adapters import Cue, check_model_value, parse_json_text
+from trellis.memory import ModelRetry
 from trellis.planners._plan import Plan, PlanStep
 from trellis.planners._skills import DECOMPOSE, SkillSpec, format_validation_error
 from trellis.planners.errors import InvalidSkillArgsError, PlanValidationError
@@ -227,6 +227,11 @@ def validate_plan(
                     'answer with one JSON object {"steps": [...]}'
                 ]
             )
+    elif not isinstance(value, Plan):
+        try:  # a value a backend parsed itself passes the same guard as text
+            check_model_value(value)
+        except ModelRetry as exc:
+            raise PlanValidationError([f"{exc}; answer with one JSON object"]) from None
     if isinstance(value, list):
         value = {"steps": value}  # a bare list of steps is an obvious plan
     if not isinstance(value, Plan):

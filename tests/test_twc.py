@@ -442,6 +442,10 @@ def test_the_agent_does_not_offer_a_move_that_lowered_the_score(tmp_path: Path) 
         agent.close()
 
 
+class SimulatedCrash(BaseException):
+    """The process dying mid-task: nothing in the runtime catches it."""
+
+
 def _gold_player(
     gold: list[str],
     *,
@@ -459,7 +463,7 @@ def _gold_player(
         done = next((ln for ln in prompt.splitlines() if ln.startswith("Done so far: ")), "")
         moves = len(done[len("Done so far: ") :].split("; ")) if done else 0
         if crash_at is not None and moves == crash_at:
-            raise RuntimeError("simulated crash of the process")
+            raise SimulatedCrash("simulated crash of the process")
         if calls["n"] <= bad_first:
             return '{"action": "fly to the moon"}'
         return f'{{"action": "{gold[moves]}"}}'
@@ -511,7 +515,7 @@ def test_twc_budget(tmp_path: Path, gold: list[str]) -> None:
 def test_resume_rebuilds_the_game_from_recorded_calls(tmp_path: Path, gold: list[str]) -> None:
     url = f"sqlite:///{tmp_path}/t.db"
     first = _agent(url, _gold_player(gold, crash_at=2))
-    with pytest.raises(RuntimeError, match="simulated crash"):
+    with pytest.raises(SimulatedCrash, match="simulated crash"):
         first.run(env=CONFIG)
     task_id = first.tasks()[0].id
     first.close()

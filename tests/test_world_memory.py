@@ -129,3 +129,70 @@ def test_twc_facts_along_a_gold_path_map_every_room_visited(seed: int) -> None:
         env.close()
     assert {room for room, relation in memory if relation == "places"} == rooms
     assert any(relation == "done" for _subject, relation in memory)
+
+
+@pytest.mark.parametrize("doors", [False, True])
+def test_the_runtimes_move_prompts_are_the_training_rows(tmp_path: Path, doors: bool) -> None:
+    """Rows for the act adapter show exactly what the runtime's prompts show: the part being
+    worked on, the world memory from the tree, the offered actions."""
+    import json
+
+    from trellis_twc._datasets import twc_expert_examples
+
+    from trellis import Agent, AgentConfig, FunctionBackend, LLMRequest
+
+    config = TwcConfig(seed=4, fold="train", num_locations=2, num_items=2, include_doors=doors)
+    rows = list(twc_expert_examples([config], noise=0.0))
+    moves = [json.loads(row["completion"])["action"] for row in rows]
+    prompts: list[str] = []
+
+    def expert(request: LLMRequest) -> str:
+        prompts.append(request.prompt or "")
+        return json.dumps({"action": moves[len(prompts) - 1]})
+
+    agent = Agent(
+        config=AgentConfig(database_url=f"sqlite:///{tmp_path}/p.db", shipped_adapters=False),
+        backend=FunctionBackend(expert),
+    )
+    try:
+        result = agent.run(env=config)
+        parts = [n for n in agent.tree(result.task_id).nodes if n.kind == "part"]
+    finally:
+        agent.close()
+    assert result.success and prompts == [row["prompt"] for row in rows]
+    assert "Memory:" in prompts[-1] and "Step: put the " in prompts[-1]
+    # One part per object and one for finding them, each done as the world judges it.
+    assert len(parts) == 3 and all(p.status.value == "done" for p in parts)
+
+
+def test_cookingworld_rows_are_the_runtimes_prompts_too(tmp_path: Path) -> None:
+    import json
+
+    from trellis_cookingworld import CookingConfig
+    from trellis_cookingworld._datasets import cooking_act_examples
+
+    from trellis import Agent, AgentConfig, FunctionBackend, LLMRequest
+
+    config = CookingConfig(seed=2, fold="train", num_locations=2, num_ingredients=2)
+    rows = list(cooking_act_examples([config], detour=0.0))
+    moves = [json.loads(row["completion"])["action"] for row in rows]
+    prompts: list[str] = []
+
+    def gold(request: LLMRequest) -> str:
+        prompts.append(request.prompt or "")
+        return json.dumps({"action": moves[len(prompts) - 1]})
+
+    agent = Agent(
+        config=AgentConfig(database_url=f"sqlite:///{tmp_path}/c.db", shipped_adapters=False),
+        backend=FunctionBackend(gold),
+    )
+    try:
+        result = agent.run(env=config)
+        parts = {
+            n.key: n.status.value for n in agent.tree(result.task_id).nodes if n.kind == "part"
+        }
+    finally:
+        agent.close()
+    assert result.success and prompts == [row["prompt"] for row in rows]
+    assert parts["part:cookbook"] == "done" and parts["part:eat"] == "done"
+    assert any("Memory:\nrecipe: needs" in p or "recipe: needs" in p for p in prompts)

@@ -1,6 +1,13 @@
 """The environment contract and the registry of environment packs."""
 
-from trellis.agent.env._contract import Environment, EnvironmentPack, EnvSpec, EnvState, Fact
+from trellis.agent.env._contract import (
+    Environment,
+    EnvironmentPack,
+    EnvSpec,
+    EnvState,
+    Fact,
+    GoalPart,
+)
 from trellis.agent.env._registry import (
     ENTRY_POINT_GROUP,
     EnvironmentRegistry,
@@ -16,6 +23,7 @@ __all__ = [
     "EnvironmentPack",
     "EnvironmentRegistry",
     "Fact",
+    "GoalPart",
     "installed_packs",
     "load_installed_packs",
 ]

@@ -10,7 +10,8 @@ and how to create the environment for a spec. The loop only ever sees this contr
   ``replay(actions)`` (reset, then each action: how a resumed or replayed task gets its
   world back). Optional hooks, with neutral defaults: ``offered_actions(state)`` (the
   pack's own filters over the valid actions), ``prompt_notes(state)`` (state lines for
-  the act prompt) and ``observed_facts(state)`` (structured facts for the task's memory).
+  the act prompt), ``observed_facts(state)`` (structured facts for the task's memory) and
+  ``goal_parts(state)`` (the parts of the goal, worked on one at a time).
 - :class:`EnvState`: observation, valid actions, score, done, success, failure, moves,
   the world's own statement of the goal. Success is always judged by the world.
 - :class:`EnvironmentPack`: the registration, found through the entry-point group
@@ -35,6 +36,7 @@ __all__ = [
     "Environment",
     "EnvironmentPack",
     "Fact",
+    "GoalPart",
 ]
 
 
@@ -71,6 +73,20 @@ class Fact(BaseModel):
     """The value (empty: the relation no longer holds)."""
 
 
+class GoalPart(BaseModel):
+    """One part of a world's goal (an object to put away, an ingredient to prepare), as the
+    world sees it now. The runtime keeps a node per part and works through them in order."""
+
+    model_config = ConfigDict(frozen=True)
+
+    key: str = Field(min_length=1, max_length=100)
+    """Stable within the task: the same part keeps its key as the world changes."""
+    title: str = Field(min_length=1, max_length=200)
+    """What achieving the part means, in a few words (shown in the act prompt)."""
+    done: bool = False
+    """The world judges the part achieved."""
+
+
 class EnvState(BaseModel):
     """What the world shows after the last action."""
 
@@ -92,6 +108,8 @@ class EnvState(BaseModel):
     """No more actions are possible."""
     moves: int = 0
     """Actions taken so far."""
+    move_limit: int | None = None
+    """The world's own move limit, when it has one (the default action budget of a task)."""
 
 
 class Environment(ABC):
@@ -136,6 +154,11 @@ class Environment(ABC):
 
     def observed_facts(self, state: EnvState) -> list[Fact]:
         """Structured facts the last step revealed, kept in the task's memory."""
+        return []
+
+    def goal_parts(self, state: EnvState) -> list[GoalPart]:
+        """The parts of the goal known now, in the order to work on them (none: the goal is
+        worked on as a whole)."""
         return []
 
     def refuse(self, action: str, state: EnvState) -> None:

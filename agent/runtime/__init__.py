@@ -7,6 +7,7 @@ from trellis.agent.runtime._act import (
     choose_call,
     env_act_prompt_args,
     offered_actions,
+    world_memory_text,
 )
 from trellis.agent.runtime._checkpoint import open_checkpointer
 from trellis.agent.runtime._config import AgentConfig
@@ -83,4 +84,5 @@ __all__ = [
     "set_trace_recorder",
     "skill",
     "to_json_value",
+    "world_memory_text",
 ]

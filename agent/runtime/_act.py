@@ -15,10 +15,18 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from trellis.adapters import LLMBackend, LLMRequest, LLMResult, SamplingParams
+from trellis.adapters import (
+    LLMBackend,
+    LLMRequest,
+    LLMResult,
+    SamplingParams,
+    check_model_value,
+    clip_text,
+)
 from trellis.agent.env import Environment, EnvState
 from trellis.agent.errors import UnknownSkillError
-from trellis.memory.errors import ModelRetry, TrellisError
+from trellis.memory import WorldMemory, render_world
+from trellis.memory.errors import ModelRetry, RuntimeFailure, TrellisError, UsageError
 from trellis.planners import SkillSpec
 
 __all__ = [
@@ -28,6 +36,7 @@ __all__ = [
     "choose_call",
     "env_act_prompt_args",
     "offered_actions",
+    "world_memory_text",
 ]
 
 ENV_ACT_STEP = "take the next action"
@@ -94,12 +103,17 @@ def env_act_prompt_args(
     state: EnvState,
     history: Sequence[str],
     cues: Sequence[str],
+    memory: str = "",
+    part: str | None = None,
 ) -> dict[str, Any]:
     """Prompt arguments of one environment move; the loop and a pack's training data share
-    them: the observation, then the pack's ``prompt_notes`` for this state."""
+    them: the part of the goal being worked on (as the step), the world memory (what the
+    world has shown so far, see :func:`world_memory_text`), the observation, then the pack's
+    ``prompt_notes`` for this state."""
     return {
         "goal": goal,
-        "step": ENV_ACT_STEP,
+        "step": part or ENV_ACT_STEP,
+        "context": f"Memory:\n{memory}" if memory else "",
         "observation": str(state.observation),
         "history": list(history),
         "cues": list(cues),
@@ -107,10 +121,29 @@ def env_act_prompt_args(
     }
 
 
-def offered_actions(environment: Environment, state: EnvState) -> list[str]:
-    """The actions an environment move may choose from: the pack's ``offered_actions``
-    (its own filters), or every valid action when the filters leave none."""
-    offered = [str(a) for a in environment.offered_actions(state)]
+def world_memory_text(
+    memory: WorldMemory,
+    environment: Environment,
+    state: EnvState,
+    *,
+    budget_chars: int,
+    part: str | None = None,
+) -> str:
+    """The world memory as an environment move's prompt shows it: subjects that the part,
+    the observation or the pack's state lines name come first (what is here, what is
+    carried), then the most recently seen, within ``budget_chars``."""
+    if budget_chars <= 0 or not memory:
+        return ""
+    focus = [part or "", str(state.observation), *map(str, environment.prompt_notes(state))]
+    return render_world(memory, budget_chars=budget_chars, focus=focus)
+
+
+def offered_actions(
+    environment: Environment, state: EnvState, *, filtered: bool = True
+) -> list[str]:
+    """The actions an environment move may choose from: the pack's ``offered_actions`` (its
+    own filters; ``filtered=False`` skips them), or every valid action when none is left."""
+    offered = [str(a) for a in environment.offered_actions(state)] if filtered else []
     return offered or [str(a) for a in state.valid_actions]
 
 
@@ -176,7 +209,9 @@ async def choose_call(
 ) -> ChosenCall:
     """Ask the model for one call; an unusable answer is retried once with feedback.
 
-    ``env_skill`` with ``valid_actions``: the answer is an action for that skill.
+    ``env_skill`` with ``valid_actions``: the answer is an action for that skill. Whatever
+    the model answers, the result is a call or a recorded error: only a failure of the
+    backend itself (a ``RuntimeFailure``: a server down, a timeout) is raised.
     """
     catalogue = {s.name: s for s in skills}
     results: list[LLMResult] = []
@@ -193,7 +228,20 @@ async def choose_call(
             sampling=SamplingParams(max_tokens=max_tokens, stop=("\n",)),
             timeout_s=timeout_s,
         )
-        result = await backend.generate(request)
+        try:
+            result = await backend.generate(request)
+        except ModelRetry as exc:
+            last_error, feedback = exc, exc.feedback
+            continue
+        except UsageError as exc:  # the request itself was refused: asking again cannot help
+            last_error = exc
+            break
+        except RuntimeFailure:
+            raise  # the backend is down or timed out: the run stops and can be resumed
+        except Exception as exc:  # a backend choked on what the model produced
+            last_error = ModelRetry(f"the model's answer could not be read ({type(exc).__name__})")
+            feedback = last_error.feedback
+            continue
         results.append(result)
         try:
             skill, args = _interpret(result, catalogue, env_skill, valid_actions)
@@ -205,10 +253,14 @@ async def choose_call(
     return ChosenCall(
         skill=None,
         args={},
-        error=str(last_error),
+        error=_clip(str(last_error)),
         error_type=type(last_error).__name__,
         llm=results,
     )
+
+
+def _clip(message: str, limit: int = 1000) -> str:
+    return message if len(message) <= limit else message[:limit] + "..."
 
 
 def _interpret(
@@ -219,24 +271,27 @@ def _interpret(
 ) -> tuple[str, dict[str, Any]]:
     value = result.parsed
     if value is None:
-        detail = result.json_error or "no JSON object"
-        raise ModelRetry(f"the answer is not valid JSON ({detail}): {result.text[:120]!r}")
+        detail = _clip(result.json_error or "no JSON object", 300)
+        raise ModelRetry(f"the answer is not valid JSON ({detail}): {clip_text(result.text)}")
+    value = check_model_value(value)  # a backend's own parse: the same limits apply
     if not isinstance(value, dict):
-        raise ModelRetry(f"the answer must be a JSON object, got {json.dumps(value)[:80]}")
+        raise ModelRetry(f"the answer must be a JSON object, got {clip_text(json.dumps(value))}")
     if valid_actions is not None and env_skill is not None:
         action = value.get("action")
-        if action not in valid_actions:
+        if not isinstance(action, str) or action not in valid_actions:
             raise ModelRetry(
-                f"{action!r} is not one of the valid actions; choose one of: "
-                + "; ".join(valid_actions)
+                f"{clip_text(action)} is not one of the valid actions; choose one of: "
+                + _clip("; ".join(valid_actions), 2000)
             )
         return env_skill, {"action": action}
     name = value.get("skill")
     if not isinstance(name, str) or name not in catalogue:
         raise UnknownSkillError(str(name), list(catalogue))
     args = value.get("args") or {}
+    if not isinstance(args, dict):
+        raise ModelRetry(f"args must be a JSON object, got {clip_text(json.dumps(args))}")
     try:
         catalogue[name].validate_args(args)
     except TrellisError as exc:
-        raise ModelRetry(str(exc)) from exc
+        raise ModelRetry(_clip(str(exc))) from exc
     return name, dict(args)

@@ -5,12 +5,20 @@ status ``started``; after it returns, the row becomes ``finished`` with the outc
 resumed run that meets a ``finished`` row reuses the recorded outcome instead of calling
 again; one that meets a ``started`` row (the process died during the call) does not call
 again either: the outcome is unknown, so the row becomes ``unknown`` and the node fails
-with that recorded, letting the planner decide.
+with that recorded, letting the planner decide. A side-effecting call that times out is
+``unknown`` the same way (a sync skill's thread cannot be stopped and may still act).
+
+An app that talks to outside systems can settle an unknown outcome: every call carries a
+stable idempotency key (``SkillContext.idempotency_key``, the row's ``call_key``), and an
+:data:`EffectCheck` given as ``Agent(effect_check=...)`` is asked "did this key act?"
+before the planner decides: True records the call as done, False as failed without effect
+(safe to run again), None leaves it unknown.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal, cast
 
 from sqlalchemy import (
@@ -31,9 +39,13 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from trellis.memory import Base
 
-__all__ = ["CallRecord", "SkillCallLog", "SkillCallRow"]
+__all__ = ["CallRecord", "EffectCheck", "SkillCallLog", "SkillCallRow"]
 
 CallStatus = Literal["started", "finished", "unknown"]
+
+EffectCheck = Callable[[str, str, dict[str, Any]], "bool | Awaitable[bool | None] | None"]
+"""``check(idempotency_key, skill, args)``: did the call with this key act? True, False,
+or None when the app cannot tell (sync or async)."""
 
 
 def _now() -> dt.datetime:
@@ -82,6 +94,8 @@ class SkillCallLog:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self.effect_check: EffectCheck | None = None
+        """Asked about a call whose outcome is unknown (set by ``Agent(effect_check=...)``)."""
 
     def get(self, call_key: str) -> CallRecord | None:
         with self._engine.connect() as conn:

@@ -2,8 +2,11 @@
 
 The official ``SqliteSaver`` writes to the same SQLite file as the Task Memory Tree (its
 own connection, WAL, the same busy timeout); ``PostgresSaver`` uses the same PostgreSQL
-database. Checkpoint tables otherwise grow without bound, so :func:`prune_checkpoints`
-keeps only the latest N checkpoints of a thread (thread id = task id).
+database through a small ``psycopg_pool`` pool whose connections are checked before use,
+so a connection the server dropped (a restart, ``pg_terminate_backend``) is replaced
+instead of failing every later step. Checkpoint tables otherwise grow without bound, so
+:func:`prune_checkpoints` keeps only the latest N checkpoints of a thread (thread id = task
+id).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from sqlalchemy import Engine
 
 from trellis.agent.errors import EnvironmentFailure
+from trellis.memory import retry_budget, retry_transient
 from trellis.memory.errors import UsageError
 
 __all__ = ["CheckpointHandle", "open_checkpointer", "prune_checkpoints"]
@@ -60,8 +64,14 @@ def _open_sqlite(engine: Engine, busy_timeout_ms: int) -> CheckpointHandle:
         saver.setup()
         return CheckpointHandle(saver, raw.close, "sqlite")
     path = Path(database).expanduser()
+    # Not autocommit: the saver commits each put / put_writes as one transaction (its
+    # cursor() commits), so a process killed mid-write never leaves half of a step's writes
+    # (a checkpoint whose next step is lost). IMMEDIATE: take the write lock up front.
     connection = sqlite3.connect(
-        str(path), check_same_thread=False, timeout=busy_timeout_ms / 1000, isolation_level=None
+        str(path),
+        check_same_thread=False,
+        timeout=busy_timeout_ms / 1000,
+        isolation_level="IMMEDIATE",
     )
     connection.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
     connection.execute("PRAGMA journal_mode=WAL")
@@ -71,22 +81,66 @@ def _open_sqlite(engine: Engine, busy_timeout_ms: int) -> CheckpointHandle:
     return CheckpointHandle(saver, connection.close, "sqlite")
 
 
+_POOL_SIZE = 2
+"""Connections per checkpointer: the saver serialises its users behind one lock, so a
+second connection only covers the one being replaced after a drop."""
+_CONNECT_TIMEOUT_S = 5
+
+
 def _open_postgres(engine: Engine) -> CheckpointHandle:
     try:
         from langgraph.checkpoint.postgres import PostgresSaver
-        from psycopg import Connection
         from psycopg.rows import dict_row
+        from psycopg_pool import ConnectionPool
     except ImportError as exc:
         raise UsageError(
             "PostgreSQL checkpoints need the postgres extra: pip install 'trellis-agent[postgres]'"
         ) from exc
     url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-    connection: Connection[Any] = Connection.connect(
-        url, autocommit=True, prepare_threshold=0, row_factory=dict_row
+    budget = retry_budget(engine)
+
+    class PingedPool(ConnectionPool):
+        """Pre-ping on checkout, replacing a dead connection at once (psycopg_pool's own
+        ``check`` sleeps a second or more between tries, as if the server were down)."""
+
+        def getconn(self, timeout: float | None = None) -> Any:
+            for _ in range(_POOL_SIZE + 1):
+                conn = super().getconn(timeout)
+                try:
+                    ConnectionPool.check_connection(conn)
+                except Exception:
+                    self.putconn(conn)  # a broken one is discarded and replaced
+                    continue
+                return conn
+            return super().getconn(timeout)  # the caller retries what this raises
+
+    pool: Any = PingedPool(
+        url,
+        min_size=1,
+        max_size=_POOL_SIZE,
+        kwargs={
+            "autocommit": True,
+            "prepare_threshold": 0,
+            "row_factory": dict_row,
+            "connect_timeout": _CONNECT_TIMEOUT_S,
+        },
+        # How long a step waits for a connection while the server is unreachable; then
+        # PoolTimeout, which the SDK treats like any lost connection (retry, then resume).
+        timeout=min(max(1.0, budget), 30.0),
+        # Background reconnection gives up quickly (its backoff would outlast a short
+        # outage); the next checkout then connects at once.
+        reconnect_timeout=1.0,
+        open=False,
+        name="trellis-checkpoints",
     )
-    saver = PostgresSaver(connection)
-    saver.setup()
-    return CheckpointHandle(saver, connection.close, "postgres")
+    try:
+        pool.open(wait=True, timeout=max(float(_CONNECT_TIMEOUT_S), 5.0))
+        saver = PostgresSaver(pool)
+        retry_transient(saver.setup, engine=engine)
+    except BaseException:
+        pool.close()
+        raise
+    return CheckpointHandle(saver, pool.close, "postgres")
 
 
 def prune_checkpoints(handle: CheckpointHandle, thread_id: str, keep: int) -> None:

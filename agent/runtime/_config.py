@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = ["AgentConfig"]
 
@@ -23,6 +23,19 @@ class AgentConfig(BaseModel):
     False: never (the base model serves unless you register adapters)."""
     max_steps: int = Field(default=30, ge=1, le=10_000)
     """Skill calls (act steps) a task may make before it stops as ``budget_exhausted``."""
+    env_budget: Literal["world", "max_steps"] = "world"
+    """An environment task's action budget: ``world`` takes the world's own move limit when
+    its state states one (``max_steps`` otherwise); ``max_steps`` always takes
+    ``max_steps``. Giving ``max_steps`` without this field means ``max_steps``."""
+    world_memory_chars: int = Field(default=700, ge=0, le=20_000)
+    """Size budget of the world memory (what the environment has shown so far, from the
+    tree) in an environment move's prompt; 0 leaves it out."""
+    offer_filter: bool = True
+    """Offer an environment move the actions the pack's ``offered_actions`` keeps (its own
+    filters); False offers every valid action (the model chooses among all of them)."""
+    part_moves: int = Field(default=12, ge=1, le=1000)
+    """Moves one part of an environment goal may take without the world judging it done
+    before the runtime turns to another part (the part fails; it is tried again later)."""
     max_replans: int = Field(default=3, ge=0, le=1_000)
     """Times the planner may repair a failed step before the task fails."""
     wall_time_s: float = Field(default=900.0, gt=0)
@@ -46,3 +59,11 @@ class AgentConfig(BaseModel):
     """Run a plan step's arguments directly when they validate (no act model call)."""
     context_chars: int = Field(default=600, ge=0)
     """Size budget of the Task Memory Tree context put into act prompts."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _budget_from_max_steps(cls, data: Any) -> Any:
+        # A caller who sets max_steps means it, for environment tasks too.
+        if isinstance(data, dict) and "max_steps" in data and "env_budget" not in data:
+            return {**data, "env_budget": "max_steps"}
+        return data

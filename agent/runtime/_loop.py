@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from trellis.adapters import LLMResult
+from trellis.agent.env import EnvState
+from trellis.agent.runtime._env_plan import PART_KIND, EnvPlanner
 from trellis.agent.runtime._events import (
     CuesMade,
     PlanMade,
@@ -60,31 +62,16 @@ class Stages(ActStages, CallStages):
         env = self.environment(task_id)
         root = store.root(task_id)
         if env is not None:
-            children = store.children(root.id)
-            if any(c.status in (NodeStatus.PENDING, NodeStatus.READY) for c in children):
-                return {"next": "select"}  # this move was planned before a crash
-            move = len(children) + 1
-            created = store.add_children(
-                task_id,
-                root.id,
-                [
-                    NodeSpec(
-                        key=f"move{move}",
-                        title=f"move {move}: choose and take one action in the game",
-                        kind="env",
-                        input={"skill": env[1], "args": {}},
+            created = EnvPlanner(self).plan_move(task_id, env[0], env[1])
+            for parent_id in dict.fromkeys(n.parent_id for n in created if n.parent_id):
+                self.emit(
+                    PlanMade(
+                        task_id=task_id,
+                        parent_id=parent_id,
+                        node_ids=[n.id for n in created if n.parent_id == parent_id],
+                        titles=[n.title for n in created if n.parent_id == parent_id],
                     )
-                ],
-                cause="next move",
-            )
-            self.emit(
-                PlanMade(
-                    task_id=task_id,
-                    parent_id=root.id,
-                    node_ids=[n.id for n in created],
-                    titles=[n.title for n in created],
                 )
-            )
             return {"next": "select"}
         target_id = state.get("plan_target") or root.id
         target = store.get_node(target_id)
@@ -148,17 +135,18 @@ class Stages(ActStages, CallStages):
         task_id = state["task_id"]
         config = self.d.config
         finish = {"next": "finish", "node_id": None}
-        if state.get("steps", 0) >= config.max_steps:
-            return {**finish, "result": ending("budget_exhausted", "max_steps reached")}, None
+        env = self.environment(task_id)
+        game = env[0].state if env is not None else None
+        if game is not None and game.done:
+            outcome = "success" if game.success else "failed"
+            reason = f"game over, score {game.score:g}"
+            return {**finish, "result": ending(outcome, reason)}, None
+        budget = self.budget(game)
+        if state.get("steps", 0) >= budget:
+            why = "the world's move limit reached" if budget != config.max_steps else "max_steps"
+            return {**finish, "result": ending("budget_exhausted", f"{why} ({budget})")}, None
         if state.get("elapsed_s", 0.0) >= config.wall_time_s:
             return {**finish, "result": ending("budget_exhausted", "wall time used up")}, None
-        env = self.environment(task_id)
-        if env is not None:
-            game = env[0].state
-            if game.done:
-                outcome = "success" if game.success else "failed"
-                reason = f"game over, score {game.score:g}"
-                return {**finish, "result": ending(outcome, reason)}, None
         ready = self._ready(task_id)
         if not ready and env is None:
             # Only when nothing can run is it worth looking for finished containers: closing
@@ -185,8 +173,21 @@ class Stages(ActStages, CallStages):
             return {"next": "replan", "failed_node": failed[0].id, "node_id": None}, None
         return {**finish, "result": ending("failed", "no step can run: the plan is stuck")}, None
 
+    def budget(self, game: EnvState | None) -> int:
+        """The task's action budget: the world's own move limit (``AgentConfig.env_budget``),
+        else ``max_steps``."""
+        config = self.d.config
+        if game is not None and game.move_limit and config.env_budget == "world":
+            return game.move_limit
+        return config.max_steps
+
     def _ready(self, task_id: str) -> list[NodeRecord]:
-        return [n for n in self.d.store.ready_nodes(task_id) if n.parent_id is not None]
+        # A part of an environment goal groups moves; it is never run itself.
+        return [
+            n
+            for n in self.d.store.ready_nodes(task_id)
+            if n.parent_id is not None and n.kind != PART_KIND
+        ]
 
     def _orphaned(self, task_id: str) -> list[NodeRecord]:
         # A crash between a step's "running" commit and the next checkpoint leaves a leaf
@@ -200,7 +201,7 @@ class Stages(ActStages, CallStages):
             if n.status is NodeStatus.RUNNING
             and n.parent_id is not None
             and n.id not in parents
-            and n.kind != "decompose"
+            and n.kind not in ("decompose", PART_KIND)
         ]
 
     def _close_containers(self, task_id: str) -> NodeStatus:
@@ -274,6 +275,7 @@ class Stages(ActStages, CallStages):
             self.d.store.set_task_status(task_id, status, cause=result["reason"])
         env = self.d.envs.pop(task_id, None)
         if env is not None:
+            EnvPlanner(self).finish(task_id, env[0])
             env[0].close()
         self.emit(
             TaskFinished(

@@ -18,7 +18,7 @@ import contextlib
 import os
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict
 from trellis.adapters import LLMBackend
 from trellis.agent.env import Environment, EnvironmentPack, EnvironmentRegistry, EnvSpec
 from trellis.agent.errors import ApprovalPendingError, NoPendingApprovalError
+from trellis.agent.runtime._calls import EffectCheck
 from trellis.agent.runtime._config import AgentConfig
 from trellis.agent.runtime._defaults import default_reminder_adapter
 from trellis.agent.runtime._env_skill import action_skill
@@ -35,7 +36,15 @@ from trellis.agent.runtime._events import AgentEvent, EventBase, TaskFinished, T
 from trellis.agent.runtime._graph import LoopGraph
 from trellis.agent.runtime._loop_state import LoopDeps
 from trellis.agent.runtime._skills import Skill, SkillLike, SkillRegistry
-from trellis.memory import NodeRecord, TaskRecord, TaskStatus, TaskStore, run_sync
+from trellis.memory import (
+    START_KEY,
+    NodeRecord,
+    TaskRecord,
+    TaskStatus,
+    TaskStore,
+    fact_rows,
+    run_sync,
+)
 from trellis.memory.errors import UsageError
 
 __all__ = ["Agent", "RunResult", "TaskTree", "set_trace_recorder"]
@@ -180,10 +189,17 @@ class Agent:
         store: TaskStore | None = None,
         skill_context: dict[str, Any] | None = None,
         environments: Iterable[EnvironmentPack] = (),
+        effect_check: EffectCheck | None = None,
     ) -> None:
         """``environments``: packs this agent can run tasks in, beside the installed ones
         (entry-point group ``trellis.environments``); a pack given here wins over an
-        installed pack of the same kind."""
+        installed pack of the same kind.
+
+        ``effect_check(idempotency_key, skill, args)``: asked about a side-effecting call
+        whose outcome was lost (the process stopped during it, or it timed out) before the
+        planner decides: True (it acted: the step is done), False (it did not: the step
+        failed and may be retried), None (unknown). Skills see the key as
+        ``SkillContext.idempotency_key``."""
         self.config = config or AgentConfig()
         self.environments = EnvironmentRegistry(environments)
         self.store = store or TaskStore.open(self.config.database_url)
@@ -205,6 +221,7 @@ class Agent:
             env_factory=self._env_factory,
             skill_context=dict(skill_context or {}),
         )
+        self.deps.calls.effect_check = effect_check
         self.loop_graph = LoopGraph(self.deps)
 
     def _env_factory(self, spec: dict[str, Any]) -> tuple[Environment, str]:
@@ -266,6 +283,9 @@ class Agent:
             environment = (created, self._register_pack(pack))
             goal = goal or state.task_description
             metadata["env"] = spec.record()
+            facts = fact_rows(created.observed_facts(state))
+            if facts:  # the world memory starts with what the starting state shows
+                metadata[START_KEY] = facts
         if not goal or not goal.strip():
             if environment is not None:
                 environment[0].close()
@@ -286,13 +306,19 @@ class Agent:
         """Run a new task, yielding typed events; the last one is :class:`TaskFinished`."""
         self._refuse_concurrent_in_memory()
         task_id = self._new_task(goal, reminders, user_id, env)
-        async for event in self._drive(task_id, {}):
-            yield event
+        # aclosing: a consumer that stops early still ends the run's generator at once.
+        async with contextlib.aclosing(self._drive(task_id, {})) as events:
+            async for event in events:
+                yield event
 
     async def stream_resume(
-        self, task_id: str, *, command: Any = None
+        self, task_id: str, *, command: Any = None, fence: Callable[[], None] | None = None
     ) -> AsyncIterator[AgentEvent]:
-        """Continue a task from its last checkpoint, yielding events."""
+        """Continue a task from its last checkpoint, yielding events.
+
+        ``fence``: called before every stage, skill call and outcome write; it raises (the
+        service's ``LeaseLostError``) when this process may no longer write to the task, and
+        the run stops there."""
         self._refuse_concurrent_in_memory()
         task = self.store.get_task(task_id)  # UnknownTaskError names the fix
         if (
@@ -313,8 +339,11 @@ class Agent:
             start: Any = None if self.loop_graph.has_checkpoint(task_id) else {}
         else:
             start = command
-        async for event in self._drive(task_id, start, resumed=True):
-            yield event
+        async with contextlib.aclosing(
+            self._drive(task_id, start, resumed=True, fence=fence)
+        ) as events:
+            async for event in events:
+                yield event
 
     def _refuse_concurrent_in_memory(self) -> None:
         """An in-memory SQLite database is one shared connection: two runs' transactions
@@ -329,8 +358,13 @@ class Agent:
             )
 
     async def _drive(
-        self, task_id: str, start: Any, *, resumed: bool = False
-    ) -> AsyncIterator[AgentEvent]:
+        self,
+        task_id: str,
+        start: Any,
+        *,
+        resumed: bool = False,
+        fence: Callable[[], None] | None = None,
+    ) -> AsyncGenerator[AgentEvent, None]:
         self._ensure_defaults()
         loop = asyncio.get_running_loop()
         pipe = _EventPipe(loop)
@@ -340,22 +374,32 @@ class Agent:
 
         def work() -> None:
             try:
-                self.loop_graph.drive(task_id, start)
+                # Rides out a database blip (resuming from the last checkpoint); raises
+                # DatabaseUnavailable naming resume when it lasts too long.
+                self.loop_graph.drive_until_done(task_id, start)
             finally:
                 pipe.close()
 
+        if fence is not None:
+            self.loop_graph.fences[task_id] = fence
         job = loop.run_in_executor(None, work)
         finished = False
         try:
             async for event in pipe.events():
-                finished = finished or isinstance(event, TaskFinished)
+                if isinstance(event, TaskFinished):
+                    if finished:
+                        continue  # the finish stage ran again after a lost connection
+                    finished = True
                 yield event  # type: ignore[misc]
             await job  # re-raises a failure of the run
         finally:
             self.deps.sinks.pop(task_id, None)
+            self.loop_graph.fences.pop(task_id, None)
             if not job.done():
                 with contextlib.suppress(Exception):
                     await job
+            elif not job.cancelled():
+                job.exception()  # the consumer stopped first: its failure is not this one
         if not finished:
             yield self._finished_event(task_id)
 

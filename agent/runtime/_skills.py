@@ -48,6 +48,13 @@ class SkillContext:
     """The task's environment object (for environment skill packs), if any."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Application data passed to ``Agent(skill_context=...)``."""
+    idempotency_key: str = ""
+    """Stable key of this call, ``task:node:attempt``: the same for every run of this attempt
+    (also after a crash or a resume), different for a retry or a replanned step. Pass it to
+    an outside system (a payment API's idempotency key, a unique column) so the effect
+    happens once, and so ``Agent(effect_check=...)`` can later ask whether it did."""
+    attempt: int = 0
+    """Which attempt of the step this is (1 for the first run of a step)."""
 
 
 class SkillOutcome(BaseModel):
@@ -71,6 +78,17 @@ class SkillOutcome(BaseModel):
     def error_record(self) -> dict[str, Any]:
         """The error as stored on a failed node."""
         return {"type": self.error_type, "message": self.error, "skill": self.skill}
+
+
+_LINGERING: dict[str, threading.Thread] = {}
+_LINGERING_LOCK = threading.Lock()
+
+
+def lingering_thread(idempotency_key: str) -> threading.Thread | None:
+    """The thread of the call with this key if it timed out while still running (a sync
+    function cannot be stopped); forgotten once asked for."""
+    with _LINGERING_LOCK:
+        return _LINGERING.pop(idempotency_key, None)
 
 
 def to_json_value(value: Any, *, what: str) -> Any:
@@ -151,16 +169,29 @@ class Skill:
 
     def invoke_sync(self, args: Mapping[str, Any] | None, context: SkillContext) -> SkillOutcome:
         """Blocking :meth:`invoke`. A sync skill runs in its own daemon thread, joined with
-        the timeout, without a trip through an event loop (the loop's per-step path)."""
+        the timeout, without a trip through an event loop (the loop's per-step path). A
+        thread still running after its timeout is kept for :func:`lingering_thread`."""
+        outcome, thread = self.call_sync(args, context)
+        if thread is not None and context.idempotency_key:
+            with _LINGERING_LOCK:
+                _LINGERING[context.idempotency_key] = thread
+        return outcome
+
+    def call_sync(
+        self, args: Mapping[str, Any] | None, context: SkillContext
+    ) -> tuple[SkillOutcome, threading.Thread | None]:
+        """:meth:`invoke_sync`, and the skill's thread when it is still running: a sync
+        function cannot be stopped, so one that timed out goes on (and may still act). An
+        async skill that times out is cancelled (``asyncio.wait_for``) and never goes on."""
         if self._is_async:
             from trellis.memory import run_sync
 
-            return run_sync(self.invoke(args, context))
+            return run_sync(self.invoke(args, context)), None
         started = time.perf_counter()
         try:
             model = self.spec.validate_args(args)
         except TrellisError as exc:
-            return self._failed(exc, started)
+            return self._failed(exc, started), None
         box: dict[str, Any] = {}
 
         def target() -> None:
@@ -173,15 +204,15 @@ class Skill:
         thread.start()
         thread.join(self.spec.timeout_s)
         if thread.is_alive():
-            return self._failed(SkillTimeoutError(self.name, self.spec.timeout_s), started)
+            return self._failed(SkillTimeoutError(self.name, self.spec.timeout_s), started), thread
         if "error" in box:
             raised: BaseException = box["error"]
             if not isinstance(raised, Exception):
                 raise raised
             detail = str(raised) or repr(raised)
             kind = type(raised).__name__
-            return self._failed(SkillFailedError(self.name, kind, detail), started)
-        return self._checked(box.get("value"), started)
+            return self._failed(SkillFailedError(self.name, kind, detail), started), None
+        return self._checked(box.get("value"), started), None
 
     def _failed(self, error: TrellisError, started: float) -> SkillOutcome:
         return SkillOutcome(

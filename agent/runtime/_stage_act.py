@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
 from typing import Any
 
-from trellis.agent.runtime._act import choose_call, env_act_prompt_args, offered_actions
+from trellis.agent.runtime._act import (
+    ChosenCall,
+    choose_call,
+    env_act_prompt_args,
+    offered_actions,
+    world_memory_text,
+)
+from trellis.agent.runtime._env_plan import PART_KIND
 from trellis.agent.runtime._events import (
     RouteDecided,
 )
 from trellis.agent.runtime._loop_state import LoopState, registry_error
 from trellis.agent.runtime._planning import render_cues
 from trellis.agent.runtime._stage_base import StageBase
-from trellis.memory import NodeRecord, run_sync
+from trellis.memory import NodeRecord, run_sync, world_memory
 from trellis.memory.errors import (
+    RuntimeFailure,
     TrellisError,
 )
 
@@ -70,6 +79,26 @@ class ActStages(StageBase):
             return {"skill": name, "args": args, **registry_error(registry, name)}
         return None
 
+    def _part_title(self, node: NodeRecord) -> str | None:
+        """The title of the goal part a move works on (None: the move is under the root)."""
+        if node.parent_id is None:
+            return None
+        parent = self.d.store.get_node(node.parent_id)
+        return parent.title if parent.kind == PART_KIND else None
+
+    def _ask(self, asking: Coroutine[Any, Any, ChosenCall]) -> ChosenCall:
+        """The model's call, or the step's recorded error: nothing the model answers may
+        escape the act step (only a backend that is down or timed out stops the run)."""
+        try:
+            return run_sync(asking)
+        except RuntimeFailure:
+            raise
+        except TrellisError as exc:
+            error = str(exc)
+        except Exception as exc:
+            error = f"the act step could not use the model's answer ({type(exc).__name__})"
+        return ChosenCall(skill=None, args={}, error=error[:1000], error_type="ModelRetry", llm=[])
+
     def _choose(self, state: LoopState, node: NodeRecord, adapter: str | None) -> dict[str, Any]:
         """Ask the model for the step's call: the token counts and ``call``."""
         task_id, node_id = state["task_id"], node.id
@@ -82,20 +111,33 @@ class ActStages(StageBase):
             history = [
                 str(c.args.get("action")) for c in self.d.calls.calls(task_id) if c.skill == env[1]
             ]
-            chosen = run_sync(
+            task = self.d.store.get_task(task_id)
+            part = self._part_title(node)
+            memory = world_memory_text(
+                world_memory(task, self.d.store.nodes(task_id)),
+                env[0],
+                game,
+                budget_chars=self.d.config.world_memory_chars,
+                part=part,
+            )
+            chosen = self._ask(
                 choose_call(
                     self.d.backend,
                     prompt_args=env_act_prompt_args(
-                        goal=self.d.store.get_task(task_id).goal,
+                        goal=task.goal,
                         environment=env[0],
                         state=game,
                         history=history,
                         cues=render_cues(state.get("cues", [])),
+                        memory=memory,
+                        part=part,
                     ),
                     skills=[registry.get(env[1]).spec],
                     adapter=adapter,
                     env_skill=env[1],
-                    valid_actions=offered_actions(env[0], game),
+                    valid_actions=offered_actions(
+                        env[0], game, filtered=self.d.config.offer_filter
+                    ),
                     max_tokens=self.d.config.act_max_tokens,
                     attempts=self.d.config.act_attempts,
                     timeout_s=self.d.config.llm_timeout_s,
@@ -104,7 +146,7 @@ class ActStages(StageBase):
         else:
             specs = [registry.get(name).spec] if isinstance(name, str) else registry.specs()
             context = self.d.store.build_context(node_id, budget_chars=self.d.config.context_chars)
-            chosen = run_sync(
+            chosen = self._ask(
                 choose_call(
                     self.d.backend,
                     prompt_args={

@@ -2,9 +2,11 @@
 
 Every endpoint but ``/healthz``, ``/readyz`` and the published ``/openapi.json`` needs
 ``Authorization: Bearer <token>``; the token decides the user, and a user only ever sees
-their own tasks, trees, events and reminders (another user's task is a plain 404). Bodies
-are limited in size before they are parsed; user text is stored and shown, never executed;
-adapter paths must lie under the configured roots.
+their own tasks, trees, events, reminders and task counts (another user's task is a plain
+404; adapter folders and everyone's counts are for administrators). Bodies are limited in
+size before they are parsed; user text is stored and shown, never executed nor logged;
+text with NUL characters and ids out of range are refused with a 4xx; every error has the
+shape ``{"error": {"type", "message"}}``; adapter paths must lie under the configured roots.
 """
 
 from __future__ import annotations
@@ -17,20 +19,31 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import Engine, text
+from sse_starlette.sse import EventSourceResponse, ServerSentEvent
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from trellis.adapters import AdapterRecord, AdapterRegistry
-from trellis.adapters.errors import DuplicateAdapterError, UnknownAdapterError
-from trellis.agent.errors import NoPendingApprovalError
-from trellis.agent.service._errors import TaskStateError, UnknownProfileError
+from trellis.agent.service._http_io import (
+    MAX_ID,
+    AdapterInfo,
+    AdapterName,
+    AdapterSubmission,
+    BodyLimit,
+    ReminderSubmission,
+    TaskId,
+    TaskSubmission,
+    error,
+    status_of,
+    unavailable,
+)
 from trellis.agent.service._metrics import CONTENT_TYPE, ServiceMetrics
 from trellis.agent.service._profiles import available_profiles, get_profile
 from trellis.agent.service._queue import TERMINAL, QueuedTask, QueueState, TaskQueue
@@ -38,8 +51,14 @@ from trellis.agent.service._queue_log import EventLog, Reminder, ReminderBook
 from trellis.agent.service._runtime import open_database
 from trellis.agent.service._settings import ServiceSettings
 from trellis.agent.service._worker import WorkerPool
-from trellis.memory import NotFoundError, TaskStatus, TaskStore, check_schema
-from trellis.memory.errors import PayloadTooLargeError, RuntimeFailure, TrellisError, UsageError
+from trellis.memory import (
+    DatabaseUnavailable,
+    TaskStatus,
+    TaskStore,
+    check_schema,
+    is_transient,
+)
+from trellis.memory.errors import TrellisError, UsageError
 
 __all__ = ["TaskSubmission", "create_app"]
 
@@ -47,49 +66,8 @@ log = logging.getLogger("trellis.service")
 
 _KEY = re.compile(r"^[A-Za-z0-9._:-]{1,200}$")
 _SSE_KEEPALIVE_S = 10.0
-
-
-class TaskSubmission(BaseModel):
-    """A task to run."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    goal: str = Field(default="", max_length=100_000)
-    """What to achieve (may be empty for environment profiles that set their own goal)."""
-    reminders: list[Annotated[str, Field(max_length=10_000)]] = Field(
-        default_factory=list, max_length=1000
-    )
-    """Reminders for this task, added to the user's stored ones."""
-    profile: str | None = Field(default=None, max_length=64)
-    """Skill/environment profile; None: the service default."""
-    idempotency_key: str | None = Field(default=None, max_length=200)
-    """Client key: resubmitting with it returns the first task instead of a new one."""
-
-
-class AdapterSubmission(BaseModel):
-    """An adapter folder to register."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(max_length=64)
-    """Adapter name."""
-    path: str = Field(max_length=4096)
-    """PEFT folder; must lie under one of the service's adapter roots."""
-    description: str = Field(max_length=2000)
-    """What the adapter is for."""
-    examples: list[Annotated[str, Field(max_length=2000)]] = Field(max_length=200)
-    """Example step texts it handles well."""
-    tags: list[Annotated[str, Field(max_length=100)]] = Field(default_factory=list, max_length=50)
-    """Free-form labels."""
-
-
-class ReminderSubmission(BaseModel):
-    """A standing reminder."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    text: str = Field(max_length=10_000)
-    """What to remember for every task."""
+_HTTP_RETRY_S = 2.0
+"""A request retries a dropped connection this long, then answers 503 (workers wait longer)."""
 
 
 class _AuthError(Exception):
@@ -106,85 +84,11 @@ class _Services:
         self.queue = TaskQueue(engine, lease_s=settings.lease_s, max_attempts=settings.max_attempts)
         self.events = EventLog(engine)
         self.reminders = ReminderBook(engine, max_chars=settings.max_reminder_chars)
-        self.store = TaskStore(engine)
+        self.store = TaskStore(engine, retry_s=_HTTP_RETRY_S)
         self.metrics = ServiceMetrics(self.queue.counts)
         # Adapter folders are confined to TRELLIS_ADAPTER_ROOTS (default TRELLIS_HOME/adapters).
         self.adapters = AdapterRegistry(engine, migrate=False)
         self.pool: WorkerPool | None = None
-
-
-def _error(status: int, kind: str, message: str, **headers: str) -> JSONResponse:
-    return JSONResponse(
-        {"error": {"type": kind, "message": message}}, status_code=status, headers=headers or None
-    )
-
-
-def _status_of(exc: TrellisError) -> tuple[int, str]:
-    if isinstance(exc, NotFoundError | UnknownAdapterError):
-        return 404, "not_found"
-    if isinstance(exc, TaskStateError | NoPendingApprovalError | DuplicateAdapterError):
-        return 409, "conflict"
-    if isinstance(exc, PayloadTooLargeError):
-        return 413, "too_large"
-    if isinstance(exc, UnknownProfileError | UsageError):
-        return 422, "invalid"
-    if isinstance(exc, RuntimeFailure):
-        return 503, "unavailable"
-    return 500, "internal"
-
-
-class _BodyLimit:
-    """ASGI middleware: refuse bodies over ``limit`` bytes before anything parses them."""
-
-    def __init__(self, app: Any, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(
-        self,
-        scope: MutableMapping[str, Any],
-        receive: Callable[[], Awaitable[MutableMapping[str, Any]]],
-        send: Callable[[MutableMapping[str, Any]], Awaitable[None]],
-    ) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        limit = self.limit
-        too_large = _error(413, "too_large", f"request body over {limit} bytes")
-        for name, value in scope.get("headers", []):
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    declared = -1
-                if declared < 0 or declared > limit:
-                    await too_large(scope, receive, send)
-                    return
-        seen = 0
-        started = False
-        refused = False
-
-        async def limited_receive() -> MutableMapping[str, Any]:
-            nonlocal seen, refused
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    if not started and not refused:
-                        refused = True
-                        await too_large(scope, receive, send)
-                    # The app sees a client that went away and stops reading.
-                    return {"type": "http.disconnect"}
-            return message
-
-        async def tracking_send(message: MutableMapping[str, Any]) -> None:
-            nonlocal started
-            if refused:
-                return  # the 413 has been sent; drop whatever the app answers
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        await self.app(scope, limited_receive, tracking_send)
 
 
 def services_of(request: Request) -> _Services:
@@ -247,24 +151,34 @@ def create_app(
 
     @api.exception_handler(_AuthError)
     async def _auth(_request: Request, exc: _AuthError) -> JSONResponse:
-        return _error(401, "unauthorized", str(exc), **{"WWW-Authenticate": "Bearer"})
+        return error(401, "unauthorized", str(exc), **{"WWW-Authenticate": "Bearer"})
 
     @api.exception_handler(_Forbidden)
     async def _forbidden(_request: Request, exc: _Forbidden) -> JSONResponse:
-        return _error(403, "forbidden", str(exc))
+        return error(403, "forbidden", str(exc))
 
     @api.exception_handler(TrellisError)
     async def _trellis(_request: Request, exc: TrellisError) -> JSONResponse:
-        status, kind = _status_of(exc)
+        if isinstance(exc, DatabaseUnavailable):
+            log.warning("request failed: database unavailable", extra={"error": exc.detail})
+            return unavailable()
+        status, kind = status_of(exc)
         if status >= 500:
             log.exception("request failed", exc_info=exc)
-        return _error(status, kind, str(exc) if status < 500 else "internal error")
+        return error(status, kind, str(exc) if status < 500 else "internal error")
+
+    @api.exception_handler(StarletteHTTPException)
+    async def _httperror(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kinds = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}
+        kind = kinds.get(exc.status_code, "invalid" if exc.status_code < 500 else "internal")
+        message = str(exc.detail) if exc.status_code < 500 else "internal error"
+        return error(exc.status_code, kind, message, **dict(exc.headers or {}))
 
     @api.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
         if any(e.get("type") == "json_invalid" for e in errors):
-            return _error(400, "malformed_json", "the request body is not valid JSON")
+            return error(400, "malformed_json", "the request body is not valid JSON")
         # The offending input is left out: it is the client's own data.
         details = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in errors]
         return JSONResponse(
@@ -274,8 +188,11 @@ def create_app(
 
     @api.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        if is_transient(exc):
+            log.warning("request failed: database unavailable", extra={"error": type(exc).__name__})
+            return unavailable()
         log.exception("unexpected error", exc_info=exc)
-        return _error(500, "internal", "internal error")
+        return error(500, "internal", "internal error")
 
     # --- operations ------------------------------------------------------------------------
 
@@ -286,7 +203,8 @@ def create_app(
 
     @api.get("/readyz", tags=["operations"], response_model=None)
     async def readyz(services: Services) -> dict[str, str] | JSONResponse:
-        """The database answers and has the current schema."""
+        """The database answers and has the current schema (and this process's workers
+        reach it)."""
 
         def check() -> None:
             with services.engine.connect() as connection:
@@ -296,13 +214,17 @@ def create_app(
         try:
             await asyncio.to_thread(check)
         except Exception as exc:
-            return _error(503, "not_ready", f"database not ready: {type(exc).__name__}")
+            return error(503, "not_ready", f"database not ready: {type(exc).__name__}")
+        if services.pool is not None and services.pool.database_down_since is not None:
+            return error(503, "not_ready", "the workers cannot reach the database yet")
         return {"status": "ready"}
 
     @api.get("/metrics", tags=["operations"], response_class=Response)
-    async def metrics(services: Services, _user: User) -> Response:
-        """Prometheus metrics (tasks by state, queue depth, latencies, router decisions)."""
-        body = await asyncio.to_thread(services.metrics.render)
+    async def metrics(services: Services, who: User) -> Response:
+        """Prometheus metrics: my tasks by state and queue depth (everyone's for
+        administrators), this process's latencies and router decisions."""
+        scope = None if who in services.settings.admin_users else who
+        body = await asyncio.to_thread(services.metrics.render, scope)
         return Response(body, media_type=CONTENT_TYPE)
 
     # --- tasks -----------------------------------------------------------------------------
@@ -331,12 +253,12 @@ def create_app(
         return await asyncio.to_thread(services.queue.list, who, state=state, limit=limit)
 
     @api.get("/v1/tasks/{task_id}", tags=["tasks"], response_model=QueuedTask)
-    async def status(task_id: str, services: Services, who: User) -> QueuedTask:
+    async def status(task_id: TaskId, services: Services, who: User) -> QueuedTask:
         """A task's status."""
         return await asyncio.to_thread(services.queue.get, task_id, user_id=who)
 
     @api.get("/v1/tasks/{task_id}/tree", tags=["tasks"])
-    async def tree(task_id: str, services: Services, who: User) -> dict[str, Any]:
+    async def tree(task_id: TaskId, services: Services, who: User) -> dict[str, Any]:
         """A task's Task Memory Tree: every node, superseded ones marked."""
 
         def read() -> dict[str, Any]:
@@ -350,7 +272,7 @@ def create_app(
         return await asyncio.to_thread(read)
 
     @api.post("/v1/tasks/{task_id}/cancel", tags=["tasks"], response_model=QueuedTask)
-    async def cancel(task_id: str, services: Services, who: User) -> QueuedTask:
+    async def cancel(task_id: TaskId, services: Services, who: User) -> QueuedTask:
         """Cancel a task (a running one stops when its current run ends)."""
 
         def run() -> QueuedTask:
@@ -362,31 +284,33 @@ def create_app(
         return await asyncio.to_thread(run)
 
     @api.post("/v1/tasks/{task_id}/approve", tags=["tasks"], response_model=QueuedTask)
-    async def approve(task_id: str, services: Services, who: User) -> QueuedTask:
+    async def approve(task_id: TaskId, services: Services, who: User) -> QueuedTask:
         """Approve the call the task waits for; a worker continues it."""
         return await asyncio.to_thread(services.queue.decide, task_id, user_id=who, approved=True)
 
     @api.post("/v1/tasks/{task_id}/reject", tags=["tasks"], response_model=QueuedTask)
-    async def reject(task_id: str, services: Services, who: User) -> QueuedTask:
+    async def reject(task_id: TaskId, services: Services, who: User) -> QueuedTask:
         """Reject the call the task waits for (the step fails; the planner may repair)."""
         return await asyncio.to_thread(services.queue.decide, task_id, user_id=who, approved=False)
 
-    @api.get("/v1/tasks/{task_id}/events", tags=["tasks"], response_class=StreamingResponse)
+    @api.get("/v1/tasks/{task_id}/events", tags=["tasks"], response_class=EventSourceResponse)
     async def events(
-        task_id: str,
+        task_id: TaskId,
         services: Services,
         who: User,
-        after: Annotated[int, Query(ge=0)] = 0,
+        after: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
         last_event_id: Annotated[str | None, Header()] = None,
-    ) -> StreamingResponse:
+    ) -> EventSourceResponse:
         """Server-Sent Events of a task, from ``after`` (or ``Last-Event-ID``) on."""
         await asyncio.to_thread(services.queue.get, task_id, user_id=who)
-        if last_event_id is not None and last_event_id.isdigit():
-            after = max(after, int(last_event_id))
-        return StreamingResponse(
+        if last_event_id is not None and last_event_id.isdigit() and len(last_event_id) < 30:
+            after = min(max(after, int(last_event_id)), MAX_ID)
+        return EventSourceResponse(
             _event_stream(services, task_id, after),
-            media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            ping=_SSE_KEEPALIVE_S,
+            ping_message_factory=lambda: ServerSentEvent(comment="keep-alive", sep="\n"),
+            sep="\n",
         )
 
     # --- profiles, adapters, reminders -----------------------------------------------------
@@ -396,10 +320,17 @@ def create_app(
         """Profiles this service runs."""
         return available_profiles(services.settings)
 
-    @api.get("/v1/adapters", tags=["adapters"], response_model=list[AdapterRecord])
-    async def list_adapters(services: Services, _user: User) -> list[AdapterRecord]:
-        """Registered adapters."""
-        return await asyncio.to_thread(services.adapters.list)
+    @api.get(
+        "/v1/adapters", tags=["adapters"], response_model=list[AdapterRecord] | list[AdapterInfo]
+    )
+    async def list_adapters(
+        services: Services, who: User
+    ) -> list[AdapterRecord] | list[AdapterInfo]:
+        """Registered adapters (their folders for administrators only)."""
+        records = await asyncio.to_thread(services.adapters.list)
+        if who in services.settings.admin_users:
+            return records
+        return [AdapterInfo.of(r) for r in records]
 
     @api.post("/v1/adapters", tags=["adapters"], status_code=201, response_model=AdapterRecord)
     async def add_adapter(
@@ -419,7 +350,7 @@ def create_app(
         )
 
     @api.delete("/v1/adapters/{name}", tags=["adapters"], response_model=AdapterRecord)
-    async def remove_adapter(name: str, services: Services, who: User) -> AdapterRecord:
+    async def remove_adapter(name: AdapterName, services: Services, who: User) -> AdapterRecord:
         """Unregister an adapter (admins only; its folder is left alone)."""
         _require_admin(services, who)
         return await asyncio.to_thread(services.adapters.remove, name)
@@ -437,12 +368,14 @@ def create_app(
         return await asyncio.to_thread(services.reminders.add, who, submission.text)
 
     @api.delete("/v1/reminders/{reminder_id}", tags=["reminders"], status_code=204)
-    async def remove_reminder(reminder_id: int, services: Services, who: User) -> Response:
+    async def remove_reminder(
+        reminder_id: Annotated[int, Path(ge=1, le=MAX_ID)], services: Services, who: User
+    ) -> Response:
         """Delete one of my reminders."""
         await asyncio.to_thread(services.reminders.remove, who, reminder_id)
         return Response(status_code=204)
 
-    api.add_middleware(_BodyLimit, limit=settings.max_body_bytes)
+    api.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return api
 
 
@@ -469,7 +402,8 @@ def _submit(
     goal, extra = profile.prepare(submission.goal.strip())
     if not goal or len(goal) > settings.max_goal_chars:
         raise UsageError(f"the goal must be 1 to {settings.max_goal_chars} characters")
-    stored = [r.text for r in services.reminders.list(who)]
+    # Reminders stored before NUL was refused are left out rather than failing every task.
+    stored = [r.text for r in services.reminders.list(who) if "\x00" not in r.text]
     reminders = stored + [r.strip() for r in submission.reminders if r.strip()]
     if len(reminders) > settings.max_reminders:
         raise UsageError(
@@ -495,28 +429,28 @@ def _submit(
     return task, created
 
 
-async def _event_stream(services: _Services, task_id: str, after: int) -> AsyncIterator[bytes]:
+async def _event_stream(
+    services: _Services, task_id: str, after: int
+) -> AsyncIterator[ServerSentEvent]:
+    """The task's logged events from ``after`` on, at the client's pace (each send waits
+    while its socket buffer is full), then ``event: end`` once the task settled."""
     settings = services.settings
     deadline = time.monotonic() + settings.sse_max_s
-    last_sent = time.monotonic()
     while time.monotonic() < deadline:
         batch = await asyncio.to_thread(services.events.read, task_id, after=after, limit=100)
         for event in batch:
             after = event.id
             data = json.dumps(event.payload, separators=(",", ":"))
-            # The client's pace sets ours: this await waits while its socket buffer is full.
-            yield f"id: {event.id}\nevent: {event.type}\ndata: {data}\n\n".encode()
-            last_sent = time.monotonic()
+            yield ServerSentEvent(data=data, event=event.type, id=str(event.id), sep="\n")
         if batch:
             continue
         task = await asyncio.to_thread(services.queue.get, task_id)
         if task.state in TERMINAL or task.state is QueueState.AWAITING_APPROVAL:
             tail = await asyncio.to_thread(services.events.read, task_id, after=after, limit=1)
             if not tail:
-                yield f"event: end\ndata: {json.dumps({'state': task.state.value})}\n\n".encode()
+                yield ServerSentEvent(
+                    data=json.dumps({"state": task.state.value}), event="end", sep="\n"
+                )
                 return
             continue
-        if time.monotonic() - last_sent > _SSE_KEEPALIVE_S:
-            yield b": keep-alive\n\n"
-            last_sent = time.monotonic()
         await asyncio.sleep(settings.sse_poll_s)

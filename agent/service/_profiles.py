@@ -26,9 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from trellis.adapters import FunctionBackend, LLMRequest
-from trellis.agent.runtime._config import AgentConfig
-from trellis.agent.runtime._sdk import Agent
-from trellis.agent.runtime._skills import SkillContext, skill
+from trellis.agent.runtime import Agent, AgentConfig, SkillContext, skill
 from trellis.agent.service._errors import ServiceConfigError, UnknownProfileError
 from trellis.agent.service._settings import DemoProfileConfig, ServiceSettings
 from trellis.memory import TaskStore, trellis_home
@@ -207,7 +205,7 @@ class _BaseModelRouter:
     """Routes every step to the base model (the demo has no adapters)."""
 
     async def route(self, context: Any) -> Any:
-        from trellis.adapters._router import RouteDecision
+        from trellis.adapters import RouteDecision
 
         return RouteDecision(
             adapter=None, score=0.0, policy="empty", reason="demo profile: base model"
@@ -235,7 +233,7 @@ def _build_demo(settings: ServiceSettings, store: TaskStore) -> Agent:
 @functools.cache
 def _shared_backend() -> Any:
     # Each task loop has its own agent; they all share one in-process model.
-    from trellis.agent.runtime._defaults import default_backend
+    from trellis.agent.runtime import default_backend
 
     return default_backend()
 

@@ -40,7 +40,14 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from trellis.agent.errors import NoPendingApprovalError
 from trellis.agent.service._errors import TaskStateError
-from trellis.memory import Base, UnknownTaskError, make_sessionmaker
+from trellis.agent.service._queue_log import EventRow, safe_payload
+from trellis.memory import (
+    Base,
+    DatabaseUnavailable,
+    UnknownTaskError,
+    is_transient,
+    make_sessionmaker,
+)
 from trellis.memory.errors import UsageError
 
 __all__ = ["QueueRow", "QueueState", "QueuedTask", "TaskQueue"]
@@ -255,12 +262,14 @@ class TaskQueue:
         with self._sessions() as session:
             return [QueuedTask.of(r) for r in session.scalars(query).all()]
 
-    def counts(self) -> dict[str, int]:
-        """Number of tasks in each state (every state present, zero included)."""
+    def counts(self, user_id: str | None = None) -> dict[str, int]:
+        """Number of tasks in each state (every state present, zero included); only the
+        user's own tasks when ``user_id`` is given."""
+        query = select(QueueRow.state, func.count()).group_by(QueueRow.state)
+        if user_id is not None:
+            query = query.where(QueueRow.user_id == user_id)
         with self._sessions() as session:
-            rows = session.execute(
-                select(QueueRow.state, func.count()).group_by(QueueRow.state)
-            ).all()
+            rows = session.execute(query).all()
         counts = {s.value: 0 for s in QueueState}
         counts.update({str(state): int(n) for state, n in rows})
         return counts
@@ -330,6 +339,95 @@ class TaskQueue:
             ).all()
         held = {r.id for r in rows}
         return held, {r.id for r in rows if r.cancel_requested}
+
+    def renew(self, task_id: str, owner: str) -> bool:
+        """Extend one lease if ``owner`` still holds it (a lease fence): False when another
+        worker has taken the task over (or it is no longer claimed)."""
+        at = _now()
+        with self._sessions.begin() as session:
+            result = session.execute(
+                update(QueueRow)
+                .where(
+                    QueueRow.id == task_id,
+                    QueueRow.lease_owner == owner,
+                    QueueRow.state == QueueState.CLAIMED.value,
+                )
+                .values(lease_expires=at + self.lease, heartbeat_at=at)
+            )
+        return bool(getattr(result, "rowcount", 0))
+
+    def append_events(
+        self, task_id: str, owner: str, events: Sequence[tuple[str, dict[str, Any]]]
+    ) -> bool:
+        """Append a run's events (type, payload) only while ``owner`` holds the task's lease,
+        in one transaction with that check (the row stays locked until the commit): a worker
+        that lost its lease can add nothing to the log. False when it does not hold it.
+
+        Safe to call again after a lost connection: the batch stamps the queue row, so an
+        append whose COMMIT was cut off is recognised instead of being written twice.
+        """
+        if not events:
+            return True
+        stamp = _now()
+        try:
+            with self._sessions.begin() as session:
+                row = self._held(session, task_id, owner)
+                if row is None:
+                    return False
+                row.updated_at = stamp
+                events = self._first_finish_only(session, task_id, events)
+                session.add_all(
+                    EventRow(
+                        task_id=task_id, type=kind, payload=safe_payload(payload), created_at=stamp
+                    )
+                    for kind, payload in events
+                )
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            if self._stamped(task_id, stamp):
+                return True  # the commit went through before the connection dropped
+            raise DatabaseUnavailable(type(exc).__name__) from exc
+        return True
+
+    @staticmethod
+    def _first_finish_only(
+        session: Any, task_id: str, events: Sequence[tuple[str, dict[str, Any]]]
+    ) -> builtins.list[tuple[str, dict[str, Any]]]:
+        """Drop a final ``task_finished`` when the log already has one: a run cut off after
+        its finish stage but before its checkpoint (a crash, a lost database) finishes
+        again when it resumes, and clients must see the task finish once."""
+
+        def final(kind: str, payload: dict[str, Any]) -> bool:
+            return kind == "task_finished" and payload.get("outcome") != "interrupted"
+
+        if not any(final(kind, payload) for kind, payload in events):
+            return list(events)
+        logged = session.scalars(
+            select(EventRow.payload).where(
+                EventRow.task_id == task_id, EventRow.type == "task_finished"
+            )
+        ).all()
+        seen = any(final("task_finished", p or {}) for p in logged)
+        kept: builtins.list[tuple[str, dict[str, Any]]] = []
+        for kind, payload in events:
+            if final(kind, payload):
+                if seen:
+                    continue
+                seen = True
+            kept.append((kind, payload))
+        return kept
+
+    def _stamped(self, task_id: str, stamp: dt.datetime) -> bool:
+        """Whether the queue row carries ``stamp`` (an append committed); retried briefly."""
+        from trellis.memory import retry_transient
+
+        def read() -> dt.datetime | None:
+            with self._sessions() as session:
+                return session.scalar(select(QueueRow.updated_at).where(QueueRow.id == task_id))
+
+        seen = _utc(retry_transient(read, engine=self.engine))
+        return seen is not None and abs((seen - stamp).total_seconds()) < 1e-6
 
     def complete(
         self,

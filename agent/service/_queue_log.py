@@ -8,6 +8,7 @@ its own reads: a worker never waits for a reader, and nothing is buffered per cl
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,7 +19,12 @@ from sqlalchemy.orm import Mapped, mapped_column
 from trellis.memory import Base, NotFoundError, make_sessionmaker
 from trellis.memory.errors import UsageError
 
-__all__ = ["EventLog", "LoggedEvent", "Reminder", "ReminderBook"]
+__all__ = ["EventLog", "EventRow", "LoggedEvent", "Reminder", "ReminderBook", "safe_payload"]
+
+MAX_EVENT_TEXT = 4000
+"""Longest text kept in a stored event (model answers can be huge; the tree keeps what
+matters)."""
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 def _now() -> dt.datetime:
@@ -85,13 +91,14 @@ class EventLog:
         self._sessions = make_sessionmaker(engine)
 
     def append(self, events: Sequence[tuple[str, str, dict[str, Any]]]) -> None:
-        """Append (task id, type, payload) triples in one transaction."""
+        """Append (task id, type, payload) triples in one transaction (workers use
+        ``TaskQueue.append_events``, which also checks the lease)."""
         if not events:
             return
         at = _now()
         with self._sessions.begin() as session:
             session.add_all(
-                EventRow(task_id=t, type=kind, payload=payload, created_at=at)
+                EventRow(task_id=t, type=kind, payload=safe_payload(payload), created_at=at)
                 for t, kind, payload in events
             )
 
@@ -125,6 +132,8 @@ class ReminderBook:
             raise UsageError(
                 f"a reminder must be 1 to {self.max_chars} characters, got {len(text)}"
             )
+        if "\x00" in text or _SURROGATES.search(text):
+            raise UsageError("a reminder must be plain text (no NUL or invalid characters)")
         with self._sessions.begin() as session:
             count = session.scalar(
                 select(func.count()).select_from(ReminderRow).where(ReminderRow.user_id == user_id)
@@ -146,6 +155,8 @@ class ReminderBook:
 
     def remove(self, user_id: str, reminder_id: int) -> None:
         """Delete one of the user's reminders (another user's id is reported as missing)."""
+        if not 0 < reminder_id < 2**31:
+            raise NotFoundError(f"unknown reminder id {reminder_id}; list yours first")
         with self._sessions.begin() as session:
             deleted = session.execute(
                 delete(ReminderRow).where(
@@ -154,6 +165,24 @@ class ReminderBook:
             ).rowcount
         if not deleted:
             raise NotFoundError(f"unknown reminder id {reminder_id}; list yours first")
+
+
+def safe_payload(value: Any) -> Any:
+    """An event payload that any database stores: long texts clipped, NUL characters and
+    lone surrogates (which PostgreSQL refuses) replaced, NaN and infinities as null."""
+    if isinstance(value, str):
+        if len(value) > MAX_EVENT_TEXT:
+            value = value[:MAX_EVENT_TEXT] + f"... ({len(value)} characters)"
+        if "\x00" in value:
+            value = value.replace("\x00", "\ufffd")
+        return _SURROGATES.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {str(safe_payload(str(k))): safe_payload(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [safe_payload(v) for v in value]
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return None
+    return value
 
 
 def _reminder(row: ReminderRow) -> Reminder:

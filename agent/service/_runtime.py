@@ -8,7 +8,9 @@ import json
 import logging
 import sys
 import time
+import traceback
 from collections.abc import Iterator
+from types import TracebackType
 from typing import Any
 
 from sqlalchemy import Engine, text
@@ -35,7 +37,13 @@ def open_database(settings: ServiceSettings) -> Engine:
     else:
         # Every loop holds a connection while it claims or settles; leave room for HTTP.
         engine = make_engine(
-            DatabaseConfig(url=settings.database_url, pool_size=max(5, settings.workers + 4))
+            DatabaseConfig(
+                url=settings.database_url,
+                pool_size=max(5, settings.workers + 4),
+                retry_s=settings.db_retry_s,
+                # A paused worker's open transaction must not hold rows past its lease.
+                idle_in_transaction_timeout_s=max(5.0, 2 * settings.lease_s),
+            )
         )
     if settings.migrate:
         migrate_locked(engine)
@@ -76,7 +84,33 @@ _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"messa
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message and every ``extra`` field."""
+    """One JSON object per line: time, level, logger, message and every ``extra`` field.
+
+    An exception is logged as its class and traceback frames without its message: messages
+    may quote what users wrote (a goal, a reminder, a model's answer), and logs never carry
+    user text. Statement parameters never reach messages either (``hide_parameters``).
+    """
+
+    def formatException(
+        self,
+        ei: tuple[type[BaseException], BaseException, TracebackType | None]
+        | tuple[None, None, None],
+    ) -> str:
+        _kind, exc, _tb = ei
+        if exc is None:
+            return ""
+        lines: list[str] = []
+        seen: set[int] = set()
+        current: BaseException | None = exc
+        while current is not None and id(current) not in seen:
+            seen.add(id(current))
+            frames = traceback.extract_tb(current.__traceback__)
+            lines.append("".join(traceback.format_list(frames)).rstrip())
+            lines.append(f"{type(current).__module__}.{type(current).__qualname__}")
+            current = current.__cause__ or current.__context__
+            if current is not None:
+                lines.append("caused by:")
+        return "\n".join(line for line in lines if line)
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {

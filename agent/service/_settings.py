@@ -92,6 +92,9 @@ class ServiceSettings(BaseSettings):
     """Prometheus port for a worker-only process (``trellis worker``); None: no endpoint."""
     migrate: bool = True
     """Apply pending schema migrations at start (under a lock, safe with many processes)."""
+    db_retry_s: float = Field(default=30.0, ge=0.0, le=3600.0)
+    """Seconds a run rides out a dropped or unreachable database (resuming from its last
+    checkpoint); a longer outage hands the task back once the database answers again."""
 
     @model_validator(mode="after")
     def _check_profiles(self) -> ServiceSettings:

@@ -114,6 +114,10 @@ class ReplayResult(BaseModel):
         return self.events / self.duration_s if self.duration_s > 0 else 0.0
 
 
+# Settings added after traces were first recorded, as runs behaved before they existed.
+_SETTINGS_BEFORE_THEY_WERE_RECORDED: dict[str, Any] = {"world_memory_chars": 0}
+
+
 def _short(value: Any, limit: int = 300) -> str:
     text = value if isinstance(value, str) else repr(value)
     return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"
@@ -339,6 +343,7 @@ class Replayer:
         skills = [ReplaySkill(info, results) for info in start.skills if info.name not in env_names]
         config = AgentConfig.model_validate(
             {
+                **_SETTINGS_BEFORE_THEY_WERE_RECORDED,
                 **start.config,
                 "database_url": self._database_url,
                 # Checkpoint frequency does not change decisions; replays need no crash safety.

@@ -9,6 +9,7 @@ and ``dev`` folds are available: ``test`` is the held-out measure.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from trellis.agent.env import EnvironmentPack, EnvSpec
 from trellis_cookingworld._env import GAME_NAME, CookingEnvironment
@@ -41,6 +42,12 @@ def _examples() -> Sequence[EnvSpec]:
     ]
 
 
+def _cli() -> Any:
+    from trellis_cookingworld._cli import app
+
+    return app
+
+
 PACK = EnvironmentPack(
     spec=CookingConfig,
     create=CookingEnvironment,
@@ -48,6 +55,7 @@ PACK = EnvironmentPack(
     action_skill=ACTION_SKILL,
     from_record_hook=spec_from_record,
     examples=_examples,
+    cli=_cli,
     refused_records=({"kind": "cookingworld", "seed": 1, "fold": "test"},),
 )
 """The pack's registration (entry point ``trellis.environments: cookingworld``)."""

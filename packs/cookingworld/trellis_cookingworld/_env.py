@@ -6,9 +6,9 @@ import contextlib
 import threading
 from typing import Any
 
-from trellis.agent.env import Environment, EnvSpec, EnvState, Fact
+from trellis.agent.env import Environment, EnvSpec, EnvState, Fact, GoalPart
 from trellis.agent.errors import EnvironmentFailure, InvalidEnvSpecError
-from trellis_cookingworld._notes import offered_actions, prompt_notes, state_facts
+from trellis_cookingworld._notes import goal_parts, offered_actions, prompt_notes, state_facts
 from trellis_cookingworld._spec import CookingConfig
 from trellis_cookingworld._state import CookingState
 from trellis_cookingworld._text import parse_inventory, parse_recipe, parse_room
@@ -166,6 +166,13 @@ class CookingEnvironment(Environment):
             return []
         return state_facts(state)
 
+    def goal_parts(self, state: EnvState) -> list[GoalPart]:
+        """Reading the cookbook, then each ingredient as the recipe wants it, preparing the
+        meal and eating it (see ``trellis_cookingworld._notes.goal_parts``)."""
+        if not isinstance(state, CookingState):
+            return []
+        return goal_parts(state)
+
     # --- state ---------------------------------------------------------------------------
 
     def _to_state(
@@ -190,6 +197,7 @@ class CookingEnvironment(Environment):
             failure=failure,
             done=success or failure or bool(infos.get("done", False)),
             moves=moves,
+            move_limit=self.spec.step_limit,
             room=room.name if room is not None else "",
             look=look,
             carrying=parse_inventory(str(infos.get("inventory", ""))),

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from trellis.agent.env import Fact
+from trellis.agent.env import Fact, GoalPart
 from trellis_cookingworld._state import CookingState
 from trellis_cookingworld._text import (
     COOKING_DEVICES,
+    PARTICIPLES,
     Recipe,
     base_name,
     parse_recipe,
@@ -13,7 +14,7 @@ from trellis_cookingworld._text import (
     steps_left,
 )
 
-__all__ = ["offered_actions", "prompt_notes", "recipe_notes", "state_facts"]
+__all__ = ["goal_parts", "offered_actions", "prompt_notes", "recipe_notes", "state_facts"]
 
 # Actions that change nothing in the game.
 _LOOKING = frozenset({"look around", "inventory"})
@@ -137,3 +138,25 @@ def _placed(item: str, relation: str, place: str) -> list[Fact]:
 
 def _fact(subject: str, relation: str, value: str) -> Fact:
     return Fact(subject=subject[:200], relation=relation[:100], object=value[:500])
+
+
+def goal_parts(state: CookingState) -> list[GoalPart]:
+    """The goal in the order it is done: read the cookbook; each ingredient taken and
+    prepared as the recipe says (done once carried so); prepare the meal; eat it."""
+    recipe = parse_recipe(state.recipe)
+    parts = [GoalPart(key="cookbook", title="read the cookbook", done=recipe is not None)]
+    if recipe is None:
+        return parts
+    carried = {base_name(item): item for item in state.carrying}
+    meal = "meal" in carried or state.success
+    for ingredient in recipe.ingredients:
+        shown = set(carried[ingredient].split()) if ingredient in carried else set()
+        ready = ingredient in carried and all(
+            PARTICIPLES[verb] in shown for verb in recipe.preparation(ingredient)
+        )
+        how = recipe.describe(ingredient)
+        title = f"take the {ingredient}" + ("" if how == "as it is" else f", {how}")
+        parts.append(GoalPart(key=ingredient, title=title, done=ready or meal))
+    parts.append(GoalPart(key="meal", title="prepare meal in the kitchen", done=meal))
+    parts.append(GoalPart(key="eat", title="eat meal", done=state.success))
+    return parts

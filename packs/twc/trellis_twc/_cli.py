@@ -18,6 +18,16 @@ app = typer.Typer(help="Training data for the twc pack (train fold only).", no_a
 # Shared by the twc commands: games spread over 1..N rooms and 1..N objects.
 _MAX_LOCATIONS = typer.Option(3, help="Rooms cycle through 1..N.")
 _MAX_ITEMS = typer.Option(3, help="Objects cycle through 1..N.")
+_DOORS = typer.Option(
+    "none", help="Doors between rooms: none, all, or mixed (every other game of a size)."
+)
+
+
+def _doors(text: str) -> bool | None:
+    choices: dict[str, bool | None] = {"none": False, "all": True, "mixed": None}
+    if text not in choices:
+        raise typer.BadParameter(f"--doors takes none, all or mixed, got {text!r}")
+    return choices[text]
 
 
 @app.command("rows")
@@ -26,6 +36,7 @@ def rows(
     seeds: str = typer.Option("0:200", help="Train-fold seeds START:STOP."),
     max_locations: int = _MAX_LOCATIONS,
     max_items: int = _MAX_ITEMS,
+    doors: str = _DOORS,
     recovery: float = typer.Option(
         0.3, help="Chance of a wrong put (and the rows that take it back) before a gold put."
     ),
@@ -34,6 +45,12 @@ def rows(
         help="Instead of gold paths: noisy play (a random offered action with this chance), "
         "each state labelled with the move of an expert that knows the game.",
     ),
+    all_actions: float = typer.Option(
+        0.0,
+        help="With --expert-noise: the share of games whose rows offer every valid action "
+        "(the runtime with the pack's offer rules off).",
+    ),
+    max_moves: int = typer.Option(24, help="With --expert-noise: moves per game at most."),
 ) -> None:
     """Act-step rows from twc gold paths (train fold only), with recovery detours."""
     from trellis_twc._datasets import (
@@ -42,11 +59,15 @@ def rows(
         twc_expert_examples,
     )
 
-    configs = twc_configs(seed_range(seeds), max_locations=max_locations, max_items=max_items)
+    configs = twc_configs(
+        seed_range(seeds), max_locations=max_locations, max_items=max_items, doors=_doors(doors)
+    )
     rows = (
         twc_act_examples(configs, recovery=recovery)
         if expert_noise is None
-        else twc_expert_examples(configs, noise=expert_noise)
+        else twc_expert_examples(
+            configs, noise=expert_noise, unfiltered=all_actions, max_moves=max_moves
+        )
     )
     count = write_jsonl(rows, out)
     console.print(f"[green]wrote[/green] {count} rows from {len(configs)} games to {out}")
@@ -61,6 +82,7 @@ def dagger(
     threads: int | None = typer.Option(None, help="Torch threads (default: torch's)."),
     max_locations: int = _MAX_LOCATIONS,
     max_items: int = _MAX_ITEMS,
+    doors: str = _DOORS,
 ) -> None:
     """Act-step rows from the shipped adapters' own plays, each state labelled by the expert.
 
@@ -80,7 +102,9 @@ def dagger(
         twc_trajectory_examples,
     )
 
-    configs = twc_configs(seed_range(seeds), max_locations=max_locations, max_items=max_items)
+    configs = twc_configs(
+        seed_range(seeds), max_locations=max_locations, max_items=max_items, doors=_doors(doors)
+    )
     with tempfile.TemporaryDirectory() as folder:
         url = f"sqlite:///{folder}/plays.db"
         store = TaskStore.open(url)
@@ -127,6 +151,7 @@ def homes(
     seeds: str = typer.Option("0:1000", help="Train-fold seeds START:STOP."),
     max_locations: int = _MAX_LOCATIONS,
     max_items: int = _MAX_ITEMS,
+    doors: str = _DOORS,
 ) -> None:
     """Where the train fold's objects belong, and the rooms of those containers, from gold
     paths: the place ranker's examples."""
@@ -135,7 +160,9 @@ def homes(
     from trellis_twc._datasets import twc_configs
     from trellis_twc._datasets import twc_homes as build_homes
 
-    configs = twc_configs(seed_range(seeds), max_locations=max_locations, max_items=max_items)
+    configs = twc_configs(
+        seed_range(seeds), max_locations=max_locations, max_items=max_items, doors=_doors(doors)
+    )
     homes = build_homes(configs)
     source = f"twc train fold, seeds {seeds}, 1-{max_locations} rooms, 1-{max_items} objects"
     pairs = ",\n".join("  " + json.dumps(list(pair)) for pair in homes.pairs)  # one a line

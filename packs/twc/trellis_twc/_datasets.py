@@ -18,9 +18,9 @@ import random
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from trellis.agent import build_act_prompt, compact_json, env_act_prompt_args
+from trellis.agent import MEMORY_CHARS, EnvEpisode
 from trellis.agent.errors import ForbiddenFoldError
 from trellis.memory.errors import TrellisError
 from trellis_twc._env import TwcEnvironment
@@ -42,9 +42,16 @@ __all__ = [
 
 
 def twc_configs(
-    seeds: Iterable[int], *, fold: str = "train", max_locations: int = 3, max_items: int = 3
+    seeds: Iterable[int],
+    *,
+    fold: str = "train",
+    max_locations: int = 3,
+    max_items: int = 3,
+    doors: bool | None = False,
 ) -> list[TwcConfig]:
-    """Games spread over 1..max_locations rooms and 1..max_items objects (a seed each)."""
+    """Games spread over 1..max_locations rooms and 1..max_items objects (a seed each);
+    ``doors`` True or False for every game, None for doors in every other game with more
+    than one room."""
     if fold not in ("train", "dev"):
         raise ForbiddenFoldError(
             f"training data comes from the 'train' fold (tune on 'dev'); {fold!r} is not allowed"
@@ -58,6 +65,9 @@ def twc_configs(
                     "fold": fold,
                     "num_locations": 1 + seed % max_locations,
                     "num_items": 1 + (seed // max_locations) % max_items,
+                    "include_doors": (seed // (max_locations * max_items)) % 2 == 1
+                    if doors is None
+                    else doors,
                 }
             )
         )
@@ -65,7 +75,7 @@ def twc_configs(
 
 
 def twc_act_examples(
-    configs: Iterable[TwcConfig], *, recovery: float = 0.3
+    configs: Iterable[TwcConfig], *, recovery: float = 0.3, memory_chars: int = MEMORY_CHARS
 ) -> Iterator[dict[str, str]]:
     """One row per gold move of each game, plus recovery rows.
 
@@ -80,10 +90,12 @@ def twc_act_examples(
     if not 0.0 <= recovery <= 1.0:
         raise ValueError(f"recovery is a probability in [0, 1], got {recovery}")
     env = TwcEnvironment()
+    game = EnvEpisode(env, memory_chars)
     try:
         for config in configs:
             rng = random.Random(config.seed)
-            state = env.load(config)
+            env.load(config)
+            state = game.begin()
             goal = state.task_description
             for action in env.gold_actions():
                 if state.done or action not in state.valid_actions:
@@ -91,25 +103,30 @@ def twc_act_examples(
                 detour = _wrong_put(action, state.valid_actions, rng, recovery)
                 if detour is not None:
                     wrong, take_back = detour
-                    state = env.step(wrong)
+                    state = game.step(wrong)
                     if take_back not in state.valid_actions or state.done:
                         break  # the game does not allow taking it back: stop this game
                     if take_back in env.offered_actions(state):
-                        yield _act_row(env, goal, state, take_back)
-                    state = env.step(take_back)
+                        yield game.row(goal, state, take_back)
+                    state = game.step(take_back)
                     if action not in state.valid_actions:
                         break
                 # A gold move the runtime would not offer (a container outside the place
                 # shortlist) teaches nothing the runtime can use: the game steps on without a row.
                 if action in env.offered_actions(state):
-                    yield _act_row(env, goal, state, action)
-                state = env.step(action)
+                    yield game.row(goal, state, action)
+                state = game.step(action)
     finally:
         env.close()
 
 
 def twc_expert_examples(
-    configs: Iterable[TwcConfig], *, noise: float = 0.3, max_moves: int = 24
+    configs: Iterable[TwcConfig],
+    *,
+    noise: float = 0.3,
+    max_moves: int = 24,
+    memory_chars: int = MEMORY_CHARS,
+    unfiltered: float = 0.0,
 ) -> Iterator[dict[str, str]]:
     """Rows from noisy play, each labelled with what :class:`TwcExpert` would do there.
 
@@ -117,7 +134,8 @@ def twc_expert_examples(
     offered action (seeded by the game), for at most ``max_moves`` moves. Every state
     reached, on the expert's path or off it, gets a row when the expert's move is offered:
     the rows teach recovering from wrong surfaces, wrong rooms and closed homes, which gold
-    paths never show.
+    paths never show. With chance ``unfiltered`` (per game) the game's rows offer every valid
+    action, as the runtime does with the pack's offer rules off.
     """
     if not 0.0 <= noise <= 1.0:
         raise ValueError(f"noise is a probability in [0, 1], got {noise}")
@@ -131,13 +149,18 @@ def twc_expert_examples(
                     return str(label)
                 return rng.choice(offered)
 
-            yield from _expert_rows(env, config, noisy, max_moves=max_moves)
+            yield from _expert_rows(
+                EnvEpisode(env, memory_chars), config, noisy, max_moves=max_moves
+            )
     finally:
         env.close()
 
 
 def twc_trajectory_examples(
-    configs: Iterable[TwcConfig], plays: Mapping[int, Sequence[str]]
+    configs: Iterable[TwcConfig],
+    plays: Mapping[int, Sequence[str]],
+    *,
+    memory_chars: int = MEMORY_CHARS,
 ) -> Iterator[dict[str, str]]:
     """Rows along recorded plays (a model's own runs), each state labelled by the expert.
 
@@ -152,7 +175,9 @@ def twc_trajectory_examples(
             if config.seed not in plays:
                 continue
             moves = list(plays[config.seed])
-            yield from _expert_rows(env, config, _replaying(moves), max_moves=len(moves) + 1)
+            yield from _expert_rows(
+                EnvEpisode(env, memory_chars), config, _replaying(moves), max_moves=len(moves) + 1
+            )
     finally:
         env.close()
 
@@ -164,7 +189,7 @@ def _replaying(moves: Sequence[str]) -> Callable[[list[str], str | None], str | 
 
 
 def _expert_rows(
-    env: TwcEnvironment,
+    game: EnvEpisode,
     config: TwcConfig,
     pick: Callable[[list[str], str | None], str | None],
     *,
@@ -172,21 +197,22 @@ def _expert_rows(
 ) -> Iterator[dict[str, str]]:
     """Play one game with ``pick`` (offered actions, expert's label -> move, or None to stop),
     yielding a row at each state where the expert's move is offered."""
+    env = game.env
     env.load(config)
-    expert = TwcExpert.from_gold(env)
-    state = env.state
+    expert = TwcExpert.from_gold(env)  # walks the gold path, then resets the game
+    state = game.begin()
     goal = state.task_description
     for _move in range(max_moves):
         if state.done:
             return
-        offered = env.offered_actions(state)
+        offered = game.offered(state)
         label = expert.next_action(state)
         if label is not None and label in offered:
-            yield _act_row(env, goal, state, label)
+            yield game.row(goal, state, label)
         action = pick(offered, label)
         if action is None or action not in state.valid_actions:
             return
-        before, state = state, env.step(action)
+        before, state = state, game.step(action)
         expert.observe(env.actions[-1], before, state)
 
 
@@ -252,14 +278,6 @@ def twc_homes(configs: Iterable[TwcConfig]) -> TwcHomes:
     finally:
         env.close()
     return TwcHomes(pairs=sorted(pairs), rooms={c: sorted(r) for c, r in sorted(rooms.items())})
-
-
-def _act_row(env: TwcEnvironment, goal: str, state: Any, action: str) -> dict[str, str]:
-    prompt_args = env_act_prompt_args(
-        goal=goal, environment=env, state=state, history=env.actions, cues=[]
-    )
-    prompt = build_act_prompt(valid_actions=env.offered_actions(state), **prompt_args)
-    return {"prompt": prompt, "completion": compact_json({"action": action})}
 
 
 def _wrong_put(

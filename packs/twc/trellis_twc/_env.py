@@ -18,7 +18,7 @@ import threading
 from collections.abc import Mapping, Sequence, Set
 from typing import Any
 
-from trellis.agent.env import Environment, EnvState, Fact
+from trellis.agent.env import Environment, EnvState, Fact, GoalPart
 from trellis.agent.errors import EnvironmentFailure
 from trellis_twc._facts import look_facts, move_facts
 from trellis_twc._places import (
@@ -134,6 +134,10 @@ class TwcEnvironment(Environment):
         self._placed: set[str] = set()
         # The move back to the room just left, while only looking has been done since.
         self._way_back: str | None = None
+        # The objects to put away, in the order they were first seen, and those put away
+        # (a put that raised the score), for the goal's parts.
+        self._objects: list[str] = []
+        self._put_away: set[str] = set()
         self._env: Any = None
         self._state: TwcState | None = None
 
@@ -179,7 +183,10 @@ class TwcEnvironment(Environment):
         self._wrong_puts = set()
         self._placed = set()
         self._way_back = None
-        self._state = self._to_state(infos, previous=None)
+        self._objects = []
+        self._put_away = set()
+        self._state = self._to_state(infos, previous=None, move_limit=self.config.step_limit)
+        self._notice_objects(self._state, None, None)
         return self._state
 
     @property
@@ -201,7 +208,8 @@ class TwcEnvironment(Environment):
         with _BRIDGE_LOCK:
             _obs, _reward, _done, infos = self._backend().step(action)
         self.actions.append(action)
-        state = self._to_state(infos, previous=current)
+        state = self._to_state(infos, previous=current, move_limit=self.config.step_limit)
+        self._notice_objects(state, action, current)
         update: dict[str, list[str]] = {}
         if self.config.avoid_regressions:
             self._learn(action, current, state)
@@ -220,7 +228,12 @@ class TwcEnvironment(Environment):
 
     def _unlikely(self, state: TwcState) -> list[str]:
         """Puts and opens of containers outside every carried object's likeliest homes."""
-        opens = {a.removeprefix("open "): a for a in state.valid_actions if a.startswith("open ")}
+        doors = self.config.doors_are_ways
+        opens = {
+            a.removeprefix("open "): a
+            for a in state.valid_actions
+            if a.startswith("open ") and not (doors and a.startswith(_DOOR))
+        }
         likely: set[str] = set()
         unlikely: list[str] = []
         for thing in state.carrying:
@@ -230,7 +243,9 @@ class TwcEnvironment(Environment):
                 for a in state.valid_actions
                 if a.startswith(prefix) and a not in self._wrong_puts
             }
-            places = candidate_places(state.valid_actions, thing, self._wrong_puts)
+            places = candidate_places(
+                state.valid_actions, thing, self._wrong_puts, doors_are_places=not doors
+            )
             scorer = self._places or place_scorer(
                 homes=self.config.place_homes, match_condition=self.config.place_conditions
             )
@@ -289,7 +304,35 @@ class TwcEnvironment(Environment):
         elif action.startswith("take "):
             self._placed.discard(action.removeprefix("take "))
 
+    def _notice_objects(self, state: TwcState, action: str | None, before: TwcState | None) -> None:
+        seen = [a.removeprefix("take ") for a in state.valid_actions if a.startswith("take ")]
+        for thing in [*state.carrying, *seen]:
+            if thing not in self._objects:
+                self._objects.append(thing)
+        if action is None or before is None:
+            return
+        put = _put_object(action, before.carrying)
+        if put is not None and put not in state.carrying and state.score > before.score:
+            self._put_away.add(put)
+        if action.startswith("take "):
+            self._put_away.discard(action.removeprefix("take "))
+
     # --- the contract's hooks -------------------------------------------------------------
+
+    def goal_parts(self, state: EnvState) -> list[GoalPart]:
+        """One part per object seen so far (carried ones first), then finding the others
+        (done once ``num_items`` are known) (``TwcConfig.goal_parts``)."""
+        if not self.config.goal_parts or not isinstance(state, TwcState):
+            return []
+        carried = [t for t in self._objects if t in state.carrying]
+        ordered = carried + [t for t in self._objects if t not in carried]
+        parts = [
+            GoalPart(key=t, title=f"put the {t} where it belongs", done=t in self._put_away)
+            for t in ordered
+        ]
+        found = len(self._objects) >= self.config.num_items
+        parts.append(GoalPart(key="search", title="find the other objects to put away", done=found))
+        return parts
 
     def offered_actions(self, state: EnvState) -> list[str]:
         """The valid actions less those the offer rules leave out (see ``TwcState``)."""
@@ -328,7 +371,7 @@ class TwcEnvironment(Environment):
             self._env = None
 
     @staticmethod
-    def _to_state(infos: dict[str, Any], previous: TwcState | None) -> TwcState:
+    def _to_state(infos: dict[str, Any], previous: TwcState | None, move_limit: int) -> TwcState:
         success = bool(infos.get("tasksuccess", False))
         failure = bool(infos.get("taskfailure", False))
         return TwcState(
@@ -343,6 +386,7 @@ class TwcEnvironment(Environment):
             failure=failure,
             done=bool(infos.get("done", False)) or success or failure,
             moves=int(infos.get("numMoves", 0)),
+            move_limit=move_limit,
         )
 
 
@@ -350,14 +394,20 @@ _OPPOSITE = {"north": "south", "south": "north", "east": "west", "west": "east"}
 _LOOKING = frozenset({"look around", "inventory"})  # actions that change nothing in the game
 # Opening or closing a container changes no score: it is not yet doing something in a room.
 _PREPARING = ("open ", "close ")
+_DOOR = "open door to "
 
 
 def candidate_places(
-    valid_actions: Sequence[str], thing: str, wrong_puts: Set[str] = frozenset()
+    valid_actions: Sequence[str],
+    thing: str,
+    wrong_puts: Set[str] = frozenset(),
+    *,
+    doors_are_places: bool = False,
 ) -> list[str]:
     """The places ranked for a carried ``thing``: those a valid action puts it in, then the
-    closed ones a valid action opens. A put in ``wrong_puts`` rules its place out, so the next
-    likeliest place moves up."""
+    closed ones a valid action opens (a door leads to a room: it is not a place, unless
+    ``doors_are_places``, as records made before ``TwcConfig.doors_are_ways`` had it). A put
+    in ``wrong_puts`` rules its place out, so the next likeliest place moves up."""
     prefix = f"put {thing} in "
     places = [
         a.removeprefix(prefix)
@@ -368,6 +418,7 @@ def candidate_places(
         place
         for a in valid_actions
         if a.startswith("open ")
+        and (doors_are_places or not a.startswith(_DOOR))
         and (place := a.removeprefix("open ")) not in places
         and f"{prefix}{place}" not in wrong_puts
     ]

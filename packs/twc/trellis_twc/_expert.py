@@ -112,7 +112,14 @@ class TwcExpert:
             and thing in self.object_room
         }
         targets.discard(room)
-        return self._first_move_towards(room, targets, valid)
+        move = self._first_move_towards(room, targets, valid)
+        if move is not None:
+            direction = move.removeprefix("move ")
+            door = f"open door to {direction}"
+            # "open door to ..." stays valid once open; the room description tells.
+            if door in valid and f"To the {direction.title()} you see a closed" in state.look:
+                return door
+        return move
 
     def _first_move_towards(self, room: str, targets: set[str], valid: set[str]) -> str | None:
         """The first move of a shortest known path to the nearest target room."""

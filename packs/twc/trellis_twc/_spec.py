@@ -26,6 +26,8 @@ _RULES_BEFORE_THEY_WERE_RECORDED: dict[str, Any] = {
     "idle_containers": False,
     "place_conditions": False,
     "place_rooms": False,
+    "goal_parts": False,
+    "doors_are_ways": False,
 }
 
 
@@ -72,6 +74,15 @@ class TwcConfig(EnvSpec):
     than every place here (``trellis_twc._places.ROOM_MARGIN``), no put or open here is offered
     for it, so the model carries it next door instead of trying the wrong places here first
     (see ``TwcState.unlikely_actions``); False always offers the likeliest place here."""
+
+    doors_are_ways: bool = True
+    """A door is a way to a room, not a place: opening one is never held back as an unlikely
+    home of a carried object (``place_shortlist``); False treats it as a container, as records
+    made before this rule had it (a carried object then often hid the only way out)."""
+    goal_parts: bool = True
+    """Work on the goal one object at a time: each object seen so far is a part (put it where
+    it belongs), and while fewer than ``num_items`` are known, finding the others is one
+    more; the runtime keeps a node per part (see ``TwcEnvironment.goal_parts``)."""
 
     def __init__(self, **data: Any) -> None:
         # Raised directly (not wrapped in a ValidationError) so callers can catch it by type.
