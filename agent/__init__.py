@@ -22,6 +22,7 @@ from trellis.agent.env import (
 from trellis.agent.errors import (
     ApprovalPendingError,
     BudgetExhaustedError,
+    CueViolation,
     EnvironmentFailure,
     EnvironmentPackError,
     ForbiddenFoldError,
@@ -120,6 +121,7 @@ __all__ = [
     "BudgetExhaustedError",
     "ChosenCall",
     "Comparison",
+    "CueViolation",
     "CuesMade",
     "DemoProfileConfig",
     "Divergence",

@@ -7,6 +7,7 @@ from trellis.memory.errors import ModelRetry, RuntimeFailure, UsageError
 __all__ = [
     "ApprovalPendingError",
     "BudgetExhaustedError",
+    "CueViolation",
     "EnvironmentFailure",
     "ForbiddenFoldError",
     "NoPendingApprovalError",
@@ -30,6 +31,14 @@ class UnknownSkillError(ModelRetry, LookupError):
         super().__init__(message, feedback=f"{message}. Choose one of the registered skills.")
         self.name = name
         self.known = sorted(known)
+
+
+class CueViolation(ModelRetry):
+    """A call the model chose breaks one of the user's cues (a ``forbid`` rule); it never runs.
+
+    The model is asked again with the rule named; when it keeps breaking it, the step fails
+    with this error.
+    """
 
 
 class SkillFailedError(RuntimeFailure):

@@ -14,8 +14,15 @@ from trellis.planners._planner import (
     build_repair_prompt,
     replan_request,
 )
+from trellis.planners._rows import plan_completion, plan_row
 from trellis.planners._skills import DECOMPOSE, SkillSpec, format_validation_error, skill_catalogue
-from trellis.planners._validate import cue_violations, extract_json, step_words, validate_plan
+from trellis.planners._validate import (
+    call_violations,
+    cue_violations,
+    extract_json,
+    step_words,
+    validate_plan,
+)
 from trellis.planners.errors import (
     InvalidSkillArgsError,
     PlanningFailedError,
@@ -49,12 +56,15 @@ __all__ = [
     "UnknownCaseError",
     "build_plan_prompt",
     "build_repair_prompt",
+    "call_violations",
     "case_text",
     "cue_key",
     "cue_violations",
     "extract_json",
     "format_validation_error",
+    "plan_completion",
     "plan_json_schema",
+    "plan_row",
     "replan_request",
     "skill_catalogue",
     "step_words",

@@ -2,8 +2,9 @@
 
 A :class:`Plan` is what a planner proposes for a goal or a failed node: a short list of
 :class:`PlanStep` that become child nodes of the Task Memory Tree. :func:`plan_json_schema`
-is the schema handed to the backend for constrained decoding; it is kept small because the
-default model is tiny and every schema token costs prompt time.
+is the schema handed to the backend for constrained decoding. It is position-aware: step k
+of the array has the id ``"k"`` and may only depend on steps before it, so a decoder that
+follows the schema cannot write a self, forward or dangling dependency (or a cycle).
 """
 
 from __future__ import annotations
@@ -87,63 +88,132 @@ class Plan(BaseModel):
         ]
 
 
+MAX_TITLE_CHARS = 80
+"""Default longest step title the schema allows (a title says what the step does, in a few words)."""
+
+_EMPTY_ARGS: dict[str, Any] = {"type": "object", "properties": {}, "additionalProperties": False}
+
+
 def plan_json_schema(
     skills: Sequence[SkillSpec],
     *,
     max_steps: int = 8,
     per_skill_args: bool = True,
     allow_decompose: bool = True,
+    max_title_chars: int = MAX_TITLE_CHARS,
 ) -> dict[str, Any]:
-    """JSON schema of a plan whose ``skill`` is limited to the catalogue's names.
+    """JSON schema of a plan over the catalogue ``skills``, with dependencies made safe by position.
+
+    ``steps`` is an array of at most ``max_steps`` items described by ``prefixItems``: item k
+    (1-based) has ``id`` const ``"k"`` and ``depends_on`` items drawn from ``"1".."k-1"``
+    (step 1 depends on nothing). Constrained decoding (llguidance on the embedded backend,
+    ``structured_outputs`` on vLLM) therefore produces ids and dependencies that always
+    validate, without ``allOf`` (which some decoders silently ignore).
 
     With ``per_skill_args`` each skill's argument schema is tied to its name (an ``anyOf``
-    over skills), so constrained decoding also produces well-typed arguments; without it,
-    ``args`` is any object and only the skill name is constrained (a smaller schema).
+    over skills at each position, arguments shared through ``$defs``), so the decoder also
+    produces well-typed arguments; without it, ``skill`` is an ``enum`` of the names and
+    ``args`` any object (a smaller schema). ``allow_decompose`` adds the ``"decompose"``
+    pseudo-skill (empty arguments).
     """
-    names = [s.name for s in skills]
-    if allow_decompose:
-        names.append(DECOMPOSE)
-    # Ids are "1".."max_steps": short to generate, and a model cannot point depends_on at
-    # something that is not a step id (small models like to write skill names there).
-    ids: dict[str, Any] = {"enum": [str(i) for i in range(1, max_steps + 1)]}
-    common: dict[str, Any] = {
-        "id": ids,
-        "title": {"type": "string", "maxLength": 80},
+    if max_steps < 1:
+        raise ValueError(f"max_steps must be at least 1, got {max_steps}")
+    # Shared parts live in $defs so that the per-position variants stay one line each.
+    defs: dict[str, Any] = {
+        "title": {"type": "string", "minLength": 1, "maxLength": max_title_chars}
     }
-    deps = {"type": "array", "items": ids, "maxItems": max_steps}
-    defs: dict[str, Any] = {}
+    title = {"$ref": "#/$defs/title"}
+    calls: list[tuple[dict[str, Any], dict[str, Any]]] = []
     if per_skill_args:
-        variants = []
         for spec in skills:
             args = spec.args_schema()
-            defs.update(args.pop("$defs", {}))
+            defs.update({k: _bounded(v) for k, v in args.pop("$defs", {}).items()})
+            args = _bounded(args)
             args.setdefault("additionalProperties", False)
-            variants.append(_step_schema(common, {"const": spec.name}, args, deps))
+            key = f"args_{spec.name}"
+            defs[key] = args
+            calls.append(({"const": spec.name}, {"$ref": f"#/$defs/{key}"}))
         if allow_decompose:
-            empty = {"type": "object", "properties": {}, "additionalProperties": False}
-            variants.append(_step_schema(common, {"const": DECOMPOSE}, empty, deps))
-        step: dict[str, Any] = {"anyOf": variants} if len(variants) != 1 else variants[0]
+            calls.append(({"const": DECOMPOSE}, _EMPTY_ARGS))
     else:
-        step = _step_schema(common, {"enum": names}, {"type": "object"}, deps)
+        names = [s.name for s in skills] + ([DECOMPOSE] if allow_decompose else [])
+        calls.append(({"enum": names}, {"type": "object"}))
+    positions: list[dict[str, Any]] = []
+    for k in range(1, max_steps + 1):
+        earlier = [str(i) for i in range(1, k)]
+        defs[f"deps_{k}"] = (
+            {"type": "array", "items": {"enum": earlier}, "maxItems": len(earlier)}
+            if earlier
+            else {"type": "array", "maxItems": 0}
+        )
+        deps = {"$ref": f"#/$defs/deps_{k}"}
+        variants = [
+            _step_schema({"const": str(k)}, title, skill, args, deps) for skill, args in calls
+        ]
+        positions.append(variants[0] if len(variants) == 1 else {"anyOf": variants})
     schema: dict[str, Any] = {
         "type": "object",
         "properties": {
-            "steps": {"type": "array", "items": step, "minItems": 1, "maxItems": max_steps}
+            "steps": {
+                "type": "array",
+                "prefixItems": positions,
+                "items": False,
+                "minItems": 1,
+                "maxItems": max_steps,
+            }
         },
         "required": ["steps"],
         "additionalProperties": False,
     }
-    if defs:
-        schema["$defs"] = defs
+    schema["$defs"] = defs
     return schema
 
 
+MAX_ARG_CHARS = 200
+"""Longest text argument a plan may write when the skill sets no limit of its own."""
+MAX_ARG_INT = 10**9
+"""Largest integer argument (in absolute value) when the skill sets no bound of its own."""
+
+
+def _bounded(schema: Any) -> Any:
+    """The schema with a length limit on unbounded strings and bounds on unbounded integers.
+
+    A small model under constraints can loop inside a value ("1010101...", "100000...")
+    until it runs out of tokens; the limits end such a value early. A skill's own limits
+    are kept.
+    """
+    if isinstance(schema, list):
+        return [_bounded(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: _bounded(value) for key, value in schema.items()}
+    kind = out.get("type")
+    if kind == "string" and "enum" not in out and "const" not in out:
+        out.setdefault("maxLength", MAX_ARG_CHARS)
+    elif kind == "integer":
+        if "maximum" not in out and "exclusiveMaximum" not in out:
+            out["maximum"] = MAX_ARG_INT
+        if "minimum" not in out and "exclusiveMinimum" not in out:
+            out["minimum"] = -MAX_ARG_INT
+    return out
+
+
 def _step_schema(
-    common: dict[str, Any], skill: dict[str, Any], args: dict[str, Any], deps: dict[str, Any]
+    step_id: dict[str, Any],
+    title: dict[str, Any],
+    skill: dict[str, Any],
+    args: dict[str, Any],
+    deps: dict[str, Any],
 ) -> dict[str, Any]:
     return {
         "type": "object",
-        "properties": {**common, "skill": skill, "args": args, "depends_on": deps},
+        "properties": {
+            "id": step_id,
+            "title": title,
+            "skill": skill,
+            "args": args,
+            "depends_on": deps,
+        },
         "required": ["id", "title", "skill", "args", "depends_on"],
         "additionalProperties": False,
     }

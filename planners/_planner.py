@@ -17,11 +17,10 @@ from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, InstanceOf
 
-from trellis.adapters._backend import LLMBackend, LLMRequest, LLMResult, SamplingParams
-from trellis.adapters._reminders import Cue
-from trellis.memory._asyncio import run_sync
+from trellis.adapters import Cue, LLMBackend, LLMRequest, LLMResult, SamplingParams
+from trellis.memory import run_sync
 from trellis.planners._cases import PastCase
-from trellis.planners._plan import Plan, plan_json_schema
+from trellis.planners._plan import MAX_TITLE_CHARS, Plan, plan_json_schema
 from trellis.planners._skills import DECOMPOSE, SkillSpec
 from trellis.planners._validate import validate_plan
 from trellis.planners.errors import PlanValidationError
@@ -55,7 +54,10 @@ class PlannerConfig(BaseModel):
     per_skill_args: bool = True
     """Constrain each skill's arguments to its schema (larger schema, fewer argument errors)."""
     allow_decompose: bool = True
-    """Whether steps may be ``"decompose"`` (planned further when reached)."""
+    """Whether steps may be ``"decompose"`` (planned further when reached); when False the
+    prompt does not offer it either."""
+    max_title_chars: int = Field(default=MAX_TITLE_CHARS, ge=8, le=200)
+    """Longest step title the schema lets the model write (titles are a few words)."""
     max_goal_chars: int = Field(default=1000, ge=1)
     """Longer goals are refused with a recorded error (a goal is a sentence, not a document)."""
     max_context_chars: int = Field(default=2000, ge=0)
@@ -167,11 +169,18 @@ def _compact_plan(plan: Plan) -> str:
     return json.dumps(plan.model_dump(mode="json"), separators=(",", ":"))
 
 
-def build_plan_prompt(request: PlanRequest, *, max_context_chars: int = 2000) -> str:
-    """The planning prompt (pure: same request, same text; training data uses exactly this)."""
+def build_plan_prompt(
+    request: PlanRequest, *, max_context_chars: int = 2000, allow_decompose: bool = True
+) -> str:
+    """The planning prompt (pure: same request, same text; training data uses exactly this).
+
+    ``allow_decompose`` must match the planner's configuration: the ``decompose`` line is
+    offered only when the schema allows it.
+    """
     lines = ["Plan the goal as JSON steps. Use only these skills:"]
     lines += [f"- {spec.signature()}" for spec in request.skills]
-    lines.append(f"- {DECOMPOSE} - a step too big for one skill; it is planned later")
+    if allow_decompose:
+        lines.append(f"- {DECOMPOSE} - a step too big for one skill; it is planned later")
     if request.cues:
         lines.append("Rules (must be followed):")
         lines += [f"- {cue.render()}" for cue in request.cues]
@@ -191,10 +200,17 @@ def build_plan_prompt(request: PlanRequest, *, max_context_chars: int = 2000) ->
 
 
 def build_repair_prompt(
-    request: PlanRequest, previous: str, error: str, *, max_context_chars: int = 2000
+    request: PlanRequest,
+    previous: str,
+    error: str,
+    *,
+    max_context_chars: int = 2000,
+    allow_decompose: bool = True,
 ) -> str:
     """The prompt of a repair round: the plan prompt, the rejected answer, the exact error."""
-    base = build_plan_prompt(request, max_context_chars=max_context_chars)
+    base = build_plan_prompt(
+        request, max_context_chars=max_context_chars, allow_decompose=allow_decompose
+    )
     return f"{base} {previous.strip()[:1500]}\nError: {error}\nFixed plan:"
 
 
@@ -253,6 +269,7 @@ class LLMPlanner:
             max_steps=self.config.max_steps,
             per_skill_args=self.config.per_skill_args,
             allow_decompose=self.config.allow_decompose,
+            max_title_chars=self.config.max_title_chars,
         )
 
     async def plan(self, request: PlanRequest) -> PlanOutcome:
@@ -276,7 +293,8 @@ class LLMPlanner:
             return
         schema = self.schema(request)
         limit = self.config.max_context_chars
-        prompt = build_plan_prompt(request, max_context_chars=limit)
+        decompose = self.config.allow_decompose
+        prompt = build_plan_prompt(request, max_context_chars=limit, allow_decompose=decompose)
         for _ in range(self.config.max_attempts):
             outcome.attempts += 1
             outcome.prompts.append(prompt)
@@ -314,7 +332,11 @@ class LLMPlanner:
                     )
                 outcome.errors.append(feedback)
                 prompt = build_repair_prompt(
-                    request, result.text, feedback, max_context_chars=limit
+                    request,
+                    result.text,
+                    feedback,
+                    max_context_chars=limit,
+                    allow_decompose=decompose,
                 )
                 continue
             outcome.plan = plan
@@ -324,6 +346,7 @@ class LLMPlanner:
 
 def _failure_text(outcome: PlanOutcome) -> str:
     last = outcome.errors[-1] if outcome.errors else "no answer"
+    last = last if len(last) <= 2000 else last[:2000] + "..."  # model text stays short
     return f"planning failed after {outcome.attempts} attempt(s); last error: {last}"
 
 
@@ -397,7 +420,7 @@ class ScriptedPlanner:
             outcome.errors.append(exc.feedback)
             outcome.error = f"the scripted plan is invalid: {exc.feedback}"
         except Exception as exc:  # a user script must not crash the runtime
-            outcome.error = f"the planning script failed: {type(exc).__name__}: {exc}"
+            outcome.error = f"the planning script failed: {type(exc).__name__}: {str(exc)[:500]}"
         outcome.duration_s = time.perf_counter() - started
         return outcome
 

@@ -24,7 +24,7 @@ from trellis.planners._plan import Plan, PlanStep
 from trellis.planners._skills import DECOMPOSE, SkillSpec, format_validation_error
 from trellis.planners.errors import InvalidSkillArgsError, PlanValidationError
 
-__all__ = ["cue_violations", "extract_json", "step_words", "validate_plan"]
+__all__ = ["call_violations", "cue_violations", "extract_json", "step_words", "validate_plan"]
 
 # Verbs that say nothing beyond "involves": any step mentioning the subject counts
 # ("never take the blue cups" is broken by pick_up(obj="blue cup") as much as by take).
@@ -108,6 +108,37 @@ def _ancestors(plan: Plan) -> dict[str, set[str]]:
     for step in plan.steps:
         visit(step.id)
     return memo
+
+
+def call_violations(skill: str, args: Mapping[str, Any], cues: Sequence[Cue]) -> list[str]:
+    """One message per forbid cue that a call breaks, checked just before it runs.
+
+    A call has no title: what it does is said by its skill name and its text arguments
+    (``act(action="open fridge")``, ``wash(item="blue plates")``), so those words count as
+    both the subject and the action. Only ``forbid`` cues apply to a single call; ``require``
+    and ordering cues concern a whole plan (:func:`cue_violations`).
+    """
+    doing = set(_words(skill.replace("_", " "))) | {
+        w for text in _strings(dict(args)) for w in _words(text)
+    }
+    problems: list[str] = []
+    for cue in cues:
+        if cue.polarity != "forbid":
+            continue
+        subject = set(_words(cue.subject))
+        action = set(_words(cue.action or "")) - _GENERIC_STEMS
+        if subject and subject <= doing and action <= doing:
+            what = f"{cue.action} {cue.subject}" if cue.action else cue.subject
+            problems.append(
+                f"the call {skill}({_call_text(args)}) breaks the rule {cue.constraint!r} "
+                f"(forbidden: {what}); choose another call"
+            )
+    return problems
+
+
+def _call_text(args: Mapping[str, Any]) -> str:
+    text = ", ".join(f"{k}={v!r}" for k, v in args.items())
+    return text if len(text) <= 200 else text[:200] + "..."
 
 
 def cue_violations(plan: Plan, cues: Sequence[Cue]) -> list[str]:

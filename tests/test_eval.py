@@ -46,8 +46,11 @@ def _policy(gold: list[str] | None) -> FunctionBackend:
 
     def answer(request: LLMRequest) -> str:
         actions = (request.json_schema or {})["properties"]["action"]["enum"]
-        if gold is None:
-            return json.dumps({"action": "look around" if "look around" in actions else actions[0]})
+        if gold is None:  # idle: look or examine, never take or put (the offer rules may
+            # leave "look around" out of what is offered)
+            idle = [a for a in actions if a.split(" ", 1)[0] in ("look", "examine", "inventory")]
+            harmless = idle or [a for a in actions if not a.startswith(("take ", "put "))]
+            return json.dumps({"action": (harmless or actions)[0]})
         taken = 0
         for line in (request.prompt or "").splitlines():
             if line.startswith("Done so far: "):

@@ -10,7 +10,7 @@ exactly the prompts the runtime uses.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -24,7 +24,7 @@ from trellis.adapters import (
     clip_text,
 )
 from trellis.agent.env import Environment, EnvState
-from trellis.agent.errors import UnknownSkillError
+from trellis.agent.errors import CueViolation, UnknownSkillError
 from trellis.memory import WorldMemory, render_world
 from trellis.memory.errors import ModelRetry, RuntimeFailure, TrellisError, UsageError
 from trellis.planners import SkillSpec
@@ -206,8 +206,13 @@ async def choose_call(
     max_tokens: int = 48,
     attempts: int = 2,
     timeout_s: float = 120.0,
+    check: Callable[[str, dict[str, Any]], list[str]] | None = None,
 ) -> ChosenCall:
     """Ask the model for one call; an unusable answer is retried once with feedback.
+
+    ``check`` names what is wrong with a well-formed call (the user's cues it breaks); such a
+    call is refused like an unreadable answer: the model is asked again with the problem, and
+    when attempts run out the step's error names it.
 
     ``env_skill`` with ``valid_actions``: the answer is an action for that skill. Whatever
     the model answers, the result is a call or a recorded error: only a failure of the
@@ -245,6 +250,9 @@ async def choose_call(
         results.append(result)
         try:
             skill, args = _interpret(result, catalogue, env_skill, valid_actions)
+            problems = check(skill, args) if check is not None else []
+            if problems:
+                raise CueViolation("; ".join(problems))
         except ModelRetry as exc:
             last_error = exc
             feedback = exc.feedback

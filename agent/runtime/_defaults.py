@@ -51,9 +51,31 @@ def default_backend(registry: AdapterRegistry | None = None) -> LLMBackend:
     return backend
 
 
-def default_planner(backend: LLMBackend) -> LLMPlanner:
-    """The LLM planner, kept short: the default model is small and runs on a CPU."""
-    return LLMPlanner(backend, config=PlannerConfig(max_tokens=160, max_steps=5, max_attempts=2))
+PLAN_ADAPTER = "plan"
+"""The shipped adapter that plans app goals (``adapters/shipped/plan``)."""
+
+
+def default_planner(
+    backend: LLMBackend,
+    registry: AdapterRegistry | None = None,
+    *,
+    shipped: bool = True,
+) -> LLMPlanner:
+    """The LLM planner: the ``plan`` adapter when it is registered (and shipped adapters are
+    on, or it is the user's own), else the base model.
+
+    Kept short for a small model on a CPU: at most 8 steps (app goals run to 8 calls), titles
+    of at most 40 characters, one repair round, and no ``decompose`` steps (a flat plan of
+    catalogue calls; see ``bench/bench_plans.py`` and docs/planners.md for the measurements).
+    Rows for the adapter are built under exactly this configuration.
+    """
+    config = PlannerConfig(
+        max_tokens=320, max_steps=8, max_attempts=2, max_title_chars=40, allow_decompose=False
+    )
+    adapter = None
+    if registry is not None and _usable(registry, PLAN_ADAPTER, shipped):
+        adapter = PLAN_ADAPTER
+    return LLMPlanner(backend, adapter=adapter, config=config)
 
 
 def _usable(registry: AdapterRegistry, name: str, shipped: bool) -> bool:

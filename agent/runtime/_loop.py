@@ -24,6 +24,7 @@ from trellis.agent.runtime._stage_act import ActStages
 from trellis.agent.runtime._stage_base import SATISFIED, timed
 from trellis.agent.runtime._stage_call import CallStages
 from trellis.memory import NodeRecord, NodeSpec, NodeStatus, TaskStatus, run_sync
+from trellis.planners import CueStore
 
 __all__ = ["Stages"]
 
@@ -38,7 +39,10 @@ class Stages(ActStages, CallStages):
         task_id = state["task_id"]
         task = self.d.store.get_task(task_id)
         reminders = [str(r) for r in (task.metadata or {}).get("reminders", [])]
-        cues: list[dict[str, Any]] = []
+        # The user's stored cues (``trellis cues add``) hold in every task of theirs; the
+        # task's own reminders follow, so a prompt lists the standing rules first.
+        stored = CueStore(self.d.store.engine).active_cues(task.user_id, task_id)
+        cues: list[dict[str, Any]] = [c.model_dump(mode="json") for c in stored]
         update: dict[str, Any] = {}
         for reminder in reminders:
             self.flush(task_id)
@@ -115,6 +119,12 @@ class Stages(ActStages, CallStages):
         merged: Any = {**state, **update}
         adapter, route_record = self._route(merged, node)
         call = self._planned_call(task_id, node)
+        if (
+            call is not None
+            and not call.get("error")
+            and self._cue_problems(merged)(str(call["skill"]), call.get("args") or {})
+        ):
+            call = None  # the plan's call breaks a cue: the model is asked for another
         if call is not None and not self._needs_approval(call):
             attempt, recorded = self._start(task_id, node, call, adapter, route_record)
             return {**update, **self._run(merged, node.id, call, attempt, None, recorded)}

@@ -247,12 +247,19 @@ class Agent:
         if shipped is None:  # auto: only a backend built here is known to load them
             shipped = self.deps.backend is None
         registry = None
-        if self.deps.backend is None or self._router is None or self._reminder_adapter is None:
+        if (
+            self.deps.backend is None
+            or self.deps.planner is None
+            or self._router is None
+            or self._reminder_adapter is None
+        ):
             registry = _defaults.default_registry(self.store.engine, shipped=shipped)
         if self.deps.backend is None:
             self.deps.backend = _defaults.default_backend(registry)
         if self.deps.planner is None:
-            self.deps.planner = _defaults.default_planner(self.deps.backend)
+            self.deps.planner = _defaults.default_planner(
+                self.deps.backend, registry, shipped=shipped
+            )
         if self.deps.router is None and self._router is None:
             self.deps.router = _defaults.default_router(
                 self.store.engine, self.deps.backend, registry, shipped=shipped

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
+from trellis.adapters import Cue
 from trellis.agent.runtime._act import (
     ChosenCall,
     choose_call,
@@ -24,6 +25,7 @@ from trellis.memory.errors import (
     RuntimeFailure,
     TrellisError,
 )
+from trellis.planners import call_violations
 
 __all__ = ["ActStages"]
 
@@ -79,6 +81,12 @@ class ActStages(StageBase):
             return {"skill": name, "args": args, **registry_error(registry, name)}
         return None
 
+    def _cue_problems(self, state: LoopState) -> Callable[[str, dict[str, Any]], list[str]]:
+        """What a call breaks of the task's cues (the user's stored cues and the task's
+        reminders, as the remind stage merged them); empty when it may run."""
+        cues = [Cue.model_validate(c) for c in state.get("cues", [])]
+        return lambda skill, args: call_violations(skill, args, cues) if cues else []
+
     def _part_title(self, node: NodeRecord) -> str | None:
         """The title of the goal part a move works on (None: the move is under the root)."""
         if node.parent_id is None:
@@ -120,6 +128,10 @@ class ActStages(StageBase):
                 budget_chars=self.d.config.world_memory_chars,
                 part=part,
             )
+            check = self._cue_problems(state)
+            offered = offered_actions(env[0], game, filtered=self.d.config.offer_filter)
+            # An action a cue forbids is not offered at all; check() still guards the answer.
+            allowed = [a for a in offered if not check(env[1], {"action": a})] or offered
             chosen = self._ask(
                 choose_call(
                     self.d.backend,
@@ -135,12 +147,11 @@ class ActStages(StageBase):
                     skills=[registry.get(env[1]).spec],
                     adapter=adapter,
                     env_skill=env[1],
-                    valid_actions=offered_actions(
-                        env[0], game, filtered=self.d.config.offer_filter
-                    ),
+                    valid_actions=allowed,
                     max_tokens=self.d.config.act_max_tokens,
                     attempts=self.d.config.act_attempts,
                     timeout_s=self.d.config.llm_timeout_s,
+                    check=check,
                 )
             )
         else:
@@ -160,6 +171,7 @@ class ActStages(StageBase):
                     max_tokens=self.d.config.act_max_tokens,
                     attempts=self.d.config.act_attempts,
                     timeout_s=self.d.config.llm_timeout_s,
+                    check=self._cue_problems(state),
                 )
             )
         update = self._account(state, chosen.llm, stage="act", node_id=node_id)

@@ -17,6 +17,7 @@ from typing import Any
 from langgraph.types import interrupt
 from sqlalchemy.exc import IntegrityError
 
+from trellis.adapters import Cue
 from trellis.agent.runtime._calls import CallStatus
 from trellis.agent.runtime._events import (
     ApprovalRequested,
@@ -33,6 +34,7 @@ from trellis.memory.errors import (
     PayloadTooLargeError,
     StaleWriteError,
 )
+from trellis.planners import call_violations
 
 __all__ = ["CallStages"]
 
@@ -137,6 +139,13 @@ class CallStages(StageBase):
         """Run the call on the running step and record its result in the tree."""
         task_id = state["task_id"]
         steps = state.get("steps", 0) + 1
+        if call.get("skill") is not None and not call.get("error"):
+            # The last guard: whatever path a call took (an approval, a resume), a call that
+            # breaks one of the user's cues is never run; the step fails naming the cue.
+            cues = [Cue.model_validate(c) for c in state.get("cues", [])]
+            problems = call_violations(str(call["skill"]), call.get("args") or {}, cues)
+            if problems:
+                call = {**call, "error": "; ".join(problems), "error_type": "CueViolation"}
         outcome, key, status = self._call(task_id, node_id, call, attempt, decision, recorded)
         self._fence(task_id)  # a worker that lost its lease during the call writes nothing
         self._observe(task_id, node_id, outcome, key, steps, status)

@@ -18,12 +18,12 @@ import random
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from trellis.agent import MEMORY_CHARS, EnvEpisode
 from trellis.agent.errors import ForbiddenFoldError
 from trellis.memory.errors import TrellisError
-from trellis_twc._env import TwcEnvironment
+from trellis_twc._env import TwcEnvironment, TwcState
 from trellis_twc._expert import TwcExpert
 from trellis_twc._spec import TwcConfig
 
@@ -198,9 +198,11 @@ def _expert_rows(
     """Play one game with ``pick`` (offered actions, expert's label -> move, or None to stop),
     yielding a row at each state where the expert's move is offered."""
     env = game.env
+    if not isinstance(env, TwcEnvironment):
+        raise TypeError(f"expert rows need a TwcEnvironment episode, got {type(env).__name__}")
     env.load(config)
     expert = TwcExpert.from_gold(env)  # walks the gold path, then resets the game
-    state = game.begin()
+    state = cast(TwcState, game.begin())
     goal = state.task_description
     for _move in range(max_moves):
         if state.done:
@@ -212,7 +214,7 @@ def _expert_rows(
         action = pick(offered, label)
         if action is None or action not in state.valid_actions:
             return
-        before, state = state, game.step(action)
+        before, state = state, cast(TwcState, game.step(action))
         expert.observe(env.actions[-1], before, state)
 
 
