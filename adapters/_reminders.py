@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -406,6 +406,7 @@ class ReminderAdapter:
                 result.model_cues = [_draft_to_cue(draft, text, created)]
         if result.rule_cues and result.model_cues:
             result.agreement = _agree(result.rule_cues[0], result.model_cues[0])
+            result.model_cues = [_with_order(c, result.rule_cues) for c in result.model_cues]
         if self.config.mode == "model" and result.model_cues:
             result.cues, result.method = result.model_cues, "model"
         elif result.rule_cues and self.config.mode != "model":
@@ -513,6 +514,18 @@ def _draft_to_cue(draft: CueDraft, reminder: str, created: datetime) -> Cue:
         source=reminder[:2000],
         created_at=created,
     )
+
+
+def _with_order(model: Cue, rule_cues: Sequence[Cue]) -> Cue:
+    """The model's cue with the ordering the rules read ("wash the cup after using it",
+    "before serving, wipe the table"): the model's one-object answer has no place for the
+    trigger or the order, and the rules parse those sentence forms exactly."""
+    if model.polarity != "require":
+        return model
+    for rule in rule_cues:
+        if rule.polarity == "require" and rule.order != "any" and rule.trigger:
+            return model.model_copy(update={"order": rule.order, "trigger": rule.trigger})
+    return model
 
 
 def _agree(rule: Cue, model: Cue) -> bool:

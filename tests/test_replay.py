@@ -402,3 +402,38 @@ def test_cli_record_with_the_embedded_defaults_then_replay(tmp_path: Path) -> No
     assert (tmp_path / "eval" / "report.html").is_file()
     compared = runner.invoke(app, ["compare", str(out), str(tmp_path / "eval" / "run.json")])
     assert compared.exit_code == 0 and "negative flips 0" in compared.output
+
+
+def test_model_extracted_and_stored_cues_replay_exactly(tmp_path: Path) -> None:
+    """The trace holds how reminders became cues (the reminder model's calls, the user's
+    stored cues), so a replay on an empty database makes the same cues and decisions."""
+    from trellis.adapters import Cue, ReminderAdapter, ReminderConfig
+    from trellis.agent.traces._trace import CuesEvent
+    from trellis.planners import CueStore
+
+    def model(request: LLMRequest) -> str:
+        if request.adapter == "cues" or "polarity" in json.dumps(request.json_schema or {}):
+            return '{"kind":"correction","polarity":"forbid","action":"pick","subject":"spoon"}'
+        return scripted_model(request)
+
+    backend = FunctionBackend(model)
+    path = tmp_path / "cues.jsonl"
+    with Agent(
+        config=AgentConfig(database_url=f"sqlite:///{tmp_path}/rec.db", use_plan_args=False),
+        backend=backend,
+        planner=LLMPlanner(backend, config=PlannerConfig(max_tokens=200)),
+        reminder_adapter=ReminderAdapter(backend, config=ReminderConfig(mode="model")),
+        skills=[look, pick_up],
+    ) as agent:
+        stored = Cue(
+            kind="correction", polarity="forbid", subject="anvil", constraint="never lift the anvil"
+        )
+        CueStore(agent.store.engine).add("kim", [stored])
+        agent.run("tidy the kitchen", reminders=["don't take the spoon"], user_id="kim", trace=path)
+    trace = read_trace(path)
+    assert trace.start.reminder["mode"] == "model"
+    cues = trace.of_type(CuesEvent)[0]
+    assert [c["subject"] for c in cues.standing] == ["anvil"] and len(cues.cues) == 2
+    assert any(e.stage == "remind" for e in trace.of_type(LLMEvent))
+    replayed = replay_sync(trace)
+    assert replayed.ok, replayed.divergence.describe() if replayed.divergence else replayed.error

@@ -56,6 +56,8 @@ class CuesMade(EventBase):
     type: Literal["cues_made"] = "cues_made"
     cues: list[str]
     """The cues, as the planner reads them."""
+    standing: list[dict[str, Any]] = []
+    """The user's stored cues among them (``Cue`` records), so that a replay holds the same."""
 
 
 class PlanMade(EventBase):

@@ -41,8 +41,9 @@ class Stages(ActStages, CallStages):
         reminders = [str(r) for r in (task.metadata or {}).get("reminders", [])]
         # The user's stored cues (``trellis cues add``) hold in every task of theirs; the
         # task's own reminders follow, so a prompt lists the standing rules first.
-        stored = CueStore(self.d.store.engine).active_cues(task.user_id, task_id)
-        cues: list[dict[str, Any]] = [c.model_dump(mode="json") for c in stored]
+        standing = self.d.standing_cues or CueStore(self.d.store.engine).active_cues
+        stored = [c.model_dump(mode="json") for c in standing(task.user_id, task_id)]
+        cues: list[dict[str, Any]] = list(stored)
         update: dict[str, Any] = {}
         for reminder in reminders:
             self.flush(task_id)
@@ -51,7 +52,7 @@ class Stages(ActStages, CallStages):
             merged: Any = {**state, **update}
             update.update(self._account(merged, extracted.llm_results, stage="remind"))
         if cues:
-            self.emit(CuesMade(task_id=task_id, cues=render_cues(cues)))
+            self.emit(CuesMade(task_id=task_id, cues=render_cues(cues), standing=stored))
         root = self.d.store.root(task_id)
         if root.status is not NodeStatus.RUNNING:
             self._set_status(task_id, root.id, NodeStatus.RUNNING, cause="task started")

@@ -87,6 +87,9 @@ class LoopDeps:
         self.no_env: set[str] = set()
         self.prune: Callable[[str, int], None] | None = None
         """Set by the graph: keep only the newest N checkpoints of a task."""
+        self.standing_cues: Callable[[str, str], list[Any]] | None = None
+        """(user id, task id) -> the user's stored cues in force; None: the ``CueStore`` in
+        the task's database (a replay gives the cues its trace recorded)."""
 
 
 def require(node_id: int | None) -> int:

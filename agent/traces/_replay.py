@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from trellis.adapters import LLMBackend, ReminderAdapter, ReminderConfig
+from trellis.adapters import Cue, LLMBackend, ReminderAdapter, ReminderConfig
 from trellis.agent.env import EnvironmentPack
 from trellis.agent.runtime import AgentConfig, SkillRegistry
 from trellis.agent.traces._replay_world import (
@@ -276,6 +276,15 @@ def compare_traces(recorded: list[Any], replayed: list[Any]) -> Divergence | Non
 # --- running -------------------------------------------------------------------------------
 
 
+def _reminder_adapter(recorded: dict[str, Any], backend: Any) -> ReminderAdapter:
+    """The reminder adapter the trace was recorded with, answering from the recorded calls."""
+    mode = recorded.get("mode", "rules")
+    if mode == "rules":
+        return ReminderAdapter(None, config=ReminderConfig(mode="rules"))
+    config = ReminderConfig.model_validate(recorded.get("config") or {"mode": mode})
+    return ReminderAdapter(backend, adapter=recorded.get("adapter"), config=config)
+
+
 class Replayer:
     """Replays traces one after the other on one store, one agent and one compiled graph.
 
@@ -357,6 +366,10 @@ class Replayer:
         deps.backend = backend
         deps.planner = recorder.planner(planner)
         deps.router = router
+        deps.reminder_adapter = _reminder_adapter(start.reminder, backend)
+        cue_events = trace.of_type(CuesEvent)
+        standing = [Cue.model_validate(c) for c in (cue_events[0].standing if cue_events else [])]
+        deps.standing_cues = lambda _user, _task: list(standing)
         return env
 
     async def replay(self, trace: Trace) -> ReplayResult:

@@ -116,6 +116,9 @@ class TaskStartEvent(_Event):
     """The agent configuration (``AgentConfig``) in force."""
     planner: dict[str, Any] = {}
     """Planner kind (``llm`` or another name), its configuration and adapter."""
+    reminder: dict[str, Any] = {}
+    """How reminders became cues: ``mode``, ``adapter`` and ``config`` of the reminder
+    adapter (empty in traces from before it was recorded: the rule extractor)."""
     backend: str = ""
     """The LLM backend's name."""
     model: dict[str, Any] | None = None
@@ -134,6 +137,8 @@ class CuesEvent(_Event):
     type: Literal["cues"] = "cues"
     cues: list[str]
     """Rendered cues, as the planner reads them."""
+    standing: list[dict[str, Any]] = []
+    """The user's stored cues in force (``Cue`` records); a replay uses exactly these."""
 
 
 class PlanEvent(_Event):

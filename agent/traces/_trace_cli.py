@@ -64,7 +64,7 @@ def replay(
         )
     else:
         if result.divergence is not None:
-            console.print(f"[red]{result.divergence.describe()}[/red]", markup=False)
+            console.print(result.divergence.describe(), style="red", markup=False)
         if result.error:
             console.print(f"replay error: {result.error}", markup=False)
     if not result.ok:

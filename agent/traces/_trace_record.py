@@ -248,6 +248,7 @@ class TraceRecorder:
             env=metadata.get("env"),
             config=agent.config.model_dump(mode="json"),
             planner=planner_info(agent.deps.planner),
+            reminder=_reminder_info(agent.deps.reminder_adapter),
             backend=str(getattr(inner, "name", "")),
             model=_model_info(inner),
             adapters=_adapter_infos(agent),
@@ -268,7 +269,7 @@ class TraceRecorder:
         elif isinstance(event, PlanMade):
             self._write_plan(event)
         elif isinstance(event, CuesMade):
-            self._write(CuesEvent, cues=list(event.cues))
+            self._write(CuesEvent, cues=list(event.cues), standing=list(event.standing))
         elif isinstance(event, RouteDecided):
             self._flush_failed_plans()
             self._flush_llm("route", event.node_id)
@@ -434,6 +435,21 @@ class TraceRecorder:
                 raise_errors=raise_errors,
             )
         )
+
+
+def _reminder_info(adapter: Any) -> dict[str, Any]:
+    """What a replay needs to turn reminders into cues the same way (model calls included)."""
+    config = getattr(adapter, "config", None)
+    if config is None:
+        return {}
+    mode = getattr(config, "mode", "rules")
+    if getattr(adapter, "backend", None) is None:
+        mode = "rules"  # without a model only the rules run, whatever the mode says
+    return {
+        "mode": mode,
+        "adapter": getattr(adapter, "adapter", None),
+        "config": config.model_dump(mode="json"),
+    }
 
 
 async def record_run(
