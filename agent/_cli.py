@@ -259,10 +259,26 @@ def run(
     for module_name in skills:
         for item in load_skills(module_name):
             agent.register(item)
-    finished = asyncio.run(
-        _show(agent, agent.stream(goal, reminders=reminder, user_id=user, env=environment))
-    )
+    # The modules are kept with the task: resume, approve and reject register them again.
+    labels = {SKILL_MODULES: ",".join(skills)} if skills else None
+    stream = agent.stream(goal, reminders=reminder, user_id=user, env=environment, labels=labels)
+    finished = asyncio.run(_show(agent, stream))
     _finish(agent, finished, strict=strict)
+
+
+SKILL_MODULES = "skill_modules"
+"""The task label holding the ``--skills`` modules a task was started with."""
+
+
+def _task_agent(task_id: str, database_url: str | None) -> Any:
+    """An agent for an existing task, with the skill modules it was started with."""
+    agent = _agent(database_url, None)
+    labels = (agent.store.get_task(task_id).metadata or {}).get("labels") or {}
+    for module_name in filter(None, str(labels.get(SKILL_MODULES, "")).split(",")):
+        for item in load_skills(module_name):
+            if item.name not in agent.skills:
+                agent.register(item)
+    return agent
 
 
 def resume(
@@ -272,7 +288,7 @@ def resume(
     ),
 ) -> None:
     """Continue a task from its last checkpoint (after a crash or a stop)."""
-    agent = _agent(database_url, None)
+    agent = _task_agent(task_id, database_url)
     finished = asyncio.run(_show(agent, agent.stream_resume(task_id)))
     _finish(agent, finished)
 
@@ -282,7 +298,7 @@ def _decide(task_id: str, database_url: str | None, approved: bool) -> None:
 
     from trellis.agent.errors import NoPendingApprovalError
 
-    agent = _agent(database_url, None)
+    agent = _task_agent(task_id, database_url)
     if agent.pending_approval(task_id) is None:
         raise NoPendingApprovalError(task_id)
     command: Command[Any] = Command(resume={"approved": approved})

@@ -73,6 +73,19 @@ def test_tasks_tree_and_approve(tmp_path: Path) -> None:
     assert "not waiting for an approval" in str(no_pending.exception)
 
 
+def test_approve_registers_the_skill_modules_the_task_was_started_with(tmp_path: Path) -> None:
+    """A task started with ``--skills MODULE`` keeps the module: approve (and resume, reject)
+    in a new process find its skills without being told again."""
+    url = f"sqlite:///{tmp_path}/labels.db"
+    agent = _agent(url)
+    result = agent.run("ship it", labels={"skill_modules": "test_agent_cli"})
+    agent.close()
+    assert result.outcome == "interrupted"
+    approved = runner.invoke(app, ["approve", result.task_id, "--database-url", url])
+    assert approved.exit_code == 0, approved.output
+    assert "success" in approved.output
+
+
 def test_run_refuses_bad_input(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/cli.db"
     nothing = runner.invoke(app, ["run", "--database-url", url])

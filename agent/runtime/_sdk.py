@@ -276,8 +276,17 @@ class Agent:
 
     # --- running ---------------------------------------------------------------------------
 
-    def _new_task(self, goal: str | None, reminders: Iterable[str], user_id: str, env: Any) -> str:
+    def _new_task(
+        self,
+        goal: str | None,
+        reminders: Iterable[str],
+        user_id: str,
+        env: Any,
+        labels: Mapping[str, str] | None = None,
+    ) -> str:
         metadata: dict[str, Any] = {"reminders": [str(r) for r in reminders]}
+        if labels:
+            metadata["labels"] = {str(k): str(v) for k, v in labels.items()}
         environment: tuple[Environment, str] | None = None
         if env is not None:
             pack, spec = self.environments.for_spec(env)
@@ -309,10 +318,15 @@ class Agent:
         reminders: Iterable[str] = (),
         user_id: str = "default",
         env: EnvSpec | Mapping[str, Any] | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> AsyncIterator[AgentEvent]:
-        """Run a new task, yielding typed events; the last one is :class:`TaskFinished`."""
+        """Run a new task, yielding typed events; the last one is :class:`TaskFinished`.
+
+        ``labels`` are stored with the task (``TaskRecord.metadata["labels"]``) for the app
+        that resumes it; the CLI keeps its ``--skills`` modules there.
+        """
         self._refuse_concurrent_in_memory()
-        task_id = self._new_task(goal, reminders, user_id, env)
+        task_id = self._new_task(goal, reminders, user_id, env, labels)
         # aclosing: a consumer that stops early still ends the run's generator at once.
         async with contextlib.aclosing(self._drive(task_id, {})) as events:
             async for event in events:
@@ -481,19 +495,24 @@ class Agent:
         user_id: str = "default",
         env: EnvSpec | Mapping[str, Any] | None = None,
         trace: str | os.PathLike[str] | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> RunResult:
         """Run a new task to its end (or to an approval it waits for).
 
         ``trace`` records the run to that JSONL file (``trellis replay FILE`` re-runs it and
         compares every decision); the recording covers this run, not a later resume.
+        ``labels`` are stored with the task (see :meth:`stream`).
         """
         if trace is not None:
             if _trace_recorder is None:  # trellis.agent.traces installs it when imported
                 raise UsageError("recording needs trellis.agent.traces: import trellis.agent")
+            if labels:
+                raise UsageError("labels are not recorded in traces; run without trace=")
             return await _trace_recorder(
                 self, trace, goal, reminders=reminders, env=env, user_id=user_id
             )
-        return await self._collect(self.stream(goal, reminders=reminders, user_id=user_id, env=env))
+        stream = self.stream(goal, reminders=reminders, user_id=user_id, env=env, labels=labels)
+        return await self._collect(stream)
 
     def run(
         self,
@@ -503,9 +522,14 @@ class Agent:
         user_id: str = "default",
         env: EnvSpec | Mapping[str, Any] | None = None,
         trace: str | os.PathLike[str] | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> RunResult:
         """Blocking :meth:`arun`."""
-        return run_sync(self.arun(goal, reminders=reminders, user_id=user_id, env=env, trace=trace))
+        return run_sync(
+            self.arun(
+                goal, reminders=reminders, user_id=user_id, env=env, trace=trace, labels=labels
+            )
+        )
 
     async def aresume(self, task_id: str) -> RunResult:
         """Continue a task from its last checkpoint (after a crash or a stop)."""
