@@ -71,6 +71,7 @@ from trellis.agent.runtime import (
     env_act_prompt_args,
     offered_actions,
     skill,
+    skills_from_module,
     world_memory_text,
 )
 from trellis.agent.service import (
@@ -86,6 +87,7 @@ from trellis.agent.service import (
     UnknownProfileError,
     available_profiles,
     register_profile,
+    skills_profile,
 )
 from trellis.agent.traces import (
     Comparison,
@@ -206,6 +208,8 @@ __all__ = [
     "replay_sync",
     "seed_range",
     "skill",
+    "skills_from_module",
+    "skills_profile",
     "world_memory_text",
     "write_jsonl",
 ]

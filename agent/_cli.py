@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -176,27 +175,15 @@ def _finish(agent: Agent, finished: Any, *, strict: bool = False) -> None:
         raise typer.Exit(1)
 
 
-_MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-
-
 def load_skills(module_name: str) -> list[Any]:
     """Every skill object defined in an importable module (a dotted name, never a path)."""
-    import importlib
+    from trellis.agent.runtime import skills_from_module
+    from trellis.memory.errors import UsageError
 
-    from trellis.agent.runtime import Skill
-
-    if not _MODULE.match(module_name):
-        raise typer.BadParameter(
-            f"{module_name!r} is not a module name: give a dotted Python module such as myapp.skills"
-        )
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise typer.BadParameter(f"cannot import {module_name!r}: {exc}") from exc
-    found = [value for value in vars(module).values() if isinstance(value, Skill)]
-    if not found:
-        raise typer.BadParameter(f"module {module_name!r} defines no @skill functions")
-    return found
+        return list(skills_from_module(module_name))
+    except UsageError as exc:
+        raise typer.BadParameter(str(exc)) from exc
 
 
 def run(

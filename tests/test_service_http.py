@@ -39,7 +39,12 @@ def _reset(url: str) -> None:
 
 
 def start_server(
-    url: str, home: Path, *, workers: int, extra: dict[str, str] | None = None
+    url: str,
+    home: Path,
+    *,
+    workers: int,
+    extra: dict[str, str] | None = None,
+    args: tuple[str, ...] = (),
 ) -> tuple[subprocess.Popen[bytes], str]:
     """``trellis serve`` in a subprocess; returns the process and its base URL once ready."""
     port = _free_port()
@@ -66,6 +71,7 @@ def start_server(
             str(port),
             "--workers",
             str(workers),
+            *args,
         ],
         cwd=ROOT,
         env=env,
@@ -73,7 +79,7 @@ def start_server(
         stderr=open(home / "server.log", "ab"),  # noqa: SIM115
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError((home / "server.log").read_text()[-3000:])

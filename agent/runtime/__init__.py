@@ -42,6 +42,7 @@ from trellis.agent.runtime._skills import (
     SkillOutcome,
     SkillRegistry,
     skill,
+    skills_from_module,
     to_json_value,
 )
 
@@ -83,6 +84,7 @@ __all__ = [
     "open_checkpointer",
     "set_trace_recorder",
     "skill",
+    "skills_from_module",
     "to_json_value",
     "world_memory_text",
 ]

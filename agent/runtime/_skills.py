@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import inspect
 import json
+import re
 import threading
 import time
 import types
@@ -33,7 +34,15 @@ from trellis.agent.errors import (
 from trellis.memory.errors import TrellisError, UsageError
 from trellis.planners import SkillDefinitionError, SkillSpec
 
-__all__ = ["Skill", "SkillContext", "SkillOutcome", "SkillRegistry", "skill", "to_json_value"]
+__all__ = [
+    "Skill",
+    "SkillContext",
+    "SkillOutcome",
+    "SkillRegistry",
+    "skill",
+    "skills_from_module",
+    "to_json_value",
+]
 
 
 @dataclass
@@ -461,3 +470,29 @@ class SkillRegistry:
 
     def __len__(self) -> int:
         return len(self._skills)
+
+
+_MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def skills_from_module(module_name: str) -> list[Skill]:
+    """Every :class:`Skill` defined in an importable module, named by its dotted name.
+
+    The name is checked before anything is imported: a dotted Python module name such as
+    ``myapp.skills``, never a path; the module must define at least one ``@skill``.
+    """
+    import importlib
+
+    if not _MODULE_NAME.match(module_name):
+        raise UsageError(
+            f"{module_name[:200]!r} is not a module name: give a dotted Python module such as "
+            "myapp.skills"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UsageError(f"cannot import {module_name!r}: {exc}") from exc
+    found = [value for value in vars(module).values() if isinstance(value, Skill)]
+    if not found:
+        raise UsageError(f"module {module_name!r} defines no @skill functions")
+    return found

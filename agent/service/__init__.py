@@ -16,6 +16,7 @@ from trellis.agent.service._profiles import (
     env_profile,
     get_profile,
     register_profile,
+    skills_profile,
 )
 from trellis.agent.service._queue import QueuedTask, QueueState, TaskQueue
 from trellis.agent.service._settings import DemoProfileConfig, ServiceSettings
@@ -35,4 +36,5 @@ __all__ = [
     "env_profile",
     "get_profile",
     "register_profile",
+    "skills_profile",
 ]

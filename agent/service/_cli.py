@@ -22,16 +22,36 @@ ConfigOption = Annotated[
 DbOption = Annotated[
     str | None, typer.Option("--db", help="Database URL (postgresql://... for several processes).")
 ]
+SkillsOption = Annotated[
+    list[str],
+    typer.Option(
+        "--skills",
+        help="Python module whose @skill functions a profile of that name runs (with the LLM "
+        "planner); repeatable. The first becomes the default profile.",
+    ),
+]
 WorkersOption = Annotated[
     int | None, typer.Option("--workers", "-w", help="Concurrent task loops in this process.")
 ]
 
 
-def _settings(config: Path | None, **overrides: Any) -> ServiceSettings:
+def _settings(
+    config: Path | None, skills: list[str] | None = None, **overrides: Any
+) -> ServiceSettings:
+    from trellis.agent.service._profiles import register_profile, skills_profile
+    from trellis.memory.errors import UsageError
+
     try:
+        for module_name in skills or []:
+            register_profile(skills_profile(module_name), replace=True)
         settings = ServiceSettings.load(config, **overrides)
+        if skills:
+            allowed = [*skills, *(p for p in settings.profiles if p not in skills)]
+            settings = settings.model_copy(
+                update={"profiles": allowed, "default_profile": skills[0]}
+            )
         settings.user_tokens()
-    except ServiceConfigError as exc:
+    except (ServiceConfigError, UsageError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     return settings
@@ -43,6 +63,7 @@ def serve(
     port: Annotated[int | None, typer.Option(help="TCP port.")] = None,
     db: DbOption = None,
     config: ConfigOption = None,
+    skills: SkillsOption = [],  # noqa: B006 - typer reads the default, it is never mutated
 ) -> None:
     """Run the HTTP API and N task loops (several processes may share one PostgreSQL)."""
     import uvicorn
@@ -50,7 +71,7 @@ def serve(
     from trellis.agent.service._http import create_app
     from trellis.agent.service._runtime import configure_logging
 
-    settings = _settings(config, workers=workers, host=host, port=port, database_url=db)
+    settings = _settings(config, skills, workers=workers, host=host, port=port, database_url=db)
     configure_logging(settings.log_level)
     app = create_app(settings)
     uvicorn.run(
@@ -69,11 +90,14 @@ def worker(
     metrics_port: Annotated[
         int | None, typer.Option(help="Serve Prometheus metrics on this port.")
     ] = None,
+    skills: SkillsOption = [],  # noqa: B006 - typer reads the default, it is never mutated
 ) -> None:
     """Run N task loops without the HTTP API (scale out on more processes or machines)."""
     from trellis.agent.service._runtime import configure_logging
 
-    settings = _settings(config, workers=workers, database_url=db, metrics_port=metrics_port)
+    settings = _settings(
+        config, skills, workers=workers, database_url=db, metrics_port=metrics_port
+    )
     configure_logging(settings.log_level)
     asyncio.run(run_worker(settings))
 

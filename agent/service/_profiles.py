@@ -31,7 +31,13 @@ from trellis.agent.service._errors import ServiceConfigError, UnknownProfileErro
 from trellis.agent.service._settings import DemoProfileConfig, ServiceSettings
 from trellis.memory import TaskStore, trellis_home
 
-__all__ = ["Profile", "available_profiles", "get_profile", "register_profile"]
+__all__ = [
+    "Profile",
+    "available_profiles",
+    "get_profile",
+    "register_profile",
+    "skills_profile",
+]
 
 APPROVAL_MARK = "[approval]"
 
@@ -238,6 +244,19 @@ def _shared_backend() -> Any:
     return default_backend()
 
 
+_ADAPTER_BACKENDS: dict[str, Any] = {}
+
+
+def _backend_with_adapters(store: TaskStore) -> Any:
+    """One in-process model per database, loading the registered and shipped adapters."""
+    from trellis.agent.runtime import default_backend, default_registry
+
+    key = str(store.engine.url)
+    if key not in _ADAPTER_BACKENDS:
+        _ADAPTER_BACKENDS[key] = default_backend(default_registry(store.engine, shipped=True))
+    return _ADAPTER_BACKENDS[key]
+
+
 def env_profile(kind: str) -> Profile:
     """The profile of an installed environment pack: tasks in the pack's default episode
     (a submission's goal, else the world's own task) on the default embedded model."""
@@ -258,6 +277,28 @@ def env_profile(kind: str) -> Profile:
         description=f"{pack.description or kind} (environment pack) on the default embedded model",
         build=build,
         prepare=prepare,
+    )
+
+
+def skills_profile(module_name: str, *, name: str | None = None) -> Profile:
+    """The profile of an app's own skills: every ``@skill`` of the module ``module_name``
+    (a dotted name), planned by the default LLM planner on the default embedded model, with
+    the shipped adapters; tasks are submitted with their goal. Named after the module
+    unless ``name`` is given. ``trellis serve --skills MODULE`` registers and allows it."""
+    from trellis.agent.runtime import AgentConfig, skills_from_module
+
+    skills = skills_from_module(module_name)  # checked now: a bad module fails at start-up
+
+    def build(settings: ServiceSettings, store: TaskStore) -> Agent:
+        config = AgentConfig(database_url=settings.database_url, shipped_adapters=True)
+        backend = _backend_with_adapters(store)
+        return Agent(config=config, store=store, backend=backend, skills=skills)
+
+    names = ", ".join(sorted(s.name for s in skills))
+    return Profile(
+        name=name or module_name,
+        description=f"the skills of {module_name} ({names}) with the LLM planner",
+        build=build,
     )
 
 
