@@ -37,6 +37,7 @@ import itertools
 
 from langgraph.graph import END, START, StateGraph
 from sqlalchemy import create_engine, text
+from sqlalchemy import event as sa_event
 from trellis_twc import TwcConfig
 
 from trellis.adapters import FunctionBackend
@@ -117,6 +118,18 @@ def run_trellis(url: str, steps: int) -> tuple[float, dict[str, float]]:
     )
     skill_s = 0.0
     finished: TaskFinished | None = None
+    # The Task Memory Tree's SQL: statements and commits on the agent's engine (the
+    # checkpointer adds one commit per superstep on its own connection).
+    counts = {"statements": 0, "commits": 0}
+
+    def on_statement(*_args: Any) -> None:
+        counts["statements"] += 1
+
+    def on_commit(*_args: Any) -> None:
+        counts["commits"] += 1
+
+    sa_event.listen(agent.store.engine, "before_cursor_execute", on_statement)
+    sa_event.listen(agent.store.engine, "commit", on_commit)
 
     async def go() -> None:
         nonlocal skill_s, finished
@@ -133,7 +146,13 @@ def run_trellis(url: str, steps: int) -> tuple[float, dict[str, float]]:
     if finished is None or not finished.success or finished.steps != steps:
         raise RuntimeError(f"benchmark run did not finish as expected: {finished}")
     # CPU time keeps the (tiny) skill time in: wall time on a shared machine is the noisy one.
-    return (elapsed - skill_s) / steps, {"skill_s": skill_s, "total_s": elapsed, "cpu_s": cpu}
+    return (elapsed - skill_s) / steps, {
+        "skill_s": skill_s,
+        "total_s": elapsed,
+        "cpu_s": cpu,
+        "statements": counts["statements"],
+        "commits": counts["commits"],
+    }
 
 
 def postgres_url() -> str | None:
@@ -178,13 +197,18 @@ def overhead(args: argparse.Namespace) -> dict[str, Any]:
                 n, short = args.steps, SHORT
                 trellis, bare, trellis_whole, bare_whole = [], [], [], []
                 trellis_cpu, bare_cpu, one_node, one_node_cpu = [], [], [], []
+                statements: list[float] = []
+                commits: list[float] = []
                 for _ in range(args.repeats):
                     # Marginal cost of a step: (T(n) - T(short)) / (n - short) removes the
                     # per-task work (task creation, planning, finishing) from both sides.
                     t_per, t_info = run_trellis(url, n)
                     t_long, tc_long = t_per * n, t_info["cpu_s"]
+                    long_info = t_info
                     t_per, t_info = run_trellis(url, short)
                     t_short, tc_short = t_per * short, t_info["cpu_s"]
+                    for key, into in (("statements", statements), ("commits", commits)):
+                        into.append((long_info[key] - t_info[key]) / (n - short))
                     b_per, bc_per = run_bare(url, n)
                     b_long, bc_long = b_per * n, bc_per * n
                     b_per, bc_per = run_bare(url, short)
@@ -218,6 +242,9 @@ def overhead(args: argparse.Namespace) -> dict[str, Any]:
                     "cpu_ratio_vs_one_node": round(tc / statistics.median(one_node_cpu), 2),
                     "trellis_ms_per_step_with_task_setup": round(tw * 1000, 2),
                     "bare_ms_per_step_with_setup": round(bw * 1000, 2),
+                    "tree_statements_per_step": round(statistics.median(statements), 2),
+                    "tree_commits_per_step": round(statistics.median(commits), 2),
+                    "checkpoint_commits_per_step": 1,
                     "steps": n,
                     "repeats": args.repeats,
                     "load_average_1m": round(os.getloadavg()[0], 1),
@@ -228,7 +255,7 @@ def overhead(args: argparse.Namespace) -> dict[str, Any]:
     print(
         f"{'database':10} {'trellis ms/step':>16} {'bare ms/step':>13} {'ratio':>6} "
         f"{'trellis cpu ms':>15} {'bare cpu ms':>12} {'cpu ratio':>10} "
-        f"{'1-node bare ms':>15} {'ratio':>6}"
+        f"{'1-node bare ms':>15} {'ratio':>6} {'SQL/step':>9} {'commits/step':>13}"
     )
     for label, row in rows.items():
         print(
@@ -236,7 +263,8 @@ def overhead(args: argparse.Namespace) -> dict[str, Any]:
             f"{row['bare_langgraph_ms_per_step']:13.2f} {row['ratio']:6.2f} "
             f"{row['trellis_cpu_ms_per_step']:15.2f} {row['bare_cpu_ms_per_step']:12.2f} "
             f"{row['cpu_ratio']:10.2f} {row['bare_one_node_ms_per_step']:15.2f} "
-            f"{row['ratio_vs_one_node']:6.2f}"
+            f"{row['ratio_vs_one_node']:6.2f} {row['tree_statements_per_step']:9.1f} "
+            f"{row['tree_commits_per_step']:13.1f}"
         )
     return {"overhead": rows, "target_ratio": 1.5, "durability": "sync"}
 
