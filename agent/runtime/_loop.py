@@ -120,12 +120,11 @@ class Stages(ActStages, CallStages):
         merged: Any = {**state, **update}
         adapter, route_record = self._route(merged, node)
         call = self._planned_call(task_id, node)
-        if (
-            call is not None
-            and not call.get("error")
-            and self._cue_problems(merged)(str(call["skill"]), call.get("args") or {})
-        ):
-            call = None  # the plan's call breaks a cue: the model is asked for another
+        if call is not None and not call.get("error"):
+            if adapter is not None:
+                call = None  # the routed adapter fills the step's arguments (it knows the task)
+            elif self._cue_problems(merged)(str(call["skill"]), call.get("args") or {}):
+                call = None  # the plan's call breaks a cue: the model is asked for another
         if call is not None and not self._needs_approval(call):
             attempt, recorded = self._start(task_id, node, call, adapter, route_record)
             return {**update, **self._run(merged, node.id, call, attempt, None, recorded)}
