@@ -93,7 +93,58 @@ def _summary(result: Any) -> Table:
     return table
 
 
-async def _show(agent: Agent, events: AsyncIterator[Any]) -> Any:
+class RunProfile:
+    """Where a run's wall time goes (``trellis run --profile``): marks in the order they
+    happen, then a table; the first model call includes loading the model."""
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+        self.marks: list[tuple[str, float]] = []
+        self.first_llm: float | None = None
+
+    def mark(self, name: str) -> None:
+        if name not in dict(self.marks):
+            self.marks.append((name, time.perf_counter()))
+
+    def on_event(self, event: Any) -> None:
+        from trellis.agent.runtime import LLMCall, SkillFinished, TaskFinished, TaskStarted
+
+        if isinstance(event, TaskStarted):
+            self.mark("task created (database, environment reset)")
+        elif isinstance(event, LLMCall):
+            if self.first_llm is None:
+                self.first_llm = event.latency_s
+            self.mark("first model answer (model load included)")
+        elif isinstance(event, SkillFinished):
+            self.mark("first skill call done")
+        elif isinstance(event, TaskFinished):
+            self.mark("task finished")
+
+    def render(self) -> Table:
+        import resource
+
+        table = Table(title="where the time went")
+        table.add_column("phase")
+        table.add_column("seconds", justify="right")
+        try:
+            import psutil
+
+            before = time.time() - psutil.Process().create_time() - (time.perf_counter() - self.t0)
+            table.add_row("interpreter and imports (before the command ran)", f"{before:.2f}")
+        except ImportError:  # psutil is optional: the phase is left out
+            pass
+        last = self.t0
+        for name, at in self.marks:
+            table.add_row(name, f"{at - last:.2f}")
+            last = at
+        if self.first_llm is not None:
+            table.add_row("  of which the first model call", f"{self.first_llm:.2f}")
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        table.add_row("peak resident memory (MB)", f"{peak:.0f}")
+        return table
+
+
+async def _show(agent: Agent, events: AsyncIterator[Any], profile: RunProfile | None = None) -> Any:
     from trellis.agent.runtime import LLMCall, TaskFinished, TaskStarted
 
     task_id: str | None = None
@@ -102,6 +153,8 @@ async def _show(agent: Agent, events: AsyncIterator[Any]) -> Any:
     finished: TaskFinished | None = None
     with Live(status, console=console, refresh_per_second=4, transient=False) as live:
         async for event in events:
+            if profile is not None:
+                profile.on_event(event)
             if isinstance(event, TaskStarted):
                 task_id = event.task_id
             if isinstance(event, TaskFinished):
@@ -219,8 +272,12 @@ def run(
     backend: BackendOption = None,
     server: ServerOption = [],  # noqa: B006 - typer reads the default, it is never mutated
     config_file: ConfigOption = None,
+    profile: bool = typer.Option(
+        False, "--profile", help="Print where the wall time went (start-up, model, moves)."
+    ),
 ) -> None:
     """Run a goal (or an environment's own task) with a live tree, then print a summary."""
+    timing = RunProfile() if profile else None
     if env is None and not goal:
         errors.print("[red]give a GOAL[/red] (or --env KIND to act in an environment)")
         raise typer.Exit(2)
@@ -249,7 +306,11 @@ def run(
     # The modules are kept with the task: resume, approve and reject register them again.
     labels = {SKILL_MODULES: ",".join(skills)} if skills else None
     stream = agent.stream(goal, reminders=reminder, user_id=user, env=environment, labels=labels)
-    finished = asyncio.run(_show(agent, stream))
+    if timing is not None:
+        timing.mark("agent built (configuration, skills)")
+    finished = asyncio.run(_show(agent, stream, timing))
+    if timing is not None:
+        console.print(timing.render())
     _finish(agent, finished, strict=strict)
 
 

@@ -163,6 +163,8 @@ async def bench(args: argparse.Namespace, model: str) -> dict[str, Any]:
             "llm_timeout_s": 3600,
             "wall_time_s": 3600,
         }
+        if args.max_steps is not None:
+            options["max_steps"] = args.max_steps
         if args.cases == "off" and "use_cases" in AgentConfig.model_fields:
             options["use_cases"] = False
         config = AgentConfig(**options)
@@ -204,6 +206,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="Rounds over the goal list.")
     parser.add_argument("--concurrency", type=int, default=4, help="Goals at once.")
     parser.add_argument("--threads", type=int, default=None, help="Torch threads.")
+    parser.add_argument(
+        "--max-steps", type=int, default=None, help="Skill calls per goal (default: AgentConfig)."
+    )
     args = parser.parse_args()
     for model in [m.strip() for m in args.models.split(",") if m.strip()]:
         asyncio.run(bench(args, model))

@@ -123,3 +123,60 @@ def test_data_twc_homes_writes_the_homes_and_the_rooms_of_their_containers(
     # Every home container has its rooms, read where the gold path put something in it.
     assert set(data["rooms"]) == {home for _, home in homes}
     assert all(rooms and rooms == sorted(rooms) for rooms in data["rooms"].values())
+
+
+def test_run_profile_marks_the_phases_in_order() -> None:
+    from rich.console import Console
+
+    from trellis.agent._cli import RunProfile
+    from trellis.agent.runtime import LLMCall, SkillFinished, TaskFinished, TaskStarted
+
+    profile = RunProfile()
+    profile.mark("agent built (configuration, skills)")
+    events = [
+        TaskStarted(task_id="t", goal="g"),
+        LLMCall(
+            task_id="t",
+            node_id=None,
+            stage="plan",
+            adapter=None,
+            prompt_tokens=3,
+            completion_tokens=2,
+            latency_s=1.5,
+        ),
+        LLMCall(
+            task_id="t",
+            node_id=1,
+            stage="act",
+            adapter=None,
+            prompt_tokens=3,
+            completion_tokens=2,
+            latency_s=0.1,
+        ),
+        SkillFinished(task_id="t", node_id=1, skill="ship", ok=True),
+        TaskFinished(
+            task_id="t",
+            outcome="success",
+            success=True,
+            steps=1,
+            replans=0,
+            adapters=[],
+            prompt_tokens=6,
+            completion_tokens=4,
+            elapsed_s=0.2,
+        ),
+    ]
+    for event in events:
+        profile.on_event(event)
+    assert [name for name, _ in profile.marks] == [
+        "agent built (configuration, skills)",
+        "task created (database, environment reset)",
+        "first model answer (model load included)",
+        "first skill call done",
+        "task finished",
+    ]
+    assert profile.first_llm == 1.5  # the first call, not the last
+    console = Console(record=True, width=120)
+    console.print(profile.render())
+    text = console.export_text()
+    assert "of which the first model call" in text and "peak resident memory" in text
