@@ -24,6 +24,7 @@ from trellis.adapters import (
     FunctionBackend,
     LLMRequest,
     SamplingParams,
+    create_lora_adapter,
     default_model_dir,
     register_shipped_adapters,
     rule_extract,
@@ -353,12 +354,17 @@ def test_default_planner_uses_the_plan_adapter_when_registered(tmp_path: Path) -
     backend = FunctionBackend(lambda request: "")
     store = TaskStore.open(f"sqlite:///{tmp_path}/t.db")
     try:
-        registry = AdapterRegistry(store.engine)
+        registry = AdapterRegistry(store.engine, roots=[tmp_path])
         assert default_planner(backend).adapter is None  # no registry: the base model
-        assert default_planner(backend, registry).adapter is None  # nothing registered
         register_shipped_adapters(registry)
+        # No plan adapter ships (the trained one did not beat the base model on the dev
+        # worlds, bench/results/bench_plans.json): the base model plans.
+        assert default_planner(backend, registry).adapter is None
+        folder = create_lora_adapter(default_model_dir(), tmp_path / "plan", seed=1)
+        registry.add("plan", folder, description="plans app goals", examples=["tidy up"])
+        # A user's own adapter named "plan" serves planning, shipped adapters on or off.
         assert default_planner(backend, registry).adapter == "plan"
-        assert default_planner(backend, registry, shipped=False).adapter is None
+        assert default_planner(backend, registry, shipped=False).adapter == "plan"
         config = default_planner(backend).config
         assert config.max_steps == 8 and not config.allow_decompose
     finally:

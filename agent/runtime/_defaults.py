@@ -52,7 +52,7 @@ def default_backend(registry: AdapterRegistry | None = None) -> LLMBackend:
 
 
 PLAN_ADAPTER = "plan"
-"""The shipped adapter that plans app goals (``adapters/shipped/plan``)."""
+"""The adapter name that plans app goals when one is registered (none ships; docs/training.md)."""
 
 
 def default_planner(
