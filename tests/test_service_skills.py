@@ -61,6 +61,6 @@ def test_the_service_runs_an_apps_skills_with_the_real_model(
     finally:
         stop_server(process)
     # The model planned over the module's skills: every planned step names one of them.
-    skills = {n.get("skill") for n in tree["nodes"][1:] if n.get("skill")}
+    skills = {(n.get("input") or {}).get("skill") for n in tree["nodes"][1:]} - {None}
     assert skills and skills <= {"go_to", "pick_up", "put_down", "wash"}, tree["nodes"]
     assert task["result"]["outcome"] in ("success", "failed", "budget_exhausted")
