@@ -243,6 +243,21 @@ def test_offered_actions_leave_out_only_idle_ones(env: CookingEnvironment) -> No
     assert "look around" in env.offered_actions(state)
 
 
+def test_closing_is_not_offered_unless_a_record_predates_the_rule(env: CookingEnvironment) -> None:
+    env.load(CookingConfig(seed=1, fold="dev"))
+    state = env.step("open fridge")
+    assert "close fridge" in state.valid_actions
+    assert "close fridge" not in env.offered_actions(state)
+    # A record from before the rule existed keeps every close on offer (it replays the same).
+    old = PACK.from_record(
+        {k: v for k, v in CookingConfig(seed=1).record().items() if k != "withhold_closing"}
+    )
+    assert isinstance(old, CookingConfig) and old.withhold_closing is False
+    env.load(old)
+    state = env.step("open fridge")
+    assert "close fridge" in env.offered_actions(state)
+
+
 # --- parsing real text -------------------------------------------------------------------
 
 

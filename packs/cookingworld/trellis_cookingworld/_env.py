@@ -152,7 +152,7 @@ class CookingEnvironment(Environment):
         """The valid actions less the idle ones (see :func:`offered_actions`)."""
         if not isinstance(state, CookingState):
             return list(state.valid_actions)
-        return offered_actions(state)
+        return offered_actions(state, withhold_closing=self.spec.withhold_closing)
 
     def prompt_notes(self, state: EnvState) -> list[str]:
         """The room, what is carried, the score's trend, and the recipe once read."""

@@ -21,13 +21,14 @@ _LOOKING = frozenset({"look around", "inventory"})
 _COOKBOOK = frozenset({"read cookbook", "examine cookbook"})
 
 
-def offered_actions(state: CookingState) -> list[str]:
+def offered_actions(state: CookingState, *, withhold_closing: bool = False) -> list[str]:
     """The valid actions less those that cannot show anything the prompt does not already:
 
     - ``examine X`` for anything but the cookbook: it repeats X's phrase from the room
       description or the inventory, both of which the prompt shows;
     - reading or examining the cookbook once it has been read: the prompt shows the recipe;
-    - ``look around`` and ``inventory`` right after an action that changed nothing.
+    - ``look around`` and ``inventory`` right after an action that changed nothing;
+    - with ``withhold_closing``, ``close X``: no cooking task needs anything closed.
 
     Moves that can fail the task (a wrong cut or cook of an ingredient, eating one) stay
     offered: the recipe note says which are right. Never empty while the game accepts an action.
@@ -37,6 +38,8 @@ def offered_actions(state: CookingState) -> list[str]:
         for action in state.valid_actions
         if action.startswith("examine ") and action != "examine cookbook"
     }
+    if withhold_closing:
+        withheld |= {action for action in state.valid_actions if action.startswith("close ")}
     if state.recipe:
         withheld |= _COOKBOOK
     last = state.last_action

@@ -40,6 +40,10 @@ class CookingConfig(EnvSpec):
     """Whether the player can carry only a few things at once."""
     step_limit: int = Field(default=50, ge=1, le=1000)
     """Moves allowed; the game ends, failed, when they are used up without eating the meal."""
+    withhold_closing: bool = True
+    """Leave ``close X`` out of the offered actions: no cooking task needs anything closed, and
+    a small model otherwise spends its moves opening and closing one cupboard (records made
+    before this rule existed keep it off)."""
 
     def __init__(self, **data: Any) -> None:
         # Raised directly (not wrapped in a ValidationError) so callers can catch it by type.
@@ -70,4 +74,5 @@ def spec_from_record(data: Mapping[str, Any]) -> CookingConfig:
     raises :class:`ForbiddenFoldError` itself rather than a validation error."""
     if data.get("fold") == "test":
         raise ForbiddenFoldError(TEST_FOLD_REFUSAL)
-    return CookingConfig.model_validate(dict(data))
+    # A record without the rule was made before it existed: it replays and resumes without it.
+    return CookingConfig.model_validate({"withhold_closing": False, **data})
