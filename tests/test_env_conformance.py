@@ -256,3 +256,15 @@ def test_a_pack_that_fails_to_import_is_named_with_the_fix() -> None:
     wrong = EntryPoint(name="wrong", value="json:dumps", group="trellis.environments")
     with pytest.raises(EnvironmentPackError, match="not an EnvironmentPack"):
         _load("wrong", wrong)
+
+
+@pytest.mark.parametrize("kind", PACKS)
+def test_command_line_specs_get_todays_defaults_not_a_records(kind: str) -> None:
+    """``--seed``/``--set`` make a new spec: every field not given has its current default
+    (a record from the past, read by ``from_record``, may turn newer rules off)."""
+    pack = pack_of(kind)
+    registry = EnvironmentRegistry([pack])
+    made = registry.spec_from_options(pack.kind, fields=["fold=dev"])
+    assert made == pack.spec(fold="dev")
+    with pytest.raises(UsageError):
+        registry.spec_from_options(pack.kind, fields=["fold=test"])

@@ -232,6 +232,17 @@ class EnvironmentPack:
         except ValidationError as exc:
             raise InvalidEnvSpecError(_spec_problem(self.kind, exc)) from exc
 
+    def new_spec(self, fields: Mapping[str, Any]) -> EnvSpec:
+        """A new spec from some of its fields, today's defaults for the rest (unlike
+        :meth:`from_record`, which reads a past record as it was made: a field the record
+        lacks may mean a rule that did not exist yet); :class:`InvalidEnvSpecError` when it
+        does not validate."""
+        data = {key: value for key, value in fields.items() if key != "kind"}
+        try:
+            return self.spec.model_validate(data)
+        except ValidationError as exc:
+            raise InvalidEnvSpecError(_spec_problem(self.kind, exc)) from exc
+
     def validate_spec(self, spec: Any) -> EnvSpec:
         """``spec`` as this pack's spec: an instance, or a mapping of its fields."""
         if isinstance(spec, self.spec):

@@ -167,4 +167,4 @@ class EnvironmentRegistry:
             except ValueError:
                 value = text
             data[key.strip()] = value
-        return pack.from_record({"kind": kind, **data})
+        return pack.new_spec(data)  # a new task: today's rules, not a past record's
