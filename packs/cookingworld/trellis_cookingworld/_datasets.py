@@ -70,6 +70,8 @@ def cooking_act_examples(
                 if state.done or action not in state.valid_actions:
                     break  # the gold path and the game disagree: keep only what was checked
                 offered = game.offered(state)
+                if action not in offered:
+                    continue  # withheld (it makes no progress): the runtime never takes it
                 harmless = [
                     a
                     for a in offered
@@ -79,8 +81,9 @@ def cooking_act_examples(
                     state = game.step(rng.choice(harmless))
                     if state.done or action not in state.valid_actions:
                         break
-                if action in game.offered(state):
-                    yield game.row(goal, state, action)
+                if action not in game.offered(state):
+                    continue
+                yield game.row(goal, state, action)
                 state = game.step(action)
     finally:
         env.close()
