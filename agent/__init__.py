@@ -16,6 +16,7 @@ from trellis.agent.env import (
     EnvSpec,
     EnvState,
     Fact,
+    GoalPart,
     installed_packs,
     load_installed_packs,
 )
@@ -139,6 +140,7 @@ __all__ = [
     "EventBase",
     "Fact",
     "ForbiddenFoldError",
+    "GoalPart",
     "InvalidEnvSpecError",
     "LLMCall",
     "LLMToken",

@@ -4,6 +4,7 @@ twc pack's facts read from real game text."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from trellis_twc import TwcConfig, TwcEnvironment
@@ -196,3 +197,40 @@ def test_cookingworld_rows_are_the_runtimes_prompts_too(tmp_path: Path) -> None:
     assert result.success and prompts == [row["prompt"] for row in rows]
     assert parts["part:cookbook"] == "done" and parts["part:eat"] == "done"
     assert any("Memory:\nrecipe: needs" in p or "recipe: needs" in p for p in prompts)
+
+
+def test_a_part_the_world_undoes_after_it_closed_does_not_stop_the_task(tmp_path: Path) -> None:
+    """A part closes done when the world says so; if a later move undoes it (a wrong digit
+    resets the lock), the task goes on: the closed node stays closed and moves go elsewhere."""
+    import json
+
+    from _dial_pack import Dial, DialSpec
+
+    from trellis import Agent, AgentConfig, EnvironmentPack, FunctionBackend, GoalPart, LLMRequest
+
+    class PartsDial(Dial):
+        def goal_parts(self, state: Any) -> list[GoalPart]:
+            return [
+                GoalPart(key=f"digit{i}", title=f"set digit {i + 1}", done=self.entered > i)
+                for i in range(len(self.spec.code))
+            ]
+
+    pack = EnvironmentPack(spec=DialSpec, create=PartsDial, description="a lock with parts")
+    moves = iter(["turn up", "turn up", "set", "set", "set", "turn down", "set"])
+
+    def model(request: LLMRequest) -> str:
+        return json.dumps({"action": next(moves)})
+
+    agent = Agent(
+        config=AgentConfig(database_url=f"sqlite:///{tmp_path}/parts.db", max_steps=10),
+        backend=FunctionBackend(model),
+        environments=[pack],
+        router=None,
+    )
+    with agent:
+        result = agent.run(env=DialSpec(code=[2, 1]))
+        parts = {
+            n.key: n.status.value for n in agent.tree(result.task_id).nodes if n.kind == "part"
+        }
+    assert result.success and result.steps == 7
+    assert parts == {"part:digit0": "done", "part:digit1": "done"}

@@ -87,6 +87,8 @@ class EnvPlanner:
             taken = moves.get(node.id, 0)
             if part.done:
                 self._close(task_id, node, NodeStatus.DONE, "the world judges it done")
+            elif node.status in (NodeStatus.DONE, NodeStatus.CANCELLED):
+                continue  # closed in the tree, then undone in the world: moves go elsewhere
             elif node.status is NodeStatus.FAILED:
                 retry.append(node)
             elif node.status is NodeStatus.RUNNING and taken and taken % limit == 0:
