@@ -18,7 +18,7 @@ from trellis.agent.runtime._events import (
     PlanMade,
     TaskFinished,
 )
-from trellis.agent.runtime._loop_state import LoopState, ending, require
+from trellis.agent.runtime._loop_state import STANDING_CUES_KEY, LoopState, ending, require
 from trellis.agent.runtime._planning import plan_specs, render_cues
 from trellis.agent.runtime._stage_act import ActStages
 from trellis.agent.runtime._stage_base import SATISFIED, timed
@@ -41,8 +41,12 @@ class Stages(ActStages, CallStages):
         reminders = [str(r) for r in (task.metadata or {}).get("reminders", [])]
         # The user's stored cues (``trellis cues add``) hold in every task of theirs; the
         # task's own reminders follow, so a prompt lists the standing rules first.
-        standing = self.d.standing_cues or CueStore(self.d.store.engine).active_cues
-        stored = [c.model_dump(mode="json") for c in standing(task.user_id, task_id)]
+        metadata = task.metadata or {}
+        if STANDING_CUES_KEY in metadata:  # taken when the task was created (the SDK)
+            stored = [dict(c) for c in metadata[STANDING_CUES_KEY]]
+        else:  # a task created elsewhere (the service's queue): the cues in force now
+            standing = self.d.standing_cues or CueStore(self.d.store.engine).active_cues
+            stored = [c.model_dump(mode="json") for c in standing(task.user_id, task_id)]
         cues: list[dict[str, Any]] = list(stored)
         update: dict[str, Any] = {}
         for reminder in reminders:

@@ -56,6 +56,10 @@ class EventSink(Protocol):
     def flush(self) -> None: ...
 
 
+STANDING_CUES_KEY = "standing_cues"
+"""Task metadata: the user's stored cues in force when the task was created (``Cue`` records)."""
+
+
 class LoopDeps:
     """Everything the stages use; one per agent, shared by its tasks."""
 
@@ -87,7 +91,7 @@ class LoopDeps:
         self.no_env: set[str] = set()
         self.prune: Callable[[str, int], None] | None = None
         """Set by the graph: keep only the newest N checkpoints of a task."""
-        self.standing_cues: Callable[[str, str], list[Any]] | None = None
+        self.standing_cues: Callable[[str, str | None], list[Any]] | None = None
         """(user id, task id) -> the user's stored cues in force; None: the ``CueStore`` in
         the task's database (a replay gives the cues its trace recorded)."""
 

@@ -34,7 +34,7 @@ from trellis.agent.runtime._defaults import default_reminder_adapter
 from trellis.agent.runtime._env_skill import action_skill
 from trellis.agent.runtime._events import AgentEvent, EventBase, TaskFinished, TaskStarted
 from trellis.agent.runtime._graph import LoopGraph
-from trellis.agent.runtime._loop_state import LoopDeps
+from trellis.agent.runtime._loop_state import STANDING_CUES_KEY, LoopDeps
 from trellis.agent.runtime._skills import Skill, SkillLike, SkillRegistry
 from trellis.memory import (
     START_KEY,
@@ -46,6 +46,7 @@ from trellis.memory import (
     run_sync,
 )
 from trellis.memory.errors import UsageError
+from trellis.planners import CueStore
 
 __all__ = ["Agent", "RunResult", "TaskTree", "set_trace_recorder"]
 
@@ -285,6 +286,10 @@ class Agent:
         labels: Mapping[str, str] | None = None,
     ) -> str:
         metadata: dict[str, Any] = {"reminders": [str(r) for r in reminders]}
+        # The user's stored cues are taken now, in the caller's thread: the task keeps the
+        # rules in force when it was asked, through resumes.
+        standing = self.deps.standing_cues or CueStore(self.store.engine).active_cues
+        metadata[STANDING_CUES_KEY] = [c.model_dump(mode="json") for c in standing(user_id, None)]
         if labels:
             metadata["labels"] = {str(k): str(v) for k, v in labels.items()}
         environment: tuple[Environment, str] | None = None
