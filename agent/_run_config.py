@@ -15,9 +15,7 @@ Read, lowest first, from the defaults, a config file (``--config FILE``, TOML or
 
 from __future__ import annotations
 
-import json
 import os
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,7 +27,12 @@ from pydantic_settings import (
 )
 
 from trellis.adapters import LLMBackend, VLLMConfig
-from trellis.agent.runtime import Agent, AgentConfig
+from trellis.agent.runtime import (
+    Agent,
+    AgentConfig,
+    FileSettingsSource,
+    read_settings_file,
+)
 from trellis.memory.errors import UsageError
 
 __all__ = ["RunSettings", "build_agent"]
@@ -77,28 +80,12 @@ class RunSettings(BaseSettings):
             _FileSource.data = {}
 
 
-class _FileSource(PydanticBaseSettingsSource):
-    data: dict[str, Any] = {}
-
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        return self.data.get(field_name), field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        return dict(self.data)
+class _FileSource(FileSettingsSource):
+    """The run config file's table."""
 
 
 def _read(path: Path) -> dict[str, Any]:
-    kind = "TOML" if path.suffix == ".toml" else "JSON"
-    try:
-        text = path.expanduser().read_text(encoding="utf-8")
-        data: Any = tomllib.loads(text) if kind == "TOML" else json.loads(text)
-    except OSError as exc:
-        raise UsageError(f"cannot read the run config file {path}: {exc}") from exc
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-        raise UsageError(f"the run config file {path} is not valid {kind}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise UsageError(f"the run config file {path} must hold a table of settings")
-    return data
+    return read_settings_file(path, "run config", UsageError)
 
 
 def build_agent(settings: RunSettings, **agent_options: Any) -> Agent:

@@ -35,6 +35,7 @@ from trellis.agent.runtime._events import (
     TaskStarted,
 )
 from trellis.agent.runtime._sdk import Agent, RunResult, TaskTree, set_trace_recorder
+from trellis.agent.runtime._settings_file import FileSettingsSource, read_settings_file
 from trellis.agent.runtime._skills import (
     Skill,
     SkillContext,
@@ -54,6 +55,7 @@ __all__ = [
     "ChosenCall",
     "CuesMade",
     "EventBase",
+    "FileSettingsSource",
     "LLMCall",
     "LLMToken",
     "NodeStatusChanged",
@@ -82,6 +84,7 @@ __all__ = [
     "env_act_prompt_args",
     "offered_actions",
     "open_checkpointer",
+    "read_settings_file",
     "set_trace_recorder",
     "skill",
     "skills_from_module",

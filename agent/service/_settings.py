@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from trellis.agent.runtime import FileSettingsSource, read_settings_file
 from trellis.agent.service._errors import ServiceConfigError
 
 __all__ = ["DemoProfileConfig", "ServiceSettings"]
@@ -156,30 +156,12 @@ class ServiceSettings(BaseSettings):
         return {SecretStr(t): u for t, u in self.user_tokens().items()}
 
 
-class _FileSource(PydanticBaseSettingsSource):
-    data: dict[str, Any] = {}
-
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        return self.data.get(field_name), field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        return dict(self.data)
+class _FileSource(FileSettingsSource):
+    """The service config file's table."""
 
 
 def _read_config(path: Path) -> dict[str, Any]:
-    try:
-        text = path.expanduser().read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ServiceConfigError(f"cannot read the service config file {path}: {exc}") from exc
-    try:
-        data: Any = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-        raise ServiceConfigError(
-            f"the service config file {path} is not valid {'TOML' if path.suffix == '.toml' else 'JSON'}: {exc}"
-        ) from exc
-    if not isinstance(data, dict):
-        raise ServiceConfigError(f"the service config file {path} must hold a table of settings")
-    return data
+    return read_settings_file(path, "service config", ServiceConfigError)
 
 
 def _read_tokens(path: Path) -> dict[str, str]:
