@@ -157,10 +157,10 @@ def test_a_changed_planner_prompt_is_reported_at_the_plan_call(trace_file: Path)
     assert divergence is not None
     first_plan_call = next(e for e in trace.of_type(LLMEvent) if e.stage == "plan")
     assert divergence.seq == first_plan_call.seq
-    assert divergence.type == "llm"
-    assert divergence.field.startswith("llm.prompt")
+    assert divergence.type == "llm_call"
+    assert divergence.field.startswith("llm_call.prompt")
     assert "quickly" in str(divergence.got) and "quickly" not in str(divergence.expected)
-    assert f"event {first_plan_call.seq} (llm)" in divergence.describe()
+    assert f"event {first_plan_call.seq} (llm_call)" in divergence.describe()
 
 
 def test_a_changed_decision_in_the_recording_is_found(trace_file: Path) -> None:
@@ -173,7 +173,7 @@ def test_a_changed_decision_in_the_recording_is_found(trace_file: Path) -> None:
     result = replay_sync(parse_trace_lines(lines))
     assert result.divergence is not None
     assert result.divergence.seq == call.seq
-    assert result.divergence.field == "skill_call.args.room"
+    assert result.divergence.field == "skill_called.args.room"
     assert (result.divergence.expected, result.divergence.got) == ("garage", "kitchen")
 
 
@@ -217,9 +217,11 @@ def test_the_fast_check_passes_recorded_runs_and_finds_changed_decisions(
     assert result.divergence is not None and result.divergence.seq == call.seq
     assert result.divergence.expected == {"skill": "look", "args": {"room": "kitchen"}}
     # A step recorded as done after its skill failed is caught at that status change.
-    failed = next(e for e in trace.events if e.type == "skill_result" and not e.ok)
+    failed = next(e for e in trace.events if e.type == "skill_finished" and not e.ok)
     status = next(
-        e for e in trace.events[failed.seq :] if e.type == "tree" and e.node_id == failed.node_id
+        e
+        for e in trace.events[failed.seq :]
+        if e.type == "node_status" and e.node_id == failed.node_id
     )
     edited = json.loads(lines[status.seq])
     edited["status"] = "done"
@@ -278,7 +280,7 @@ def test_one_replayer_for_many_traces_carries_nothing_between_them(trace_file: P
     assert [r.ok for r in results] == [True, False, True, True]
     divergence = results[1].divergence
     assert divergence is not None and divergence.seq == changed_seq
-    assert divergence.field == "skill_call.args.room"
+    assert divergence.field == "skill_called.args.room"
     assert [r.replayed_events for r in results] == [len(t.events) for t in traces]
 
 
@@ -367,7 +369,7 @@ def test_a_run_paused_for_approval_is_recorded_and_replays() -> None:
         agent.close()
     assert result.outcome == "interrupted"
     trace = parse_trace_lines(sink.lines)
-    assert [e.type for e in trace.events][-2:] == ["interrupt", "end"]
+    assert [e.type for e in trace.events][-2:] == ["approval_requested", "task_finished"]
     assert trace.events[-2].args == {"item": "box"}
     replayed = replay_sync(trace)
     assert replayed.ok, replayed.divergence
@@ -437,3 +439,21 @@ def test_model_extracted_and_stored_cues_replay_exactly(tmp_path: Path) -> None:
     assert any(e.stage == "remind" for e in trace.of_type(LLMEvent))
     replayed = replay_sync(trace)
     assert replayed.ok, replayed.divergence.describe() if replayed.divergence else replayed.error
+
+
+@pytest.mark.parametrize("name", ["kitchen", "cues", "approval"])
+def test_traces_recorded_in_format_1_still_replay_exactly(name: str) -> None:
+    """Traces from before the stream and the trace shared one vocabulary replay unchanged."""
+    trace = read_trace(Path(__file__).parent / "data" / "traces_v1" / f"{name}.jsonl")
+    assert trace.header.version == "1.0"
+    result = replay_sync(trace)
+    assert result.ok, result.divergence.describe() if result.divergence else result.error
+    assert check_trace(trace).ok
+
+
+@pytest.mark.slow
+def test_a_twc_game_recorded_in_format_1_still_replays_exactly() -> None:
+    trace = read_trace(Path(__file__).parent / "data" / "traces_v1" / "twc.jsonl")
+    assert trace.start.env and trace.start.env["kind"] == "twc"
+    result = replay_sync(trace)
+    assert result.ok, result.divergence.describe() if result.divergence else result.error

@@ -10,10 +10,12 @@ import pytest
 
 from trellis.adapters import FunctionBackend
 from trellis.agent.errors import TraceFormatError, TraceVersionError
+from trellis.agent.runtime import AgentEvent, LLMCall, SkillCalled, TaskFinished, TaskStarted
 from trellis.agent.runtime._config import AgentConfig
 from trellis.agent.runtime._sdk import Agent
 from trellis.agent.runtime._skills import skill
 from trellis.agent.traces._trace import (
+    RECORDED_AS,
     EndEvent,
     LLMEvent,
     PlanEvent,
@@ -30,6 +32,9 @@ from trellis.agent.traces._trace_store import TraceStore
 from trellis.memory import make_engine, upgrade
 from trellis.memory.errors import NotFoundError
 from trellis.planners import LLMPlanner, PlannerConfig
+
+RECORDED_TAGS = [cls.model_fields["type"].default for cls in RECORDED_AS]
+V1_TRACES = Path(__file__).parent / "data" / "traces_v1"
 
 PLAN = {
     "steps": [
@@ -82,12 +87,14 @@ def recorded_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_a_recorded_run_has_every_kind_of_event_in_order(recorded_file: Path) -> None:
     trace = read_trace(recorded_file)
-    assert trace.header.version == "1.0"
+    assert trace.header.version == "2.0"
     types = [e.type for e in trace.events]
-    assert types[0] == "task_start" and types[-1] == "end"
+    assert types[0] == "task_started" and types[-1] == "task_finished"
     assert [e.seq for e in trace.events] == list(range(1, len(types) + 1))
-    for kind in ("cues", "llm", "plan", "route", "skill_call", "skill_result", "tree"):
+    for kind in ("cues_made", "llm_call", "plan_made", "route", "skill_called",
+                 "skill_finished", "node_status"):  # fmt: skip
         assert kind in types, kind
+    assert {e.task_id for e in trace.events} == {trace.start.task_id}
     start = trace.start
     assert isinstance(start, TaskStartEvent)
     assert start.goal == "tidy the kitchen"
@@ -108,7 +115,7 @@ def test_a_recorded_run_has_every_kind_of_event_in_order(recorded_file: Path) ->
     assert isinstance(end, EndEvent)
     assert end.success and end.steps == 2 and end.outcome == "success"
     assert [n.status for n in end.tree] == ["done", "done", "done"]
-    assert all(e.ts >= trace.header.created - 1 for e in trace.events)
+    assert all(e.at >= trace.header.created - 1 for e in trace.events)
 
 
 def test_a_truncated_trace_names_the_line(recorded_file: Path, tmp_path: Path) -> None:
@@ -135,12 +142,12 @@ def test_a_corrupted_event_names_the_line_and_field(recorded_file: Path) -> None
 def test_a_newer_major_version_is_refused_clearly(recorded_file: Path) -> None:
     lines = recorded_file.read_text().splitlines()
     header = json.loads(lines[0])
-    header["version"] = "2.0"
-    with pytest.raises(TraceVersionError, match=r"version '2.0'.*reads version 1.x only.*Upgrade"):
+    header["version"] = "3.0"
+    with pytest.raises(TraceVersionError, match=r"version '3.0'.*reads versions 1.x, 2.x.*Upgrade"):
         parse_trace_lines([json.dumps(header), *lines[1:]])
-    header["version"] = "1.7"  # a newer minor version only adds fields: accepted
+    header["version"] = "2.7"  # a newer minor version only adds fields: accepted
     trace = parse_trace_lines([json.dumps(header), *lines[1:]])
-    assert trace.header.version == "1.7"
+    assert trace.header.version == "2.7"
 
 
 def test_not_a_trace_and_empty_files_are_refused(tmp_path: Path) -> None:
@@ -158,9 +165,10 @@ def test_the_schema_file_is_up_to_date() -> None:
     )
     schema = json.loads(render_schema())
     kinds = set(schema["event"]["discriminator"]["mapping"])
-    assert kinds == {
-        "task_start", "cues", "plan", "route", "llm", "skill_call", "skill_result",
-        "tree", "interrupt", "end",
+    # One vocabulary: a trace records the run's own events, under the stream's tags.
+    assert kinds == set(RECORDED_TAGS) == {
+        "task_started", "cues_made", "plan_made", "route", "llm_call", "skill_called",
+        "skill_finished", "node_status", "approval_requested", "task_finished",
     }  # fmt: skip
 
 
@@ -226,4 +234,50 @@ def test_otel_export_follows_the_genai_conventions(recorded_file: Path) -> None:
     tool = spans["execute_tool pick_up"]
     assert dict(tool.attributes or {})["gen_ai.tool.name"] == "pick_up"
     assert (tool.start_time or 0) <= (tool.end_time or 0)
-    assert any(e.name == "trellis.plan" for e in root.events)
+    assert any(e.name == "trellis.plan_made" for e in root.events)
+
+
+def test_the_trace_records_the_run_events_themselves(recorded_file: Path) -> None:
+    """Stream and trace share one vocabulary: each trace event is the run's event (same class
+    by inheritance, same tag, same fields) plus its place in the trace and replay's detail."""
+    from pydantic import TypeAdapter
+
+    trace = read_trace(recorded_file)
+    stream = TypeAdapter(AgentEvent)
+    for event in trace.events:
+        as_streamed = stream.validate_python(event.model_dump())
+        assert isinstance(event, type(as_streamed)), (event.type, type(as_streamed))
+        shared = as_streamed.model_dump()
+        assert {k: v for k, v in event.model_dump().items() if k in shared} == shared
+    assert isinstance(trace.start, TaskStarted) and isinstance(trace.end, TaskFinished)
+    assert trace.of_type(SkillCalled) and trace.of_type(LLMCall) == trace.of_type(LLMEvent)
+    llm = trace.of_type(LLMEvent)[0]
+    assert llm.adapter is None and llm.requested_adapter is None  # the base model, asked and served
+
+
+@pytest.mark.parametrize("name", ["kitchen", "cues", "approval", "twc"])
+def test_a_trace_recorded_in_format_1_is_read_into_todays_events(name: str) -> None:
+    raw = (V1_TRACES / f"{name}.jsonl").read_text().splitlines()
+    old = [json.loads(line) for line in raw[1:]]
+    trace = read_trace(V1_TRACES / f"{name}.jsonl")
+    assert trace.header.version == "1.0" and len(trace.events) == len(old)
+    renamed = {"task_start": TaskStartEvent, "llm": LLMEvent, "end": EndEvent}
+    for before, event in zip(old, trace.events, strict=True):
+        assert event.seq == before["seq"] and event.at == before["ts"]
+        assert event.task_id == trace.start.task_id
+        if before["type"] in renamed:
+            assert isinstance(event, renamed[before["type"]])
+        if before["type"] == "llm":  # 1.x named the requested adapter ``adapter``
+            assert event.requested_adapter == before["adapter"]
+            assert event.adapter == before["served_adapter"]
+            assert event.text == before["text"]
+    assert trace.end is not None
+
+
+def test_a_trace_with_an_unknown_event_in_format_1_names_the_line(tmp_path: Path) -> None:
+    lines = (V1_TRACES / "kitchen.jsonl").read_text().splitlines()
+    event = json.loads(lines[2])
+    event["type"] = "teleport"
+    lines[2] = json.dumps(event)
+    with pytest.raises(TraceFormatError, match=r"line 3 is not a valid trace event"):
+        parse_trace_lines(lines, source="old.jsonl")

@@ -1,8 +1,13 @@
-"""Typed events a run emits, for progress display, the service and traces.
+"""Typed events a run emits: the one event vocabulary of progress display, the service and traces.
 
-Every event carries ``task_id`` and a ``type`` tag, so a consumer can dispatch on the tag
-or on the class. :data:`AgentEvent` is the discriminated union (``TypeAdapter(AgentEvent)``
+Every event carries ``task_id``, ``at`` and a ``type`` tag, so a consumer can dispatch on the
+tag or on the class. :data:`AgentEvent` is the discriminated union (``TypeAdapter(AgentEvent)``
 parses an event from its JSON form).
+
+A trace (:mod:`trellis.agent.traces`) records these same events, with the same tags and
+fields: each trace event class extends the class here with its place in the trace (``seq``,
+``t``) and what replay needs beyond the stream (the prompt and text of a model call, the
+plan's raw answers, the final tree). ``isinstance(trace_event, SkillCalled)`` holds.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ __all__ = [
 class EventBase(BaseModel):
     """Fields every event has."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
 
     task_id: str
     """The task (and LangGraph thread) this event belongs to."""
@@ -64,8 +69,9 @@ class PlanMade(EventBase):
     """The planner added steps under a node."""
 
     type: Literal["plan_made"] = "plan_made"
-    parent_id: int
-    """The node the steps were added under (the root, or a replanned node)."""
+    parent_id: int | None
+    """The node the steps were added under (the root, a decomposed step or a replanned node);
+    None only in a trace, for a plan that failed before any model call named its node."""
     node_ids: list[int]
     """The new nodes, in plan order."""
     titles: list[str]
@@ -111,7 +117,7 @@ class LLMCall(EventBase):
     stage: str
     """Which loop stage called it: remind, plan or act."""
     adapter: str | None
-    """The adapter that served it."""
+    """The adapter that served it (None: the base model)."""
     prompt_tokens: int
     """Prompt tokens."""
     completion_tokens: int

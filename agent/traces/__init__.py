@@ -27,6 +27,7 @@ from trellis.agent.traces._replay import (
 )
 from trellis.agent.traces._replay_check import check_trace
 from trellis.agent.traces._trace import (
+    RECORDED_AS,
     TRACE_FORMAT,
     TRACE_VERSION,
     CuesEvent,
@@ -59,6 +60,7 @@ from trellis.agent.traces._trace_store import StoredTrace, TraceStore
 set_trace_recorder(record_run)
 
 __all__ = [
+    "RECORDED_AS",
     "TRACE_FORMAT",
     "TRACE_VERSION",
     "Comparison",

@@ -152,7 +152,7 @@ def _view(event: Any, ids: _Ids) -> dict[str, Any] | None:
         return {
             "stage": event.stage,
             "node": ids(event.node_id),
-            "adapter": event.adapter,
+            "adapter": event.requested_adapter,
             "prompt": event.prompt,
             "messages": event.messages,
             "schema_sha256": event.schema_sha256,

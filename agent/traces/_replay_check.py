@@ -102,12 +102,12 @@ class _Checker:
     def tree(self, e: TreeEvent) -> None:
         old = self.status.get(e.node_id)
         if old is not None and e.status != old and e.status not in _ALLOWED.get(old, set()):
-            raise _fail(e, "tree.status", f"a status allowed after {old!r}", e.status)
+            raise _fail(e, "node_status.status", f"a status allowed after {old!r}", e.status)
         outcome = self.result.pop(e.node_id, None)
         if outcome is not None and e.status in ("done", "failed"):
             expected = "done" if outcome else "failed"
             if e.status != expected:
-                raise _fail(e, "tree.status", expected, e.status)
+                raise _fail(e, "node_status.status", expected, e.status)
         self.status[e.node_id] = e.status
 
     def plan(self, e: PlanEvent) -> None:
@@ -127,13 +127,13 @@ class _Checker:
                     allow_decompose=self.allow_decompose,
                 )
             except TrellisError as exc:
-                raise _fail(e, "plan.plan", "a plan that validates", str(exc)) from None
+                raise _fail(e, "plan_made.plan", "a plan that validates", str(exc)) from None
             derived = plan.model_dump(mode="json")
             if derived != e.plan:
-                raise _fail(e, "plan.plan", derived, e.plan)
+                raise _fail(e, "plan_made.plan", derived, e.plan)
         titles = [str(s.get("title")) for s in steps]
         if titles != e.titles:
-            raise _fail(e, "plan.titles", titles, e.titles)
+            raise _fail(e, "plan_made.titles", titles, e.titles)
         ids = {str(s.get("id")): node for s, node in zip(steps, e.node_ids, strict=False)}
         for step, node_id in zip(steps, e.node_ids, strict=False):
             self.status.setdefault(node_id, "pending")
@@ -156,20 +156,20 @@ class _Checker:
 
     def skill_call(self, e: SkillCallEvent) -> None:
         if e.node_id != self.routed:
-            raise _fail(e, "skill_call.node_id", self.routed, e.node_id)
+            raise _fail(e, "skill_called.node_id", self.routed, e.node_id)
         if self.act is not None:
             expected = _act_call(self.act, self.env_skill)
         else:
             expected = self.planned.get(e.node_id, (None, {}))
         if (e.skill, e.args) != expected:
-            raise _fail(e, "skill_call", {"skill": expected[0], "args": expected[1]},
+            raise _fail(e, "skill_called", {"skill": expected[0], "args": expected[1]},
                         {"skill": e.skill, "args": e.args})  # fmt: skip
 
     def end(self, e: EndEvent) -> None:
         for node in e.tree:
             seen = self.status.get(node.id)
             if not node.superseded and seen is not None and seen != node.status:
-                raise _fail(e, f"end.tree[{node.id}].status", seen, node.status)
+                raise _fail(e, f"task_finished.tree[{node.id}].status", seen, node.status)
 
 
 def check_trace(trace: Trace) -> ReplayResult:

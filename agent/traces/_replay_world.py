@@ -54,7 +54,7 @@ class ReplayBackend:
             prompt_tokens=event.prompt_tokens,
             completion_tokens=event.completion_tokens,
             latency_s=event.latency_s,
-            adapter=event.served_adapter,
+            adapter=event.adapter,
             backend=event.backend,
             finish_reason="length" if event.finish_reason == "length" else "stop",
         )

@@ -1,10 +1,13 @@
 """The trace format: versioned JSON Lines, one header line and then one event per line.
 
-The first line is a :class:`TraceHeader` (``format: "trellis-trace"``, ``version: "1.0"``);
-every later line is one :data:`TraceEvent` with a sequence number ``seq`` (1, 2, ...), a
-Unix timestamp ``ts``, seconds since the run started ``t`` and a ``type`` tag. A reader
-accepts any ``1.x`` trace (minor versions only add optional fields) and refuses another
-major version by name. ``agent/trace_schema.json`` is the JSON Schema of both line kinds,
+The first line is a :class:`TraceHeader` (``format: "trellis-trace"``, ``version: "2.0"``);
+every later line is one :data:`TraceEvent`: one of the run's own events
+(:data:`trellis.agent.runtime.AgentEvent`, same ``type`` tag, same fields, ``task_id`` and
+Unix time ``at``) with its sequence number ``seq`` (1, 2, ...), seconds since the run
+started ``t``, and what replay needs beyond the stream. A reader accepts ``2.x`` traces
+(minor versions only add optional fields) and ``1.x`` traces (from before the stream and the
+trace shared one vocabulary: read into today's events by :func:`upgrade_v1_event`), and
+refuses another major version by name. ``agent/trace_schema.json`` is the JSON Schema of both line kinds,
 generated from these models by :func:`trace_json_schema`.
 
 Traces are written to a file (:class:`TraceWriter`, fsync'd per event or per batch) or kept
@@ -23,8 +26,22 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from trellis.agent.errors import TraceFormatError, TraceVersionError
+from trellis.agent.runtime import (
+    ApprovalRequested,
+    CuesMade,
+    EventBase,
+    LLMCall,
+    NodeStatusChanged,
+    PlanMade,
+    RouteDecided,
+    SkillCalled,
+    SkillFinished,
+    TaskFinished,
+    TaskStarted,
+)
 
 __all__ = [
+    "RECORDED_AS",
     "TRACE_FORMAT",
     "TRACE_VERSION",
     "CuesEvent",
@@ -48,11 +65,13 @@ __all__ = [
     "render_schema",
     "schema_path",
     "trace_json_schema",
+    "upgrade_v1_event",
 ]
 
 TRACE_FORMAT = "trellis-trace"
-TRACE_VERSION = "1.0"
+TRACE_VERSION = "2.0"
 _MAJOR = TRACE_VERSION.split(".")[0]
+_READABLE_MAJORS = ("1", "2")  # 1.x lines are upgraded as they are read
 
 
 class TraceHeader(BaseModel):
@@ -70,13 +89,13 @@ class TraceHeader(BaseModel):
     """What wrote the trace."""
 
 
-class _Event(BaseModel):
+class _Recorded(BaseModel):
+    """What a trace adds to every event of the run: its place in the trace."""
+
     model_config = ConfigDict(extra="ignore", use_attribute_docstrings=True)
 
     seq: int = Field(ge=1)
     """Position in the trace, from 1, without gaps."""
-    ts: float
-    """Unix time the event was recorded."""
     t: float = 0.0
     """Seconds since the run started."""
 
@@ -100,14 +119,9 @@ class SkillInfo(BaseModel):
     """Its time limit."""
 
 
-class TaskStartEvent(_Event):
-    """The run started: what it was asked and with which configuration."""
+class TaskStartEvent(TaskStarted, _Recorded):
+    """:class:`TaskStarted` as recorded: what the run was asked and with which configuration."""
 
-    type: Literal["task_start"] = "task_start"
-    task_id: str
-    """The task id in the recording database."""
-    goal: str
-    """The task's goal."""
     reminders: list[str] = []
     """The user's reminders, verbatim."""
     env: dict[str, Any] | None = None
@@ -131,26 +145,15 @@ class TaskStartEvent(_Event):
     """Free-form labels (task family, dataset name) used by reports."""
 
 
-class CuesEvent(_Event):
-    """Reminders became cues for the planner."""
-
-    type: Literal["cues"] = "cues"
-    cues: list[str]
-    """Rendered cues, as the planner reads them."""
-    standing: list[dict[str, Any]] = []
-    """The user's stored cues in force (``Cue`` records); a replay uses exactly these."""
+class CuesEvent(CuesMade, _Recorded):
+    """:class:`CuesMade` as recorded (a replay uses exactly its ``standing`` cues)."""
 
 
-class PlanEvent(_Event):
-    """The planner added (or failed to add) steps under a node."""
+class PlanEvent(PlanMade, _Recorded):
+    """:class:`PlanMade` as recorded, with the planner's answers; also a plan that failed."""
 
-    type: Literal["plan"] = "plan"
-    parent_id: int | None
-    """The node planned (the root, a decomposed step, or a replanned failed step)."""
-    replan: bool = False
-    """True when the plan repairs a failed step."""
     node_ids: list[int] = []
-    """The nodes created, in plan order."""
+    """The nodes created, in plan order (none when planning failed)."""
     titles: list[str] = []
     """Their titles."""
     plan: dict[str, Any] | None = None
@@ -164,33 +167,23 @@ class PlanEvent(_Event):
     planner: str = ""
     """The planner that answered."""
     llm_seqs: list[int] = []
-    """``seq`` of the ``llm`` events of this plan (their prompts are the plan prompts)."""
+    """``seq`` of the ``llm_call`` events of this plan (their prompts are the plan prompts)."""
 
 
-class RouteEvent(_Event):
-    """The router chose an adapter (or the base model) for a node."""
-
-    type: Literal["route"] = "route"
-    node_id: int
-    """The routed node."""
-    adapter: str | None
-    """Chosen adapter; None is the base model."""
-    score: float | None = None
-    """The router's score."""
-    reason: str = ""
-    """Why."""
+class RouteEvent(RouteDecided, _Recorded):
+    """:class:`RouteDecided` as recorded."""
 
 
-class LLMEvent(_Event):
-    """One model call: the request and the response."""
+class LLMEvent(LLMCall, _Recorded):
+    """:class:`LLMCall` as recorded: the request and the response.
 
-    type: Literal["llm"] = "llm"
-    stage: str
-    """Loop stage that made it: remind, plan, act or route."""
+    Also the calls no stream event reports (the router's own model calls: stage ``route``).
+    """
+
     node_id: int | None = None
     """Node it served, when known."""
-    adapter: str | None = None
-    """Adapter requested (None: base model)."""
+    requested_adapter: str | None = None
+    """Adapter the request named (None: base model); ``adapter`` is the one that served it."""
     prompt: str | None = None
     """Completion prompt (or None when ``messages`` is used)."""
     messages: list[dict[str, str]] | None = None
@@ -211,72 +204,29 @@ class LLMEvent(_Event):
     """Generated tokens."""
     latency_s: float = 0.0
     """Seconds the call took."""
-    served_adapter: str | None = None
-    """Adapter that actually served it."""
     backend: str = ""
     """Backend that answered."""
     finish_reason: str = "stop"
     """``stop`` or ``length``."""
 
 
-class SkillCallEvent(_Event):
-    """A skill call is about to run."""
-
-    type: Literal["skill_call"] = "skill_call"
-    node_id: int
-    """The executed node."""
-    skill: str
-    """The skill."""
-    args: dict[str, Any]
-    """Validated arguments."""
+class SkillCallEvent(SkillCalled, _Recorded):
+    """:class:`SkillCalled` as recorded."""
 
 
-class SkillResultEvent(_Event):
-    """A skill call ended."""
+class SkillResultEvent(SkillFinished, _Recorded):
+    """:class:`SkillFinished` as recorded, with the error's class."""
 
-    type: Literal["skill_result"] = "skill_result"
-    node_id: int
-    """The node."""
-    skill: str
-    """The skill."""
-    ok: bool
-    """Whether it succeeded."""
-    result: Any = None
-    """JSON result."""
     error_type: str | None = None
     """Error class, on failure."""
-    error: str | None = None
-    """Error message, on failure."""
-    duration_s: float = 0.0
-    """Seconds it ran."""
-    reused: bool = False
-    """True when a resumed run reused the recorded result."""
 
 
-class TreeEvent(_Event):
-    """A Task Memory Tree node changed status."""
-
-    type: Literal["tree"] = "tree"
-    node_id: int
-    """The node."""
-    title: str
-    """Its title."""
-    status: str
-    """New status."""
-    error: str | None = None
-    """Why it failed."""
+class TreeEvent(NodeStatusChanged, _Recorded):
+    """:class:`NodeStatusChanged` as recorded."""
 
 
-class InterruptEvent(_Event):
-    """The run paused for a human approval."""
-
-    type: Literal["interrupt"] = "interrupt"
-    node_id: int
-    """The node whose call waits."""
-    skill: str
-    """The skill."""
-    args: dict[str, Any]
-    """Arguments it would run with."""
+class InterruptEvent(ApprovalRequested, _Recorded):
+    """:class:`ApprovalRequested` as recorded."""
 
 
 class TreeNode(BaseModel):
@@ -308,30 +258,12 @@ class TreeNode(BaseModel):
     """Replaced by a replan."""
 
 
-class EndEvent(_Event):
-    """The run ended: outcome, metrics and the final tree."""
+class EndEvent(TaskFinished, _Recorded):
+    """:class:`TaskFinished` as recorded, with the final tree (also when an exception stopped
+    the run: then ``outcome`` is ``failed`` and ``error`` names it)."""
 
-    type: Literal["end"] = "end"
-    outcome: str
-    """success, failed, budget_exhausted or interrupted."""
-    success: bool
-    """Whether the goal was achieved."""
-    steps: int = 0
-    """Skill calls made."""
-    replans: int = 0
-    """Plan repairs."""
-    adapters: list[str] = []
-    """Adapters used."""
-    prompt_tokens: int = 0
-    """Prompt tokens."""
-    completion_tokens: int = 0
-    """Generated tokens."""
     llm_latency_s: float = 0.0
     """Seconds spent in model calls."""
-    elapsed_s: float = 0.0
-    """Seconds in the loop."""
-    reason: str = ""
-    """Why it ended."""
     error: str | None = None
     """The exception that stopped the run, if one did."""
     tree: list[TreeNode] = []
@@ -351,7 +283,57 @@ TraceEvent = Annotated[
     | EndEvent,
     Field(discriminator="type"),
 ]
-"""Any trace event."""
+"""Any trace event: a run's event (:data:`trellis.agent.runtime.AgentEvent`) as recorded."""
+
+RECORDED_AS: dict[type[EventBase], type[EventBase]] = {
+    TaskStarted: TaskStartEvent,
+    CuesMade: CuesEvent,
+    PlanMade: PlanEvent,
+    RouteDecided: RouteEvent,
+    LLMCall: LLMEvent,
+    SkillCalled: SkillCallEvent,
+    SkillFinished: SkillResultEvent,
+    NodeStatusChanged: TreeEvent,
+    ApprovalRequested: InterruptEvent,
+    TaskFinished: EndEvent,
+}
+"""The trace event class of each run event class (``LLMToken`` is not recorded)."""
+
+# Trace format 1.x named the events differently and kept the recording time in ``ts``.
+_V1_TYPES = {
+    "task_start": "task_started",
+    "cues": "cues_made",
+    "plan": "plan_made",
+    "route": "route",
+    "llm": "llm_call",
+    "skill_call": "skill_called",
+    "skill_result": "skill_finished",
+    "tree": "node_status",
+    "interrupt": "approval_requested",
+    "end": "task_finished",
+}
+
+
+def upgrade_v1_event(value: Any, task_id: str) -> Any:
+    """A trace 1.x event line (parsed JSON) in today's vocabulary; other values unchanged."""
+    if not isinstance(value, dict):
+        return value
+    event = dict(value)
+    kind = event.get("type")
+    event["type"] = _V1_TYPES.get(kind, kind) if isinstance(kind, str) else kind
+    if "ts" in event:
+        event["at"] = event.pop("ts")
+    event.setdefault("task_id", task_id)
+    if kind == "llm":  # 1.x: ``adapter`` was the one requested, ``served_adapter`` the server's
+        event["requested_adapter"] = event.get("adapter")
+        event["adapter"] = event.pop("served_adapter", event.get("adapter"))
+    if kind == "end":
+        for name, default in (("steps", 0), ("replans", 0), ("adapters", []),
+                              ("prompt_tokens", 0), ("completion_tokens", 0),
+                              ("elapsed_s", 0.0)):  # fmt: skip
+            event.setdefault(name, default)
+    return event
+
 
 _EVENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(TraceEvent)
 
@@ -400,10 +382,10 @@ def _check_header(value: Any, source: str) -> TraceHeader:
         )
     version = str(value.get("version", ""))
     major = version.split(".")[0]
-    if major != _MAJOR:
+    if major not in _READABLE_MAJORS:
         raise TraceVersionError(
-            f"{source} is trace format version {version!r}; this Trellis reads version "
-            f"{_MAJOR}.x only. "
+            f"{source} is trace format version {version!r}; this Trellis reads versions "
+            f"{', '.join(m + '.x' for m in _READABLE_MAJORS)}. "
             + (
                 "Upgrade Trellis (pip install -U trellis-agent) to read it."
                 if major.isdigit() and int(major) > int(_MAJOR)
@@ -426,6 +408,8 @@ def parse_trace_lines(lines: Iterable[str], *, source: str = "<trace>") -> Trace
     header: TraceHeader | None = None
     events: list[Any] = []
     number = 0
+    upgrade = False
+    task_id = ""  # 1.x events other than the first did not name their task
     for number, raw in enumerate(lines, start=1):
         line = raw.rstrip("\n")
         if not line.strip():
@@ -436,10 +420,17 @@ def parse_trace_lines(lines: Iterable[str], *, source: str = "<trace>") -> Trace
             except json.JSONDecodeError as exc:
                 raise _not_json(source, number, exc.msg, exc.colno) from None
             header = _check_header(value, source)
+            upgrade = header.version.split(".")[0] == "1"
             continue
         try:
-            # pydantic parses the JSON itself: one pass, no intermediate dicts.
-            event = _EVENT_ADAPTER.validate_json(line)
+            if upgrade:
+                value = upgrade_v1_event(json.loads(line), task_id)
+                event = _EVENT_ADAPTER.validate_python(value)
+            else:
+                # pydantic parses the JSON itself: one pass, no intermediate dicts.
+                event = _EVENT_ADAPTER.validate_json(line)
+        except json.JSONDecodeError as exc:
+            raise _not_json(source, number, exc.msg, exc.colno) from None
         except ValidationError as exc:
             first = exc.errors()[0]
             if first.get("type") == "json_invalid":
@@ -449,6 +440,8 @@ def parse_trace_lines(lines: Iterable[str], *, source: str = "<trace>") -> Trace
             raise TraceFormatError(
                 f"{source} line {number} is not a valid trace event ({loc}: {first.get('msg')})"
             ) from None
+        if isinstance(event, TaskStartEvent):
+            task_id = event.task_id
         expected = len(events) + 1
         if event.seq != expected:
             raise TraceFormatError(
@@ -490,7 +483,8 @@ def trace_json_schema() -> dict[str, Any]:
         "title": "Trellis trace line",
         "description": (
             f"A Trellis trace is JSON Lines. Line 1 is the header (format {TRACE_FORMAT!r}, "
-            f"version {TRACE_VERSION!r}); every later line is one event with seq, ts, t and type."
+            f"version {TRACE_VERSION!r}); every later line is one event with seq, t, task_id, "
+            "at and type."
         ),
         "header": TraceHeader.model_json_schema(),
         "event": TypeAdapter(TraceEvent).json_schema(),

@@ -63,11 +63,11 @@ def export_otel(trace: Trace, *, tracer_provider: Any = None, capture_content: b
     tracer = otel.get_tracer("trellis.trace", tracer_provider=tracer_provider)
     start = trace.start
     end = trace.end
-    last_ts = trace.events[-1].ts if trace.events else start.ts
+    last_ts = trace.events[-1].at if trace.events else start.at
     model_name = (start.model or {}).get("name") or start.backend or "unknown"
     root = tracer.start_span(
         "invoke_agent trellis",
-        start_time=_ns(start.ts),
+        start_time=_ns(start.at),
         attributes=_attrs(
             {
                 "gen_ai.operation.name": "invoke_agent",
@@ -86,12 +86,12 @@ def export_otel(trace: Trace, *, tracer_provider: Any = None, capture_content: b
     for event in trace.events:
         if isinstance(event, LLMEvent):
             operation = "chat" if event.messages else "text_completion"
-            started = event.ts - event.latency_s
+            started = event.at - event.latency_s
             attributes: dict[str, Any] = {
                 "gen_ai.operation.name": operation,
                 "gen_ai.provider.name": event.backend or start.backend or "trellis",
-                "gen_ai.request.model": event.adapter or model_name,
-                "gen_ai.response.model": event.served_adapter or model_name,
+                "gen_ai.request.model": event.requested_adapter or model_name,
+                "gen_ai.response.model": event.adapter or model_name,
                 "gen_ai.request.max_tokens": event.sampling.get("max_tokens"),
                 "gen_ai.request.temperature": event.sampling.get("temperature"),
                 "gen_ai.usage.input_tokens": event.prompt_tokens,
@@ -105,18 +105,18 @@ def export_otel(trace: Trace, *, tracer_provider: Any = None, capture_content: b
                 attributes["gen_ai.prompt"] = event.prompt or json.dumps(event.messages)
                 attributes["gen_ai.completion"] = event.text
             span = tracer.start_span(
-                f"{operation} {event.adapter or model_name}",
+                f"{operation} {event.requested_adapter or model_name}",
                 context=context,
                 start_time=_ns(started),
                 attributes=_attrs(attributes),
             )
-            span.end(end_time=_ns(event.ts))
+            span.end(end_time=_ns(event.at))
             count += 1
         elif isinstance(event, SkillCallEvent):
             open_tools[event.node_id] = tracer.start_span(
                 f"execute_tool {event.skill}",
                 context=context,
-                start_time=_ns(event.ts),
+                start_time=_ns(event.at),
                 attributes=_attrs(
                     {
                         "gen_ai.operation.name": "execute_tool",
@@ -134,11 +134,11 @@ def export_otel(trace: Trace, *, tracer_provider: Any = None, capture_content: b
                 if not event.ok:
                     span.set_status(Status(StatusCode.ERROR, event.error or ""))
                     span.set_attribute("error.type", event.error_type or "SkillError")
-                span.end(end_time=_ns(event.ts))
+                span.end(end_time=_ns(event.at))
         elif isinstance(event, PlanEvent | RouteEvent | TreeEvent | CuesEvent | InterruptEvent):
-            fields = event.model_dump(exclude={"ts", "t", "type", "raw_outputs", "plan"})
+            fields = event.model_dump(exclude={"at", "t", "type", "task_id", "raw_outputs", "plan"})
             root.add_event(
-                f"trellis.{event.type}", attributes=_attrs(fields), timestamp=_ns(event.ts)
+                f"trellis.{event.type}", attributes=_attrs(fields), timestamp=_ns(event.at)
             )
     for span in open_tools.values():
         span.end(end_time=_ns(last_ts))

@@ -31,14 +31,12 @@ from pydantic import BaseModel
 from trellis.adapters import LLMBackend, LLMRequest, LLMResult
 from trellis.agent.env import EnvSpec
 from trellis.agent.runtime import (
-    ApprovalRequested,
-    CuesMade,
+    EventBase,
     LLMCall,
     NodeStatusChanged,
     PlanMade,
     RouteDecided,
     Skill,
-    SkillCalled,
     SkillFinished,
     SkillLike,
     SkillOutcome,
@@ -48,17 +46,11 @@ from trellis.agent.runtime import (
     action_skill,
 )
 from trellis.agent.traces._trace import (
-    CuesEvent,
+    RECORDED_AS,
     EndEvent,
-    InterruptEvent,
     LLMEvent,
     PlanEvent,
-    RouteEvent,
-    SkillCallEvent,
-    SkillResultEvent,
-    TaskStartEvent,
     TraceHeader,
-    TreeEvent,
     TreeNode,
 )
 from trellis.agent.traces._trace_io import (
@@ -99,6 +91,7 @@ class TraceRecorder:
         self._plan_llm: list[int] = []
         self._started = time.perf_counter()
         self._header_written = False
+        self._task_id = ""
         self._wrapped_backend: RecordingBackend | None = None
 
     # --- wrappers ----------------------------------------------------------------------------
@@ -145,9 +138,9 @@ class TraceRecorder:
         if not self._header_written:
             self.sink.write_line(header_line(TraceHeader()))
             self._header_written = True
+        fields.setdefault("task_id", self._task_id)
         event = cls(
             seq=len(self.events) + 1,
-            ts=time.time(),
             t=round(time.perf_counter() - self._started, 6),
             **fields,
         )
@@ -155,30 +148,24 @@ class TraceRecorder:
         self.sink.write_line(event_line(event))
         return event
 
-    def _write_llm(
-        self, stage: str, node_id: int | None, item: tuple[LLMRequest, LLMResult]
-    ) -> int:
+    def _llm_fields(self, item: tuple[LLMRequest, LLMResult]) -> dict[str, Any]:
         request, result = item
-        event = self._write(
-            LLMEvent,
-            stage=stage,
-            node_id=node_id,
-            adapter=request.adapter,
-            prompt=request.prompt,
-            messages=[m.model_dump() for m in request.messages] if request.messages else None,
-            sampling=request.sampling.model_dump(mode="json"),
-            schema_sha256=json_sha256(request.json_schema) if request.json_schema else None,
-            text=result.text,
-            parsed=result.parsed,
-            json_error=result.json_error,
-            prompt_tokens=result.prompt_tokens,
-            completion_tokens=result.completion_tokens,
-            latency_s=result.latency_s,
-            served_adapter=result.adapter,
-            backend=result.backend,
-            finish_reason=result.finish_reason,
-        )
-        return int(getattr(event, "seq", 0))
+        return {
+            "adapter": result.adapter,
+            "requested_adapter": request.adapter,
+            "prompt": request.prompt,
+            "messages": [m.model_dump() for m in request.messages] if request.messages else None,
+            "sampling": request.sampling.model_dump(mode="json"),
+            "schema_sha256": json_sha256(request.json_schema) if request.json_schema else None,
+            "text": result.text,
+            "parsed": result.parsed,
+            "json_error": result.json_error,
+            "prompt_tokens": result.prompt_tokens,
+            "completion_tokens": result.completion_tokens,
+            "latency_s": result.latency_s,
+            "backend": result.backend,
+            "finish_reason": result.finish_reason,
+        }
 
     def _take_llm(self, call: LLMCall) -> tuple[LLMRequest, LLMResult] | None:
         with self._lock:
@@ -193,125 +180,98 @@ class TraceRecorder:
             return self._llm.popleft() if self._llm else None
 
     def _flush_llm(self, stage: str, node_id: int | None) -> None:
+        """Model calls no run event reported (the router's own calls) are recorded here."""
         while True:
             with self._lock:
                 item = self._llm.popleft() if self._llm else None
             if item is None:
                 return
-            self._write_llm(stage, node_id, item)
+            self._write(LLMEvent, stage=stage, node_id=node_id, **self._llm_fields(item))
 
-    def _write_plan(self, event: PlanMade | None) -> None:
+    def _plan_fields(self, made: PlanMade | None) -> dict[str, Any]:
         with self._lock:
             outcome = self._plans.popleft() if self._plans else None
         plan = getattr(outcome, "plan", None)
-        planned = None
-        if event is None and self._plan_llm:  # a failed plan: the node its calls served
-            planned = next(
-                (
-                    getattr(e, "node_id", None)
-                    for e in self.events
-                    if getattr(e, "seq", 0) == self._plan_llm[-1]
-                ),
-                None,
-            )
-        self._write(
-            PlanEvent,
-            parent_id=event.parent_id if event is not None else planned,
-            replan=event.replan if event is not None else False,
-            node_ids=list(event.node_ids) if event is not None else [],
-            titles=list(event.titles) if event is not None else [],
-            plan=plan.model_dump(mode="json") if isinstance(plan, BaseModel) else None,
-            raw_outputs=list(getattr(outcome, "raw_outputs", [])),
-            errors=list(getattr(outcome, "errors", [])),
-            error=getattr(outcome, "error", None),
-            planner=str(getattr(outcome, "planner", "")),
-            llm_seqs=self._plan_llm,
-        )
+        fields: dict[str, Any] = {
+            "plan": plan.model_dump(mode="json") if isinstance(plan, BaseModel) else None,
+            "raw_outputs": list(getattr(outcome, "raw_outputs", [])),
+            "errors": list(getattr(outcome, "errors", [])),
+            "error": getattr(outcome, "error", None),
+            "planner": str(getattr(outcome, "planner", "")),
+            "llm_seqs": self._plan_llm,
+        }
         self._plan_llm = []
+        return fields
 
     def _flush_failed_plans(self) -> None:
+        """A plan that failed has no run event: it is recorded before the next event."""
         with self._lock:
             failed = bool(self._plans) and getattr(self._plans[0], "plan", None) is None
-        if failed:
-            self._write_plan(None)
+        if not failed:
+            return
+        # The node it was for: the one its model calls served.
+        planned = next(
+            (
+                getattr(e, "node_id", None)
+                for e in self.events
+                if self._plan_llm and getattr(e, "seq", 0) == self._plan_llm[-1]
+            ),
+            None,
+        )
+        self._write(PlanEvent, parent_id=planned, **self._plan_fields(None))
 
-    def _start(self, agent: Agent, event: TaskStarted) -> None:
+    def _start_fields(self, agent: Agent, event: TaskStarted) -> dict[str, Any]:
+        self._task_id = event.task_id
         task = agent.store.get_task(event.task_id)
         metadata = task.metadata or {}
         backend = agent.deps.backend
         inner = backend.inner if isinstance(backend, RecordingBackend) else backend
-        self._write(
-            TaskStartEvent,
-            task_id=event.task_id,
-            goal=event.goal,
-            reminders=[str(r) for r in metadata.get("reminders", [])],
-            env=metadata.get("env"),
-            config=agent.config.model_dump(mode="json"),
-            planner=planner_info(agent.deps.planner),
-            reminder=_reminder_info(agent.deps.reminder_adapter),
-            backend=str(getattr(inner, "name", "")),
-            model=_model_info(inner),
-            adapters=_adapter_infos(agent),
-            skills=[skill_info(s) for s in agent.skills],
-            metadata=self.metadata,
-        )
+        return {
+            "reminders": [str(r) for r in metadata.get("reminders", [])],
+            "env": metadata.get("env"),
+            "config": agent.config.model_dump(mode="json"),
+            "planner": planner_info(agent.deps.planner),
+            "reminder": _reminder_info(agent.deps.reminder_adapter),
+            "backend": str(getattr(inner, "name", "")),
+            "model": _model_info(inner),
+            "adapters": _adapter_infos(agent),
+            "skills": [skill_info(s) for s in agent.skills],
+            "metadata": self.metadata,
+        }
 
-    def on_event(self, agent: Agent, event: Any) -> None:
-        """Turn one agent event into trace events (in the stream's order)."""
+    def _detail(self, agent: Agent, event: EventBase) -> dict[str, Any] | None:
+        """What the trace adds to a run event (None: the event is not recorded)."""
         if isinstance(event, TaskStarted):
-            self._start(agent, event)
-        elif isinstance(event, LLMCall):
+            return self._start_fields(agent, event)
+        if isinstance(event, LLMCall):
             item = self._take_llm(event)
-            if item is not None:
-                seq = self._write_llm(event.stage, event.node_id, item)
-                if event.stage == "plan":
-                    self._plan_llm.append(seq)
-        elif isinstance(event, PlanMade):
-            self._write_plan(event)
-        elif isinstance(event, CuesMade):
-            self._write(CuesEvent, cues=list(event.cues), standing=list(event.standing))
-        elif isinstance(event, RouteDecided):
-            self._flush_failed_plans()
-            self._flush_llm("route", event.node_id)
-            self._write(
-                RouteEvent,
-                node_id=event.node_id,
-                adapter=event.adapter,
-                score=event.score,
-                reason=event.reason,
-            )
-        elif isinstance(event, SkillCalled):
-            self._write(SkillCallEvent, node_id=event.node_id, skill=event.skill, args=event.args)
-        elif isinstance(event, SkillFinished):
-            error_type = None
+            return None if item is None else self._llm_fields(item)
+        if isinstance(event, PlanMade):
+            return self._plan_fields(event)
+        if isinstance(event, SkillFinished):
             with self._lock:
                 for index, (node_id, outcome) in enumerate(self._skills):
                     if node_id == event.node_id and outcome.skill == event.skill:
-                        error_type = outcome.error_type
                         del self._skills[index]
-                        break
-            self._write(
-                SkillResultEvent,
-                node_id=event.node_id,
-                skill=event.skill,
-                ok=event.ok,
-                result=event.result,
-                error_type=error_type,
-                error=event.error,
-                duration_s=event.duration_s,
-                reused=event.reused,
-            )
-        elif isinstance(event, NodeStatusChanged):
+                        return {"error_type": outcome.error_type}
+            return {}
+        if isinstance(event, RouteDecided):
+            self._flush_llm("route", event.node_id)
+        return {}
+
+    def on_event(self, agent: Agent, event: Any) -> None:
+        """Record one run event (in the stream's order) as its trace event."""
+        recorded = RECORDED_AS.get(type(event))
+        if recorded is None or isinstance(event, TaskFinished):
+            return  # tokens are not recorded; the end is written by finish()
+        if isinstance(event, (RouteDecided, NodeStatusChanged)):
             self._flush_failed_plans()
-            self._write(
-                TreeEvent,
-                node_id=event.node_id,
-                title=event.title,
-                status=event.status,
-                error=event.error,
-            )
-        elif isinstance(event, ApprovalRequested):
-            self._write(InterruptEvent, node_id=event.node_id, skill=event.skill, args=event.args)
+        detail = self._detail(agent, event)
+        if detail is None:
+            return
+        written = self._write(recorded, **{**event.model_dump(exclude={"type"}), **detail})
+        if isinstance(event, LLMCall) and event.stage == "plan":
+            self._plan_llm.append(int(getattr(written, "seq", 0)))
 
     def finish(
         self, agent: Agent, task_id: str, last: TaskFinished | None, error: str | None
@@ -337,18 +297,16 @@ class TraceRecorder:
             for n in nodes
         ]
         latency = sum(e.latency_s for e in self.events if isinstance(e, LLMEvent))
+        if last is None:  # an exception stopped the run before it finished
+            last = TaskFinished(
+                task_id=task_id, outcome="failed", success=False, steps=0, replans=0,
+                adapters=[], prompt_tokens=0, completion_tokens=0, elapsed_s=0.0,
+                reason=error or "",
+            )  # fmt: skip
         self._write(
             EndEvent,
-            outcome=last.outcome if last is not None else "failed",
-            success=last.success if last is not None else False,
-            steps=last.steps if last is not None else 0,
-            replans=last.replans if last is not None else 0,
-            adapters=list(last.adapters) if last is not None else [],
-            prompt_tokens=last.prompt_tokens if last is not None else 0,
-            completion_tokens=last.completion_tokens if last is not None else 0,
+            **last.model_dump(exclude={"type", "at"}),
             llm_latency_s=round(latency, 6),
-            elapsed_s=last.elapsed_s if last is not None else 0.0,
-            reason=last.reason if last is not None else (error or ""),
             error=error,
             tree=tree,
         )
