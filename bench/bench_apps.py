@@ -165,8 +165,7 @@ async def bench(args: argparse.Namespace, model: str) -> dict[str, Any]:
         }
         if args.max_steps is not None:
             options["max_steps"] = args.max_steps
-        if args.cases == "off" and "use_cases" in AgentConfig.model_fields:
-            options["use_cases"] = False
+        options["past_cases"] = args.cases == "on"
         config = AgentConfig(**options)
 
         async def run(world_cls: type[AppWorld], goal: Goal) -> dict[str, Any]:

@@ -5,6 +5,11 @@ cases by cosine similarity of goal+cues embeddings, weighted by the case's value
 one lower-value case for exploration. ``reward`` applies AlignBot's update rule:
 ``value <- value + lr * (reward - value)`` with reward 1 on success and 0 on failure, in one
 SQL statement so concurrent workers never lose an update.
+
+The runtime uses them per task: ``note_use`` records which cases a task's planning was
+shown, and ``settle`` (once, when the task ends, in one transaction) rewards those cases
+with the task's outcome and, on success, indexes the task's own plan as a new case. A task
+settled once is never settled again, so a resumed run cannot reward twice.
 """
 
 from __future__ import annotations
@@ -15,13 +20,14 @@ from typing import Any, Protocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import Engine, select, update
+from sqlalchemy import CursorResult, Engine, select, update
+from sqlalchemy.orm import Session
 
 from trellis.adapters import Cue
 from trellis.memory import make_sessionmaker
 from trellis.memory.errors import UsageError
 from trellis.planners._plan import Plan
-from trellis.planners._tables import CaseRow
+from trellis.planners._tables import CaseRow, CaseUseRow
 from trellis.planners.errors import UnknownCaseError
 
 __all__ = ["CaseConfig", "CaseMemory", "EmbedderLike", "PastCase", "case_text"]
@@ -186,26 +192,101 @@ class CaseMemory:
                 picked.append(_to_case(row, similarity=sim))
         return picked
 
-    def reward(self, case_id: int, success: bool) -> PastCase:
-        """Move the case's value toward 1 (success) or 0 (failure) by the learning rate."""
+    def _reward(self, session: Session, case_id: int, success: bool) -> bool:
         target = 1.0 if success else 0.0
         lr = self.config.learning_rate
-        with self._sessions.begin() as session:
-            result = session.execute(
-                update(CaseRow)
-                .where(CaseRow.id == case_id)
-                .values(
-                    value=CaseRow.value + lr * (target - CaseRow.value),
-                    uses=CaseRow.uses + 1,
-                    successes=CaseRow.successes + (1 if success else 0),
-                    updated_at=datetime.now(UTC),
-                )
+        result: CursorResult[Any] = session.execute(  # type: ignore[assignment]
+            update(CaseRow)
+            .where(CaseRow.id == case_id)
+            .values(
+                value=CaseRow.value + lr * (target - CaseRow.value),
+                uses=CaseRow.uses + 1,
+                successes=CaseRow.successes + (1 if success else 0),
+                updated_at=datetime.now(UTC),
             )
-            if result.rowcount == 0:
+        )
+        return bool(result.rowcount)
+
+    def reward(self, case_id: int, success: bool) -> PastCase:
+        """Move the case's value toward 1 (success) or 0 (failure) by the learning rate."""
+        with self._sessions.begin() as session:
+            if not self._reward(session, case_id, success):
                 raise UnknownCaseError(case_id)
             row = session.get(CaseRow, case_id, populate_existing=True)
             if row is None:
                 raise UnknownCaseError(case_id)
+            return _to_case(row)
+
+    def note_use(self, task_id: str, user_id: str, case_ids: Sequence[int]) -> None:
+        """Record that ``task_id``'s planning was shown these cases (added to earlier ones)."""
+        with self._sessions.begin() as session:
+            row = session.get(CaseUseRow, task_id, with_for_update=True)
+            if row is None:
+                session.add(
+                    CaseUseRow(
+                        task_id=task_id,
+                        user_id=user_id,
+                        case_ids=sorted(set(case_ids)),
+                        created_at=datetime.now(UTC),
+                    )
+                )
+            elif row.settled_at is None:
+                row.case_ids = sorted(set(row.case_ids or ()) | set(case_ids))
+
+    def used(self, task_id: str) -> list[int]:
+        """The cases ``task_id``'s planning was shown."""
+        with self._sessions() as session:
+            row = session.get(CaseUseRow, task_id)
+            return list(row.case_ids or ()) if row is not None else []
+
+    def settle(
+        self,
+        task_id: str,
+        user_id: str,
+        *,
+        success: bool,
+        goal: str,
+        plan: Plan | None,
+        cues: Sequence[str | Cue] = (),
+    ) -> PastCase | None:
+        """Close ``task_id`` once: reward the cases it was shown, index its plan on success.
+
+        Returns the new case (None when nothing was indexed). A second call for the same
+        task changes nothing: the settlement is written in the same transaction.
+        """
+        rules = [c.constraint if isinstance(c, Cue) else str(c) for c in cues]
+        index = success and plan is not None and bool(plan.steps) and bool(goal.strip())
+        vector = self._embed(case_text(goal, rules)) if index else None  # before the lock
+        now = datetime.now(UTC)
+        with self._sessions.begin() as session:
+            use = session.get(CaseUseRow, task_id, with_for_update=True)
+            if use is None:
+                use = CaseUseRow(task_id=task_id, user_id=user_id, case_ids=[], created_at=now)
+                session.add(use)
+            elif use.settled_at is not None:
+                return None
+            for case_id in use.case_ids or ():
+                self._reward(session, int(case_id), success)  # a deleted case is skipped
+            use.outcome = "success" if success else "failed"
+            use.settled_at = now
+            if vector is None or plan is None:
+                return None
+            row = CaseRow(
+                user_id=user_id,
+                task_id=task_id,
+                goal=goal.strip(),
+                cues=rules,
+                plan=plan.model_dump(mode="json"),
+                embedding=vector.tobytes(),
+                dim=int(vector.shape[0]),
+                value=self.config.initial_value,
+                uses=0,
+                successes=0,
+                created_at=now,
+                updated_at=now,
+            )
+            session.add(row)
+            session.flush()
             return _to_case(row)
 
     def get(self, case_id: int) -> PastCase:

@@ -1,6 +1,6 @@
 """ORM tables of the planners package: reminder cues per user, and indexed past successes.
 
-The migration ``planners_0001`` creates them (branch ``planners``).
+The migrations ``planners_0001`` and ``planners_0002`` create them (branch ``planners``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from trellis.memory import Base
 
-__all__ = ["CaseRow", "CueRow"]
+__all__ = ["CaseRow", "CaseUseRow", "CueRow"]
 
 JsonType = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
@@ -65,3 +65,16 @@ class CaseRow(Base):
     successes: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class CaseUseRow(Base):
+    """The past cases one task's planning was shown; settled once, when the task ends."""
+
+    __tablename__ = "planner_case_uses"
+
+    task_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(200))
+    case_ids: Mapped[Any] = mapped_column(JsonType)
+    outcome: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    settled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -87,3 +87,29 @@ def test_bad_inputs(engine: Engine) -> None:
 
     with pytest.raises(UsageError, match="shape"):
         CaseMemory(engine, Flat()).index("ann", "x", PLAN)
+
+
+def test_settle_rewards_the_cases_shown_and_indexes_a_success_once(engine: Engine) -> None:
+    memory = CaseMemory(engine, HashingEmbedder(), CaseConfig(explore=False))
+    old = memory.index("ann", "get the milk from the fridge", PLAN)
+    memory.note_use("t1", "ann", [old.id or 0])
+    memory.note_use("t1", "ann", [old.id or 0])  # a second plan of the same task
+    assert memory.used("t1") == [old.id]
+    new = memory.settle("t1", "ann", success=True, goal="get the juice", plan=PLAN)
+    assert new is not None and new.goal == "get the juice" and new.plan == PLAN
+    assert memory.get(old.id or 0).value == pytest.approx(0.5 + 0.3 * 0.5)
+    # Settled once: a resumed run that finishes again changes nothing.
+    assert memory.settle("t1", "ann", success=True, goal="get the juice", plan=PLAN) is None
+    assert memory.get(old.id or 0).value == pytest.approx(0.65)
+    assert [c.goal for c in memory.cases("ann")] == ["get the milk from the fridge", "get the juice"]
+
+
+def test_a_failed_task_lowers_the_cases_it_was_shown_and_stores_nothing(engine: Engine) -> None:
+    memory = CaseMemory(engine, HashingEmbedder(), CaseConfig(explore=False))
+    old = memory.index("ann", "get the milk from the fridge", PLAN)
+    memory.note_use("t2", "ann", [old.id or 0])
+    assert memory.settle("t2", "ann", success=False, goal="get the milk", plan=PLAN) is None
+    assert memory.get(old.id or 0).value == pytest.approx(0.35)
+    assert len(memory.cases("ann")) == 1
+    memory.note_use("t2", "ann", [999])  # after settlement: ignored
+    assert memory.used("t2") == [old.id]

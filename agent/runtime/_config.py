@@ -59,6 +59,12 @@ class AgentConfig(BaseModel):
     """Run a plan step's arguments directly when they validate (no act model call)."""
     context_chars: int = Field(default=600, ge=0)
     """Size budget of the Task Memory Tree context put into act prompts."""
+    past_cases: bool = True
+    """Learn from past successes: a task that succeeds stores its plan as a case of its
+    user, and planning a new goal shows the most similar cases as examples. On by default
+    with the default planner; another planner takes them with ``Agent(cases=...)``."""
+    case_examples: int = Field(default=2, ge=0, le=8)
+    """Most past cases shown to the planner per plan (0: store cases, show none)."""
 
     @model_validator(mode="before")
     @classmethod

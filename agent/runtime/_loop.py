@@ -8,6 +8,7 @@ side-effecting skill calls go through the exactly-once record (:mod:`trellis.age
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from trellis.adapters import LLMResult
@@ -19,7 +20,7 @@ from trellis.agent.runtime._events import (
     TaskFinished,
 )
 from trellis.agent.runtime._loop_state import STANDING_CUES_KEY, LoopState, ending, require
-from trellis.agent.runtime._planning import plan_specs, render_cues
+from trellis.agent.runtime._planning import plan_specs, render_cues, settle_cases
 from trellis.agent.runtime._stage_act import ActStages
 from trellis.agent.runtime._stage_base import SATISFIED, timed
 from trellis.agent.runtime._stage_call import CallStages
@@ -27,6 +28,8 @@ from trellis.memory import NodeRecord, NodeSpec, NodeStatus, TaskStatus, run_syn
 from trellis.planners import CueStore
 
 __all__ = ["Stages"]
+
+_log = logging.getLogger(__name__)
 
 
 class Stages(ActStages, CallStages):
@@ -291,6 +294,11 @@ class Stages(ActStages, CallStages):
         if env is not None:
             EnvPlanner(self).finish(task_id, env[0])
             env[0].close()
+        elif result["outcome"] != "interrupted":
+            try:
+                settle_cases(self.d, task_id, success, list(state.get("cues", [])))
+            except Exception as exc:  # learning from the task must never fail the task
+                _log.warning("past cases of task %s were not updated: %s", task_id, exc)
         self.emit(
             TaskFinished(
                 task_id=task_id,

@@ -91,6 +91,9 @@ class LoopDeps:
         self.no_env: set[str] = set()
         self.prune: Callable[[str, int], None] | None = None
         """Set by the graph: keep only the newest N checkpoints of a task."""
+        self.cases: Any = None
+        """The users' past successes (``trellis.planners.CaseMemory``): retrieved as examples
+        for root plans and settled when a task ends; None plans without examples."""
         self.standing_cues: Callable[[str, str | None], list[Any]] | None = None
         """(user id, task id) -> the user's stored cues in force; None: the ``CueStore`` in
         the task's database (a replay gives the cues its trace recorded)."""

@@ -6,9 +6,9 @@ from typing import Any
 
 from trellis.adapters import Cue, LLMResult
 from trellis.memory import NodeSpec, run_sync
-from trellis.planners import DECOMPOSE, Plan, PlanRequest, replan_request
+from trellis.planners import DECOMPOSE, PastCase, Plan, PlanRequest, replan_request
 
-__all__ = ["plan_specs", "render_cues"]
+__all__ = ["plan_specs", "render_cues", "settle_cases", "worked_plan"]
 
 
 def render_cues(cues: list[dict[str, Any]]) -> list[str]:
@@ -54,16 +54,82 @@ def plan_specs(
             replan_count=state.get("replans", 0),
         )
     else:
+        root = node.parent_id is None
         request = PlanRequest(
-            goal=task.goal if node.parent_id is None else node.title,
+            goal=task.goal if root else node.title,
             skills=skills,
             cues=cues,
-            context="" if node.parent_id is None else context_text,
+            context="" if root else context_text,
+            examples=_examples(deps, task, cues) if root else (),
             task_id=task.id,
-            node_id=None if node.parent_id is None else node_id,
+            node_id=None if root else node_id,
         )
     outcome = run_sync(deps.planner.plan(request))
     results = list(outcome.llm_results)
     if outcome.plan is None:
         return None, results, outcome.error or "the planner returned no plan"
     return _specs(outcome.plan), results, None
+
+
+def _examples(deps: Any, task: Any, cues: tuple[Cue, ...]) -> tuple[PastCase, ...]:
+    """The user's most similar past successes, noted as shown to this task's planning."""
+    cases = deps.cases
+    if cases is None or deps.config.case_examples == 0:
+        return ()
+    k = deps.config.case_examples
+    # A case whose plan calls a skill this agent lacks would teach a call that cannot run.
+    found = [
+        case
+        for case in cases.retrieve(task.user_id, task.goal, k=3 * k, cues=cues)
+        if all(step.skill in deps.skills for step in case.plan.steps)
+    ][:k]
+    shown = [c.id for c in found if c.id is not None]
+    if shown:
+        cases.note_use(task.id, task.user_id, shown)
+    return tuple(found)
+
+
+def worked_plan(store: Any, task_id: str) -> Plan | None:
+    """The steps that ran and succeeded, in the order they were planned (a replanned step's
+    replacements in its place), as a flat plan; None when there is none to reuse."""
+    nodes = store.nodes(task_id)
+    if any(n.kind == "env" for n in nodes):
+        return None  # an environment's moves are not a plan of skill steps
+    parents = {n.parent_id for n in nodes}
+    leaves = [
+        n
+        for n in nodes
+        if n.parent_id is not None
+        and n.id not in parents
+        and n.kind == "step"
+        and n.status.value == "done"
+        and isinstance((n.input or {}).get("skill"), str)
+    ]
+    ids = {n.id: str(number) for number, n in enumerate(leaves, start=1)}
+    steps = [
+        {
+            "id": ids[n.id],
+            "title": n.title,
+            "skill": n.input["skill"],
+            "args": dict(n.input.get("args") or {}),
+            "depends_on": [ids[d] for d in sorted(n.depends_on) if d in ids],
+        }
+        for n in leaves
+    ]
+    if not steps:
+        return None
+    try:
+        return Plan.model_validate({"steps": steps})
+    except ValueError:
+        return None
+
+
+def settle_cases(deps: Any, task_id: str, success: bool, cues: list[dict[str, Any]]) -> None:
+    """Reward the cases this task was shown; store its plan as a new case when it succeeded."""
+    cases = deps.cases
+    if cases is None:
+        return
+    task = deps.store.get_task(task_id)
+    plan = worked_plan(deps.store, task_id) if success else None
+    rules = [Cue.model_validate(c) for c in cues]
+    cases.settle(task.id, task.user_id, success=success, goal=task.goal, plan=plan, cues=rules)

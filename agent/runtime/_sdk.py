@@ -191,8 +191,13 @@ class Agent:
         skill_context: dict[str, Any] | None = None,
         environments: Iterable[EnvironmentPack] = (),
         effect_check: EffectCheck | None = None,
+        cases: Any = None,
     ) -> None:
-        """``environments``: packs this agent can run tasks in, beside the installed ones
+        """``cases``: the users' past successes (a ``trellis.planners.CaseMemory``), shown to
+        the planner as examples and updated when tasks end; by default (``past_cases`` in the
+        config) the default planner gets one on the agent's database.
+
+        ``environments``: packs this agent can run tasks in, beside the installed ones
         (entry-point group ``trellis.environments``); a pack given here wins over an
         installed pack of the same kind.
 
@@ -223,6 +228,7 @@ class Agent:
             skill_context=dict(skill_context or {}),
         )
         self.deps.calls.effect_check = effect_check
+        self.deps.cases = cases
         self.loop_graph = LoopGraph(self.deps)
 
     def _env_factory(self, spec: dict[str, Any]) -> tuple[Environment, str]:
@@ -269,6 +275,8 @@ class Agent:
             self.deps.reminder_adapter = _defaults.default_reminder_adapter(
                 self.deps.backend, registry, shipped=shipped
             )
+        if self.deps.cases is None and self._planner is None and self.config.past_cases:
+            self.deps.cases = _defaults.default_cases(self.store.engine)
         self._defaults_ready = True
 
     def register(self, item: SkillLike, *, replace: bool = False) -> Skill:

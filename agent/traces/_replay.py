@@ -26,6 +26,7 @@ from trellis.agent.env import EnvironmentPack
 from trellis.agent.runtime import AgentConfig, SkillRegistry
 from trellis.agent.traces._replay_world import (
     ReplayBackend,
+    ReplayCases,
     ReplayPlanner,
     ReplayRouter,
     ReplaySkill,
@@ -115,7 +116,7 @@ class ReplayResult(BaseModel):
 
 
 # Settings added after traces were first recorded, as runs behaved before they existed.
-_SETTINGS_BEFORE_THEY_WERE_RECORDED: dict[str, Any] = {"world_memory_chars": 0}
+_SETTINGS_BEFORE_THEY_WERE_RECORDED: dict[str, Any] = {"world_memory_chars": 0, "case_examples": 0}
 
 
 def _short(value: Any, limit: int = 300) -> str:
@@ -370,6 +371,7 @@ class Replayer:
         cue_events = trace.of_type(CuesEvent)
         standing = [Cue.model_validate(c) for c in (cue_events[0].standing if cue_events else [])]
         deps.standing_cues = lambda _user, _task: list(standing)
+        deps.cases = ReplayCases(trace.of_type(PlanEvent))
         return env
 
     async def replay(self, trace: Trace) -> ReplayResult:

@@ -67,6 +67,27 @@ class ReplayBackend:
         return None
 
 
+class ReplayCases:
+    """The past cases each root plan of the recording was shown, in order; nothing is stored
+    or rewarded (a replay decides the same, it does not learn)."""
+
+    def __init__(self, events: list[PlanEvent]) -> None:
+        self._queue = deque(e.examples for e in events if e.examples is not None)
+
+    def retrieve(self, user_id: str, goal: str, k: int = 3, *, cues: Any = ()) -> list[Any]:
+        from trellis.planners import PastCase
+
+        if not self._queue:
+            return []
+        return [PastCase.model_validate(c) for c in self._queue.popleft()]
+
+    def note_use(self, task_id: str, user_id: str, case_ids: Any) -> None:
+        return None
+
+    def settle(self, task_id: str, user_id: str, **outcome: Any) -> None:
+        return None
+
+
 class ReplayPlanner:
     """Returns the recorded plan outcomes in order (for planners that are not LLM planners)."""
 

@@ -168,6 +168,9 @@ class PlanEvent(PlanMade, _Recorded):
     """The planner that answered."""
     llm_seqs: list[int] = []
     """``seq`` of the ``llm_call`` events of this plan (their prompts are the plan prompts)."""
+    examples: list[dict[str, Any]] | None = None
+    """The past cases shown to the planner (``PastCase`` records), for a root plan; None for
+    other plans and in traces from before cases were recorded."""
 
 
 class RouteEvent(RouteDecided, _Recorded):

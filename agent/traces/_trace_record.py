@@ -124,9 +124,9 @@ class TraceRecorder:
         with self._lock:
             self._llm.append((request, result))
 
-    def plan_done(self, outcome: Any) -> None:
+    def plan_done(self, outcome: Any, request: Any = None) -> None:
         with self._lock:
-            self._plans.append(outcome)
+            self._plans.append((outcome, request))
 
     def skill_done(self, node_id: int | None, outcome: SkillOutcome) -> None:
         with self._lock:
@@ -190,8 +190,13 @@ class TraceRecorder:
 
     def _plan_fields(self, made: PlanMade | None) -> dict[str, Any]:
         with self._lock:
-            outcome = self._plans.popleft() if self._plans else None
+            outcome, request = self._plans.popleft() if self._plans else (None, None)
         plan = getattr(outcome, "plan", None)
+        # Past cases shown to a root plan (a replan's request names its node): a replay
+        # shows the same ones.
+        examples = None
+        if request is not None and getattr(request, "node_id", 0) is None:
+            examples = [c.model_dump(mode="json") for c in getattr(request, "examples", ())]
         fields: dict[str, Any] = {
             "plan": plan.model_dump(mode="json") if isinstance(plan, BaseModel) else None,
             "raw_outputs": list(getattr(outcome, "raw_outputs", [])),
@@ -199,6 +204,7 @@ class TraceRecorder:
             "error": getattr(outcome, "error", None),
             "planner": str(getattr(outcome, "planner", "")),
             "llm_seqs": self._plan_llm,
+            "examples": examples,
         }
         self._plan_llm = []
         return fields
@@ -206,7 +212,7 @@ class TraceRecorder:
     def _flush_failed_plans(self) -> None:
         """A plan that failed has no run event: it is recorded before the next event."""
         with self._lock:
-            failed = bool(self._plans) and getattr(self._plans[0], "plan", None) is None
+            failed = bool(self._plans) and getattr(self._plans[0][0], "plan", None) is None
         if not failed:
             return
         # The node it was for: the one its model calls served.
@@ -452,6 +458,7 @@ async def record_run(
         reminder_adapter=recording(deps.reminder_adapter),
         store=agent.store,
         skill_context=deps.skill_context,
+        cases=deps.cases,
     )
     twin.environments = agent.environments
     try:

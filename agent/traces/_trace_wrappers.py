@@ -71,7 +71,7 @@ class RecordingPlanner:
 
     async def plan(self, request: Any) -> Any:
         outcome = await self.inner.plan(request)
-        self._recorder.plan_done(outcome)
+        self._recorder.plan_done(outcome, request)
         return outcome
 
     def plan_sync(self, request: Any) -> Any:
