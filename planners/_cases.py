@@ -127,23 +127,7 @@ class CaseMemory:
             raise UsageError("cannot index a case with an empty goal")
         if not plan.steps:
             raise UsageError("cannot index a case whose plan has no steps")
-        rules = [c.constraint if isinstance(c, Cue) else str(c) for c in cues]
-        vector = self._embed(case_text(goal, rules))
-        now = datetime.now(UTC)
-        row = CaseRow(
-            user_id=user_id,
-            task_id=task_id,
-            goal=goal.strip(),
-            cues=rules,
-            plan=plan.model_dump(mode="json"),
-            embedding=vector.tobytes(),
-            dim=int(vector.shape[0]),
-            value=self.config.initial_value,
-            uses=0,
-            successes=0,
-            created_at=now,
-            updated_at=now,
-        )
+        row = self._new_row(user_id, task_id, goal, plan, cues)
         with self._sessions.begin() as session:
             session.add(row)
             session.flush()
@@ -191,6 +175,32 @@ class CaseMemory:
                 _score, sim, row = candidates[exploit]
                 picked.append(_to_case(row, similarity=sim))
         return picked
+
+    def _new_row(
+        self,
+        user_id: str,
+        task_id: str | None,
+        goal: str,
+        plan: Plan,
+        cues: Sequence[str | Cue],
+    ) -> CaseRow:
+        rules = [c.constraint if isinstance(c, Cue) else str(c) for c in cues]
+        vector = self._embed(case_text(goal, rules))
+        now = datetime.now(UTC)
+        return CaseRow(
+            user_id=user_id,
+            task_id=task_id,
+            goal=goal.strip(),
+            cues=rules,
+            plan=plan.model_dump(mode="json"),
+            embedding=vector.tobytes(),
+            dim=int(vector.shape[0]),
+            value=self.config.initial_value,
+            uses=0,
+            successes=0,
+            created_at=now,
+            updated_at=now,
+        )
 
     def _reward(self, session: Session, case_id: int, success: bool) -> bool:
         target = 1.0 if success else 0.0
@@ -254,9 +264,9 @@ class CaseMemory:
         Returns the new case (None when nothing was indexed). A second call for the same
         task changes nothing: the settlement is written in the same transaction.
         """
-        rules = [c.constraint if isinstance(c, Cue) else str(c) for c in cues]
         index = success and plan is not None and bool(plan.steps) and bool(goal.strip())
-        vector = self._embed(case_text(goal, rules)) if index else None  # before the lock
+        # Embedded before the transaction: the lock is not held while the embedder runs.
+        row = self._new_row(user_id, task_id, goal, plan, cues) if index and plan else None
         now = datetime.now(UTC)
         with self._sessions.begin() as session:
             use = session.get(CaseUseRow, task_id, with_for_update=True)
@@ -269,22 +279,8 @@ class CaseMemory:
                 self._reward(session, int(case_id), success)  # a deleted case is skipped
             use.outcome = "success" if success else "failed"
             use.settled_at = now
-            if vector is None or plan is None:
+            if row is None:
                 return None
-            row = CaseRow(
-                user_id=user_id,
-                task_id=task_id,
-                goal=goal.strip(),
-                cues=rules,
-                plan=plan.model_dump(mode="json"),
-                embedding=vector.tobytes(),
-                dim=int(vector.shape[0]),
-                value=self.config.initial_value,
-                uses=0,
-                successes=0,
-                created_at=now,
-                updated_at=now,
-            )
             session.add(row)
             session.flush()
             return _to_case(row)
