@@ -101,7 +101,10 @@ def test_settle_rewards_the_cases_shown_and_indexes_a_success_once(engine: Engin
     # Settled once: a resumed run that finishes again changes nothing.
     assert memory.settle("t1", "ann", success=True, goal="get the juice", plan=PLAN) is None
     assert memory.get(old.id or 0).value == pytest.approx(0.65)
-    assert [c.goal for c in memory.cases("ann")] == ["get the milk from the fridge", "get the juice"]
+    assert [c.goal for c in memory.cases("ann")] == [
+        "get the milk from the fridge",
+        "get the juice",
+    ]
 
 
 def test_a_failed_task_lowers_the_cases_it_was_shown_and_stores_nothing(engine: Engine) -> None:

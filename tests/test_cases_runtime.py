@@ -13,7 +13,7 @@ from trellis.adapters import FunctionBackend, HashingEmbedder, LLMRequest
 from trellis.agent.runtime import Agent, AgentConfig, skill
 from trellis.agent.runtime._planning import worked_plan
 from trellis.agent.traces import PlanEvent, read_trace, replay_sync
-from trellis.planners import CaseConfig, CaseMemory, LLMPlanner, PlannerConfig
+from trellis.planners import CaseConfig, CaseMemory, LLMPlanner, Plan, PlannerConfig
 
 PLAN = {
     "steps": [
@@ -153,9 +153,7 @@ def test_a_case_that_calls_a_skill_the_agent_lacks_is_not_shown() -> None:
     with _agent("sqlite://", model) as agent:
         memory = CaseMemory(agent.store.engine, HashingEmbedder(), CaseConfig(explore=False))
         agent.deps.cases = memory
-        foreign = PLAN["steps"][:1] + [{**PLAN["steps"][1], "skill": "scrub"}]
-        from trellis.planners import Plan
-
+        foreign = [*PLAN["steps"][:1], {**PLAN["steps"][1], "skill": "scrub"}]
         memory.index("kim", "wash the blue mug", Plan.model_validate({"steps": foreign}))
         result = agent.run("wash the blue mug", user_id="kim")
         assert result.success and memory.used(result.task_id) == []

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from trellis import Agent, AgentConfig
 from trellis.adapters import FunctionBackend, LLMRequest, RouteDecision, StepContext
+from trellis.memory import run_sync
 from trellis.planners import ScriptedPlanner
 
 PLAN = {
@@ -62,3 +63,28 @@ def test_a_routed_step_is_filled_by_its_adapter(tmp_path: Path) -> None:
 def test_an_unrouted_step_runs_the_plans_arguments_without_a_model_call(tmp_path: Path) -> None:
     labels, asked = _run(tmp_path, None)
     assert labels == ["jam"] and asked == []
+
+
+def test_the_act_call_says_the_routers_reason(tmp_path: Path) -> None:
+    from trellis.agent.runtime import LLMCall
+
+    def model(request: LLMRequest) -> str:
+        return json.dumps({"skill": "label", "args": {"text": "jam"}})
+
+    def label(text: str) -> str:
+        """Write a label."""
+        return "labelled"
+
+    with Agent(
+        config=AgentConfig(database_url=f"sqlite:///{tmp_path}/why.db"),
+        skills=[label],
+        backend=FunctionBackend(model),
+        planner=ScriptedPlanner({"label the jar": PLAN}),
+        router=_Pinned("labels"),
+    ) as agent:
+
+        async def collect() -> list[object]:
+            return [e async for e in agent.stream("label the jar")]
+
+        calls = [e for e in run_sync(collect()) if isinstance(e, LLMCall)]
+    assert [(c.stage, c.why) for c in calls] == [("act", "routed: pinned for label the jar")]

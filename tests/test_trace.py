@@ -281,3 +281,10 @@ def test_a_trace_with_an_unknown_event_in_format_1_names_the_line(tmp_path: Path
     lines[2] = json.dumps(event)
     with pytest.raises(TraceFormatError, match=r"line 3 is not a valid trace event"):
         parse_trace_lines(lines, source="old.jsonl")
+
+
+def test_every_model_call_says_why_its_adapter_served_it(recorded_file: Path) -> None:
+    trace = read_trace(recorded_file)
+    whys = {(e.stage, e.why) for e in trace.of_type(LLMEvent)}
+    assert ("plan", "no adapter for the plan stage: base model") in whys
+    assert all(why for _stage, why in whys)

@@ -118,6 +118,9 @@ class LLMCall(EventBase):
     """Which loop stage called it: remind, plan or act."""
     adapter: str | None
     """The adapter that served it (None: the base model)."""
+    why: str = ""
+    """Why that adapter: the router's reason (act), or the stage's own adapter (plan,
+    remind)."""
     prompt_tokens: int
     """Prompt tokens."""
     completion_tokens: int

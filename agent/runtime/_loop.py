@@ -140,7 +140,7 @@ class Stages(ActStages, CallStages):
         )
         update.update(adapter=adapter, attempt=running.attempts, decision=None)
         if call is None:
-            chosen = self._choose(merged, node, adapter)
+            chosen = self._choose(merged, node, adapter, why=str(route_record.get("reason") or ""))
             call = chosen.pop("call")
             update.update(chosen)
         next_stage = "approve" if self._needs_approval(call) else "execute"

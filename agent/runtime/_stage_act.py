@@ -107,8 +107,11 @@ class ActStages(StageBase):
             error = f"the act step could not use the model's answer ({type(exc).__name__})"
         return ChosenCall(skill=None, args={}, error=error[:1000], error_type="ModelRetry", llm=[])
 
-    def _choose(self, state: LoopState, node: NodeRecord, adapter: str | None) -> dict[str, Any]:
-        """Ask the model for the step's call: the token counts and ``call``."""
+    def _choose(
+        self, state: LoopState, node: NodeRecord, adapter: str | None, *, why: str = ""
+    ) -> dict[str, Any]:
+        """Ask the model for the step's call: the token counts and ``call``; ``why`` is the
+        router's reason for ``adapter``."""
         task_id, node_id = state["task_id"], node.id
         self.flush(task_id)
         name = (node.input or {}).get("skill")
@@ -174,7 +177,8 @@ class ActStages(StageBase):
                     check=self._cue_problems(state),
                 )
             )
-        update = self._account(state, chosen.llm, stage="act", node_id=node_id)
+        why = f"routed: {why}" if why else "no router: base model"
+        update = self._account(state, chosen.llm, stage="act", node_id=node_id, why=why)
         call: dict[str, Any] = {"skill": chosen.skill, "args": chosen.args}
         if chosen.error is not None:
             call.update(error=chosen.error, error_type=chosen.error_type)

@@ -135,10 +135,19 @@ class StageBase:
         self.d.envs[task_id] = (env, action_skill)
         return self.d.envs[task_id]
 
+    def _stage_why(self, stage: str) -> str:
+        """Why a plan or remind call went to its adapter: the stage's own adapter, if any."""
+        part = self.d.planner if stage == "plan" else self.d.reminder_adapter
+        name = getattr(getattr(part, "inner", part), "adapter", None)
+        if name:
+            return f"the {stage} stage's adapter {name!r}"
+        return f"no adapter for the {stage} stage: base model"
+
     def _account(self, state: LoopState, results: list[LLMResult], **where: Any) -> dict[str, Any]:
         prompt = state.get("prompt_tokens", 0)
         completion = state.get("completion_tokens", 0)
         adapters = list(state.get("adapters", []))
+        why = where.get("why") or self._stage_why(where["stage"])
         for result in results:
             prompt += result.prompt_tokens
             completion += result.completion_tokens
@@ -159,6 +168,7 @@ class StageBase:
                     node_id=where.get("node_id"),
                     stage=where["stage"],
                     adapter=result.adapter,
+                    why=why,
                     prompt_tokens=result.prompt_tokens,
                     completion_tokens=result.completion_tokens,
                     latency_s=result.latency_s,

@@ -186,7 +186,8 @@ class TraceRecorder:
                 item = self._llm.popleft() if self._llm else None
             if item is None:
                 return
-            self._write(LLMEvent, stage=stage, node_id=node_id, **self._llm_fields(item))
+            why = "the router's own model call" if stage == "route" else ""
+            self._write(LLMEvent, stage=stage, node_id=node_id, why=why, **self._llm_fields(item))
 
     def _plan_fields(self, made: PlanMade | None) -> dict[str, Any]:
         with self._lock:
