@@ -15,7 +15,12 @@ from trellis.adapters._backend import (
     parse_model_json,
 )
 from trellis.adapters._embedded import BatchStats, EmbeddedBackend, EmbeddedConfig
-from trellis.adapters._embeddings import Embedder, HashingEmbedder, SentenceEmbedder
+from trellis.adapters._embeddings import (
+    CachedEmbedder,
+    Embedder,
+    HashingEmbedder,
+    SentenceEmbedder,
+)
 from trellis.adapters._lora import create_lora_adapter
 from trellis.adapters._model import (
     DEFAULT_BASE_MODEL,
@@ -100,6 +105,7 @@ __all__ = [
     "BackendTimeoutError",
     "BackendUnavailableError",
     "BatchStats",
+    "CachedEmbedder",
     "Cue",
     "CueDraft",
     "DuplicateAdapterError",

@@ -13,7 +13,7 @@ import hashlib
 import os
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -22,6 +22,7 @@ from trellis.adapters.errors import EmbeddingModelMissingError
 
 __all__ = [
     "EMBEDDING_INSTALL_COMMAND",
+    "CachedEmbedder",
     "Embedder",
     "HashingEmbedder",
     "SentenceEmbedder",
@@ -143,3 +144,49 @@ class SentenceEmbedder:
             show_progress_bar=False,
         )
         return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+class CachedEmbedder:
+    """Vectors computed ahead of time, in front of the embedder that made them.
+
+    A world with a known vocabulary (a game's objects and places) ships its texts' vectors;
+    texts found there cost nothing, and the embedder (``load()``, called once, at the first
+    text that is not there) serves the rest. The table must come from the same embedder:
+    ``name`` and ``dim`` are checked when it loads.
+    """
+
+    def __init__(
+        self,
+        vectors: Mapping[str, np.ndarray],
+        load: Callable[[], Embedder],
+        *,
+        name: str,
+        dim: int,
+    ) -> None:
+        self.name = name
+        self.dim = dim
+        self._vectors = dict(vectors)
+        self._load = load
+        self._inner: Embedder | None = None
+        self._lock = threading.Lock()
+        self.misses = 0
+        """Texts the table did not hold (each embedded once, then kept)."""
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        with self._lock:
+            missing = [t for t in dict.fromkeys(texts) if t not in self._vectors]
+            if missing:
+                if self._inner is None:
+                    inner = self._load()
+                    if (inner.name, inner.dim) != (self.name, self.dim):
+                        raise ValueError(
+                            f"the vector table was made by {self.name} ({self.dim} dimensions), "
+                            f"not {inner.name} ({inner.dim}); rebuild the table"
+                        )
+                    self._inner = inner
+                self.misses += len(missing)
+                for text, vector in zip(missing, self._inner.embed(missing), strict=True):
+                    self._vectors[text] = vector
+            if not texts:
+                return np.zeros((0, self.dim), dtype=np.float32)
+            return np.stack([self._vectors[t] for t in texts]).astype(np.float32, copy=False)

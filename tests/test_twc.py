@@ -17,7 +17,7 @@ from trellis_twc._places import (
     shipped_homes,
 )
 
-from trellis.adapters import FunctionBackend, LLMRequest
+from trellis.adapters import CachedEmbedder, FunctionBackend, LLMRequest
 from trellis.adapters._embeddings import normalize_rows
 from trellis.agent import Agent, AgentConfig, ForbiddenFoldError
 from trellis.agent.errors import EnvironmentFailure
@@ -542,3 +542,52 @@ def test_a_recorded_config_keeps_the_offer_it_was_made_with() -> None:
     assert again == current and again.avoid_idle
     with pytest.raises(ForbiddenFoldError):
         TwcConfig.from_recorded({"kind": "twc", "fold": "test"})
+
+
+def test_a_dev_game_is_ranked_from_the_shipped_vectors_without_the_model() -> None:
+    from trellis_twc._places import _default_embedder, shipped_homes
+
+    embedder = _default_embedder()
+    assert isinstance(embedder, CachedEmbedder)
+    asked: list[str] = []
+
+    class Counting:
+        name, dim = embedder.name, embedder.dim
+
+        def embed(self, texts: Sequence[str]) -> np.ndarray:
+            asked.extend(texts)
+            return embedder.embed(texts)
+
+    config = TwcConfig(seed=57, fold="dev", num_locations=3, num_items=3, include_doors=True)
+    env = TwcEnvironment(config, places=PlaceScorer(Counting(), shipped_homes()))
+    try:
+        state = env.reset()
+        for action in env.gold_actions():
+            if state.done:
+                break
+            state = env.step(action)
+        assert state.success
+    finally:
+        env.close()
+    assert asked and embedder.misses == 0  # every name the game ranked was in the table
+
+
+@pytest.mark.slow
+def test_the_shipped_vectors_are_the_sentence_models_own() -> None:
+    from trellis_twc._places import _shipped_vectors
+
+    from trellis.adapters import SentenceEmbedder
+
+    table = _shipped_vectors()
+    texts = sorted(table)[:: max(1, len(table) // 25)]
+    fresh = SentenceEmbedder().embed(texts)
+    assert np.allclose(np.stack([table[t] for t in texts]), fresh, atol=1e-4)
+
+
+def test_a_game_the_generator_cannot_make_is_named() -> None:
+    env = TwcEnvironment(TwcConfig(seed=9, fold="dev", num_locations=1, num_items=4))
+    try:
+        with pytest.raises(EnvironmentFailure, match=r"could not make twc game seed 9 .*1 room"):
+            env.reset()
+    finally:
+        env.close()

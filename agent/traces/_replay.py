@@ -377,7 +377,7 @@ class Replayer:
     async def replay(self, trace: Trace) -> ReplayResult:
         """Re-run the recorded task with recorded answers and compare every decision."""
         started = time.perf_counter()
-        recorder = TraceRecorder(MemoryTraceSink())
+        recorder = TraceRecorder(MemoryTraceSink(), describe_models=False)
         error: str | None = None
         try:
             env = self._bind(trace, recorder)

@@ -80,9 +80,19 @@ __all__ = ["RecordingBackend", "RecordingPlanner", "TraceRecorder", "record_run"
 class TraceRecorder:
     """Turns one run (agent events + model, planner and skill calls) into trace events."""
 
-    def __init__(self, sink: TraceSink, *, metadata: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        sink: TraceSink,
+        *,
+        metadata: dict[str, Any] | None = None,
+        describe_models: bool = True,
+    ) -> None:
+        """``describe_models=False`` leaves the base model's and the adapters' identities
+        (content hashes of their files) out of ``task_started``: a replay compares decisions,
+        and hashing folders for every replayed task would cost more than the task."""
         self.sink = sink
         self.metadata = dict(metadata or {})
+        self.describe_models = describe_models
         self.events: list[BaseModel] = []
         self._lock = threading.Lock()
         self._llm: deque[tuple[LLMRequest, LLMResult]] = deque()
@@ -240,8 +250,8 @@ class TraceRecorder:
             "planner": planner_info(agent.deps.planner),
             "reminder": _reminder_info(agent.deps.reminder_adapter),
             "backend": str(getattr(inner, "name", "")),
-            "model": _model_info(inner),
-            "adapters": _adapter_infos(agent),
+            "model": _model_info(inner) if self.describe_models else None,
+            "adapters": _adapter_infos(agent) if self.describe_models else [],
             "skills": [skill_info(s) for s in agent.skills],
             "metadata": self.metadata,
         }

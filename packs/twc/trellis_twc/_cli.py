@@ -176,3 +176,46 @@ def homes(
         f"[green]wrote[/green] {len(homes.pairs)} object homes in {len(homes.rooms)} "
         f"containers from {len(configs)} games to {out}"
     )
+
+
+@app.command("vectors")
+def vectors(
+    out: Path = typer.Option(
+        ..., help="NPZ file to write (the shipped one: place_vectors.npz in this pack)."
+    ),
+    seeds: str = typer.Option("0:1000", help="Train-fold seeds START:STOP."),
+    dev_seeds: str = typer.Option("0:200", help="Dev-fold seeds START:STOP (names only)."),
+    max_locations: int = typer.Option(3, help="Rooms cycle through 1..N."),
+    max_items: int = typer.Option(4, help="Objects cycle through 1..N."),
+    max_moves: int = typer.Option(40, help="Moves per game at most."),
+) -> None:
+    """The place ranker's vector table: every object and place name met in noisy expert
+    play of these games, embedded ahead of time (a speed artefact: the same vectors the
+    sentence model gives at run time, so no choice depends on which games were played)."""
+    import numpy as np
+
+    from trellis.adapters import SentenceEmbedder
+    from trellis_twc._datasets import twc_configs, twc_expert_examples
+    from trellis_twc._places import names_in, place_texts, recorded_place_texts, shipped_homes
+
+    configs = [
+        *twc_configs(seed_range(seeds), max_locations=max_locations, max_items=max_items,
+                     doors=None),
+        *twc_configs(seed_range(dev_seeds), fold="dev", max_locations=max_locations,
+                     max_items=max_items, doors=None),
+    ]  # fmt: skip
+    with recorded_place_texts() as seen:
+        games = twc_expert_examples(configs, noise=0.3, max_moves=max_moves, skip_unmade=True)
+        for _row in games:
+            pass
+    things, places = names_in(seen)
+    homes = shipped_homes()
+    things |= {obj for obj, _home in homes}
+    places |= {home for _obj, home in homes}
+    texts = place_texts(things, places)
+    matrix = SentenceEmbedder().embed(texts)
+    np.savez_compressed(out, texts=np.array(texts), vectors=matrix.astype(np.float32))
+    console.print(
+        f"[green]wrote[/green] {len(texts)} vectors ({len(things)} objects, {len(places)} "
+        f"places) from {len(configs)} games to {out}"
+    )

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 from trellis.agent import MEMORY_CHARS, EnvEpisode
-from trellis.agent.errors import ForbiddenFoldError
+from trellis.agent.errors import EnvironmentFailure, ForbiddenFoldError
 from trellis.memory.errors import TrellisError
 from trellis_twc._env import TwcEnvironment, TwcState
 from trellis_twc._expert import TwcExpert
@@ -127,6 +127,7 @@ def twc_expert_examples(
     max_moves: int = 24,
     memory_chars: int = MEMORY_CHARS,
     unfiltered: float = 0.0,
+    skip_unmade: bool = False,
 ) -> Iterator[dict[str, str]]:
     """Rows from noisy play, each labelled with what :class:`TwcExpert` would do there.
 
@@ -135,7 +136,8 @@ def twc_expert_examples(
     reached, on the expert's path or off it, gets a row when the expert's move is offered:
     the rows teach recovering from wrong surfaces, wrong rooms and closed homes, which gold
     paths never show. With chance ``unfiltered`` (per game) the game's rows offer every valid
-    action, as the runtime does with the pack's offer rules off.
+    action, as the runtime does with the pack's offer rules off. With ``skip_unmade`` a game
+    the generator cannot make for its seed is left out instead of stopping the rows.
     """
     if not 0.0 <= noise <= 1.0:
         raise ValueError(f"noise is a probability in [0, 1], got {noise}")
@@ -149,9 +151,13 @@ def twc_expert_examples(
                     return str(label)
                 return rng.choice(offered)
 
-            yield from _expert_rows(
-                EnvEpisode(env, memory_chars), config, noisy, max_moves=max_moves
-            )
+            try:
+                yield from _expert_rows(
+                    EnvEpisode(env, memory_chars), config, noisy, max_moves=max_moves
+                )
+            except EnvironmentFailure:
+                if not skip_unmade:
+                    raise
     finally:
         env.close()
 

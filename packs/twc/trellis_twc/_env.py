@@ -170,14 +170,22 @@ class TwcEnvironment(Environment):
     def reset(self) -> TwcState:
         """Start the game from the beginning."""
         env = self._backend()
-        with _BRIDGE_LOCK:
-            _obs, infos = env.reset(
-                seed=self.config.seed,
-                gameFold=self.config.fold,
-                gameName="twc",
-                gameParams=self.config.game_params(),
-                generateGoldPath=True,
-            )
+        try:
+            with _BRIDGE_LOCK:
+                _obs, infos = env.reset(
+                    seed=self.config.seed,
+                    gameFold=self.config.fold,
+                    gameName="twc",
+                    gameParams=self.config.game_params(),
+                    generateGoldPath=True,
+                )
+        except Exception as exc:  # the engine's own error (a Java exception) says little
+            c = self.config
+            raise EnvironmentFailure(
+                f"TextWorldExpress could not make twc game seed {c.seed} ({c.fold} fold, "
+                f"{c.num_locations} room(s), {c.num_items} object(s)): "
+                f"{type(exc).__name__}; try another seed, or fewer objects for the rooms"
+            ) from exc
         self.actions = []
         self._regressions = {}
         self._wrong_puts = set()

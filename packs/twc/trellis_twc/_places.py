@@ -24,18 +24,19 @@ fold, whose objects never occur in training (59% without; ``bench/bench_places.p
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import re
 import threading
-from collections.abc import Mapping, Sequence, Set
+from collections.abc import Iterator, Mapping, Sequence, Set
 from importlib import resources
 from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 
-from trellis.adapters import Embedder, SentenceEmbedder
+from trellis.adapters import CachedEmbedder, Embedder, SentenceEmbedder
 
 __all__ = [
     "CONDITION_WORDS",
@@ -46,6 +47,8 @@ __all__ = [
     "home_is_next_door",
     "neighbour_rooms",
     "place_scorer",
+    "place_texts",
+    "recorded_place_texts",
     "shipped_home_rooms",
     "shipped_homes",
 ]
@@ -194,19 +197,95 @@ def shipped_home_rooms() -> Mapping[str, frozenset[str]]:
     return MappingProxyType(rooms)
 
 
+VECTORS_FILE = "place_vectors.npz"
+"""The pack's table of all-MiniLM-L6-v2 vectors for the twc texts the ranker embeds
+(``trellis data twc vectors`` builds it): a game whose names are all there never loads the
+sentence model (about 370 MB and several seconds)."""
+
+
+def place_texts(things: Set[str], places: Set[str]) -> list[str]:
+    """Every text the ranker embeds for these objects and places, sorted."""
+    texts = {_QUESTION.format(thing=t) for t in things} | set(things)
+    texts |= {_ANSWER.format(place=p) for p in places}
+    return sorted(texts)
+
+
+@functools.cache
+def _shipped_vectors() -> Mapping[str, np.ndarray]:
+    table = resources.files("trellis_twc") / VECTORS_FILE
+    if not table.is_file():
+        return MappingProxyType({})
+    with table.open("rb") as handle, np.load(handle, allow_pickle=False) as data:
+        texts, vectors = data["texts"].tolist(), np.asarray(data["vectors"], dtype=np.float32)
+    return MappingProxyType(dict(zip(texts, vectors, strict=True)))
+
+
+def _default_embedder() -> Embedder:
+    return CachedEmbedder(
+        _shipped_vectors(), SentenceEmbedder, name=SentenceEmbedder.name, dim=SentenceEmbedder.dim
+    )
+
+
 _shared: dict[tuple[bool, bool], PlaceScorer] = {}
 _shared_lock = threading.Lock()
 
 
 def place_scorer(*, homes: bool = True, match_condition: bool = True) -> PlaceScorer:
-    """The process-wide scorer on the real sentence embedder (loaded on first use), with the
-    shipped homes as examples or (``homes=False``) without; ``match_condition`` as in
+    """The process-wide scorer on the real sentence embedder (the shipped vector table first,
+    the model loaded at the first text it lacks), with the shipped homes as examples or (``homes=False``) without; ``match_condition`` as in
     :class:`PlaceScorer`."""
     key = (homes, match_condition)
     with _shared_lock:
         if key not in _shared:
-            embedder = next(iter(_shared.values())).embedder if _shared else SentenceEmbedder()
+            embedder = next(iter(_shared.values())).embedder if _shared else _default_embedder()
             _shared[key] = PlaceScorer(
                 embedder, shipped_homes() if homes else (), match_condition=match_condition
             )
         return _shared[key]
+
+
+class _RecordingEmbedder:
+    """Notes the texts asked for; answers zeros (the names are what is wanted, not ranks)."""
+
+    name = SentenceEmbedder.name
+    dim = SentenceEmbedder.dim
+
+    def __init__(self, seen: set[str]) -> None:
+        self.seen = seen
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        self.seen.update(texts)
+        return np.zeros((len(texts), self.dim), dtype=np.float32)
+
+
+@contextlib.contextmanager
+def recorded_place_texts() -> Iterator[set[str]]:
+    """While open, the shared scorers note every text they embed (into the set yielded)
+    instead of embedding it: how ``trellis data twc vectors`` learns the game's names."""
+    seen: set[str] = set()
+    with _shared_lock:
+        saved = dict(_shared)
+        _shared.clear()
+        _shared[(True, True)] = PlaceScorer(_RecordingEmbedder(seen), shipped_homes())
+    try:
+        yield seen
+    finally:
+        with _shared_lock:
+            _shared.clear()
+            _shared.update(saved)
+
+
+def names_in(texts: Set[str]) -> tuple[set[str], set[str]]:
+    """The objects and the places named by the ranker's texts."""
+    question = re.compile(re.escape(_QUESTION).replace(r"\{thing\}", "(.+)"))
+    answer = re.compile(re.escape(_ANSWER).replace(r"\{place\}", "(.+)"))
+    things: set[str] = set()
+    places: set[str] = set()
+    for text in texts:
+        if found := question.fullmatch(text):
+            things.add(found.group(1))
+        elif found := answer.fullmatch(text):
+            places.add(found.group(1))
+        else:
+            things.add(text)  # an object's own name (compared with the known homes)
+    return things, places

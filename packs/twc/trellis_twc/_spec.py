@@ -40,10 +40,10 @@ class TwcConfig(EnvSpec):
     """Game seed within the fold."""
     fold: Literal["train", "dev"] = "dev"
     """Data fold. ``test`` is refused: it is the held-out measure, never tuned on."""
-    num_locations: int = Field(default=1, ge=1, le=11)
-    """Rooms in the house."""
-    num_items: int = Field(default=1, ge=1, le=10)
-    """Objects to put away."""
+    num_locations: int = Field(default=1, ge=1, le=3)
+    """Rooms in the house (TextWorldExpress's twc makes 1 to 3)."""
+    num_items: int = Field(default=1, ge=1, le=4)
+    """Objects to put away (TextWorldExpress's twc makes 1 to 4)."""
     include_doors: bool = False
     """Whether rooms are separated by doors that must be opened."""
     step_limit: int = Field(default=50, ge=1, le=1000)
