@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import networkx as nx
-from sqlalchemy import Connection, Engine, RowMapping, select
+from sqlalchemy import Connection, Engine, RowMapping, or_, select
 
 from trellis.memory._context import PromptContext, synthesize
 from trellis.memory._graph import mermaid, networkx_graph, topological
@@ -30,6 +30,7 @@ from trellis.memory._rows import (
     event_record,
     fetch_node_rows,
     node_record,
+    one_of,
     records_for,
     task_record,
 )
@@ -39,6 +40,10 @@ from trellis.memory.errors import UnknownNodeError, UnknownTaskError, UsageError
 __all__ = ["TaskReads", "parse_task_status"]
 
 _OPEN = (NodeStatus.PENDING.value, NodeStatus.READY.value)
+
+# Equalities, not IN lists: SQLAlchemy re-renders an IN list at every execution, while the
+# statement cache serves a query of plain comparisons whole (these run every step).
+_IS_OPEN = or_(*(NODES.c.status == status for status in _OPEN))
 _SATISFIED = tuple(s.value for s in SATISFIED)
 _DEP = NODES.alias("dep")
 # "Some dependency of the node is unfinished", built once: building the alias and the
@@ -46,7 +51,7 @@ _DEP = NODES.alias("dep")
 _BLOCKED = (
     select(EDGES.c.node_id)
     .join(_DEP, _DEP.c.id == EDGES.c.depends_on_id)
-    .where(EDGES.c.node_id == NODES.c.id, _DEP.c.status.not_in(_SATISFIED))
+    .where(EDGES.c.node_id == NODES.c.id, *(_DEP.c.status != status for status in _SATISFIED))
     .exists()
 )
 
@@ -172,8 +177,8 @@ class TaskReads:
                     r[0]
                     for r in conn.execute(
                         select(NODES.c.id).where(
-                            NODES.c.parent_id.in_(part),
-                            NODES.c.status.in_(_OPEN),
+                            one_of(NODES.c.parent_id, part),
+                            _IS_OPEN,
                             NODES.c.superseded.is_(False),
                             ~blocked,
                         )
@@ -193,7 +198,7 @@ class TaskReads:
                         select(NODES.c.id).where(
                             NODES.c.task_id == task_id,
                             NODES.c.parent_id.is_(None),
-                            NODES.c.status.in_(_OPEN),
+                            _IS_OPEN,
                             ~blocked,
                         )
                     )

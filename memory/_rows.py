@@ -38,6 +38,13 @@ def aware(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC)
 
 
+def one_of(column: Any, values: Sequence[Any]) -> Any:
+    """``column IN values``; ``column = value`` for one value, which SQLAlchemy's statement
+    cache serves whole (an IN list is re-rendered at every execution), and most of the
+    loop's reads ask about one node."""
+    return column == values[0] if len(values) == 1 else column.in_(values)
+
+
 def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -150,7 +157,7 @@ def dependencies_of(conn: Connection, node_ids: Sequence[int]) -> dict[int, list
     found: dict[int, list[int]] = {}
     for part in chunks(list(node_ids)):
         rows = conn.execute(
-            select(EDGES.c.node_id, EDGES.c.depends_on_id).where(EDGES.c.node_id.in_(part))
+            select(EDGES.c.node_id, EDGES.c.depends_on_id).where(one_of(EDGES.c.node_id, part))
         )
         for node_id, dep_id in rows:
             found.setdefault(node_id, []).append(dep_id)
@@ -166,7 +173,7 @@ def records_for(conn: Connection, rows: Sequence[RowMapping]) -> list[NodeRecord
 def fetch_node_rows(conn: Connection, node_ids: Sequence[int]) -> dict[int, RowMapping]:
     found: dict[int, RowMapping] = {}
     for part in chunks(list(node_ids)):
-        for row in conn.execute(select(NODES).where(NODES.c.id.in_(part))).mappings():
+        for row in conn.execute(select(NODES).where(one_of(NODES.c.id, part))).mappings():
             found[row["id"]] = row
     return found
 

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import inspect
 import json
+import queue
 import re
 import threading
 import time
@@ -89,12 +90,61 @@ class SkillOutcome(BaseModel):
         return {"type": self.error_type, "message": self.error, "skill": self.skill}
 
 
-_LINGERING: dict[str, threading.Thread] = {}
+class SkillRun:
+    """One sync skill call on a worker thread: ``join`` waits for it, ``is_alive`` says
+    whether it still runs (the handle of a call that timed out; it may still act)."""
+
+    def __init__(self, target: Callable[[], None]) -> None:
+        self.target = target
+        self._done = threading.Event()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._done.wait(timeout)
+
+    def is_alive(self) -> bool:
+        return not self._done.is_set()
+
+    def _run(self) -> None:
+        try:
+            self.target()
+        finally:
+            self._done.set()
+
+
+class _Worker:
+    """A daemon thread that runs one call at a time and then waits for the next: starting a
+    thread per call cost a context switch on every step. A worker serves the next call only
+    after its call returned, so a call that timed out never delays another."""
+
+    _idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[SkillRun] = queue.SimpleQueue()
+        threading.Thread(target=self._serve, name="trellis-skill", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            run = self._jobs.get()
+            run._run()
+            _Worker._idle.put(self)
+
+    @classmethod
+    def start(cls, target: Callable[[], None]) -> SkillRun:
+        try:
+            worker = cls._idle.get_nowait()
+        except queue.Empty:
+            worker = cls()
+        run = SkillRun(target)
+        worker._jobs.put(run)
+        return run
+
+
+_LINGERING: dict[str, SkillRun] = {}
 _LINGERING_LOCK = threading.Lock()
 
 
-def lingering_thread(idempotency_key: str) -> threading.Thread | None:
-    """The thread of the call with this key if it timed out while still running (a sync
+def lingering_thread(idempotency_key: str) -> SkillRun | None:
+    """The run of the call with this key if it timed out while still running (a sync
     function cannot be stopped); forgotten once asked for."""
     with _LINGERING_LOCK:
         return _LINGERING.pop(idempotency_key, None)
@@ -177,9 +227,10 @@ class Skill:
         return self._checked(value, started)
 
     def invoke_sync(self, args: Mapping[str, Any] | None, context: SkillContext) -> SkillOutcome:
-        """Blocking :meth:`invoke`. A sync skill runs in its own daemon thread, joined with
-        the timeout, without a trip through an event loop (the loop's per-step path). A
-        thread still running after its timeout is kept for :func:`lingering_thread`."""
+        """Blocking :meth:`invoke`. A sync skill runs on a worker thread of its own while it
+        runs, joined with the timeout, without a trip through an event loop (the loop's
+        per-step path). A call still running after its timeout is kept for
+        :func:`lingering_thread`."""
         outcome, thread = self.call_sync(args, context)
         if thread is not None and context.idempotency_key:
             with _LINGERING_LOCK:
@@ -188,7 +239,7 @@ class Skill:
 
     def call_sync(
         self, args: Mapping[str, Any] | None, context: SkillContext
-    ) -> tuple[SkillOutcome, threading.Thread | None]:
+    ) -> tuple[SkillOutcome, SkillRun | None]:
         """:meth:`invoke_sync`, and the skill's thread when it is still running: a sync
         function cannot be stopped, so one that timed out goes on (and may still act). An
         async skill that times out is cancelled (``asyncio.wait_for``) and never goes on."""
@@ -209,11 +260,10 @@ class Skill:
             except BaseException as exc:
                 box["error"] = exc
 
-        thread = threading.Thread(target=target, name=f"skill-{self.name}", daemon=True)
-        thread.start()
-        thread.join(self.spec.timeout_s)
-        if thread.is_alive():
-            return self._failed(SkillTimeoutError(self.name, self.spec.timeout_s), started), thread
+        run = _Worker.start(target)
+        run.join(self.spec.timeout_s)
+        if run.is_alive():
+            return self._failed(SkillTimeoutError(self.name, self.spec.timeout_s), started), run
         if "error" in box:
             raised: BaseException = box["error"]
             if not isinstance(raised, Exception):

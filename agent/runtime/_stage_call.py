@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -25,7 +24,13 @@ from trellis.agent.runtime._events import (
     SkillFinished,
 )
 from trellis.agent.runtime._loop_state import LoopState, require
-from trellis.agent.runtime._skills import Skill, SkillContext, SkillOutcome, lingering_thread
+from trellis.agent.runtime._skills import (
+    Skill,
+    SkillContext,
+    SkillOutcome,
+    SkillRun,
+    lingering_thread,
+)
 from trellis.agent.runtime._stage_base import StageBase, call_key, timed
 from trellis.memory import FACTS_KEY, NodeRecord, NodeStatus, fact_rows, run_sync
 from trellis.memory.errors import (
@@ -243,7 +248,7 @@ class CallStages(StageBase):
         key: str,
         args: dict[str, Any],
         reason: str,
-        still_running: threading.Thread | None,
+        still_running: SkillRun | None,
     ) -> tuple[SkillOutcome, CallStatus]:
         """The outcome of a side-effecting call whose result was lost: the app's effect
         check decides when it can (after a timed-out thread has ended), else ``unknown``."""
