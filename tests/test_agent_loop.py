@@ -27,7 +27,7 @@ from trellis.agent import (
     skill,
 )
 from trellis.memory import NodeStatus, TaskStatus, run_sync
-from trellis.memory.errors import RuntimeFailure, UsageError
+from trellis.memory.errors import RuntimeFailure
 from trellis.planners import ScriptedPlanner
 
 LOG: list[str] = []
@@ -424,7 +424,7 @@ def test_checkpoints_per_step(tmp_path: Path) -> None:
         chosen.close()
 
 
-def test_a_second_concurrent_run_on_an_in_memory_database_is_refused_with_the_fix() -> None:
+def test_concurrent_runs_on_an_in_memory_database_take_turns() -> None:
     def first_offered(request: LLMRequest) -> str:
         actions = (request.json_schema or {})["properties"]["action"]["enum"]
         return json.dumps({"action": actions[0]})
@@ -434,16 +434,60 @@ def test_a_second_concurrent_run_on_an_in_memory_database_is_refused_with_the_fi
         backend=FunctionBackend(first_offered),
         planner=ScriptedPlanner({}),
     )
+    order: list[tuple[str, str]] = []
+
+    async def game(seed: int) -> Any:
+        result = None
+        async for event in agent.stream(env=TwcConfig(seed=seed, fold="dev")):
+            order.append((event.task_id, event.type))
+            if isinstance(event, TaskFinished):
+                result = event
+        return result
 
     async def both() -> list[Any]:
-        games = (TwcConfig(seed=1, fold="dev"), TwcConfig(seed=2, fold="dev"))
-        return await asyncio.gather(*(agent.arun(env=g) for g in games), return_exceptions=True)
+        return await asyncio.gather(game(1), game(2))
 
     try:
         first, second = asyncio.run(both())
-        assert first.steps == 2  # the first run went on undisturbed
-        assert isinstance(second, UsageError) and "sqlite:///" in str(second)
-        assert len(agent.tasks()) == 1  # the refused run recorded nothing
-        assert agent.run(env=TwcConfig(seed=2, fold="dev")).steps == 2  # one at a time is fine
+        assert first.steps == 2 and second.steps == 2
+        # One connection: the second run started only once the first had finished.
+        tasks = [task for task, _type in order]
+        assert tasks == sorted(tasks, key=tasks.index)
+        assert len({t for t in tasks}) == 2 and len(agent.tasks()) == 2
+    finally:
+        agent.close()
+
+
+def test_a_stream_left_early_finishes_before_the_next_run_on_an_in_memory_database() -> None:
+    """An in-memory database is one connection: a run whose consumer stopped reading goes
+    on in the background, and the next run waits for it instead of sharing the connection."""
+    calls: list[int] = []
+
+    def slow(i: int) -> int:
+        """Takes a while."""
+        time.sleep(0.05)
+        calls.append(i)
+        return i
+
+    plan = {"steps": [{"id": f"s{i}", "title": f"step {i}", "skill": "slow", "args": {"i": i},
+                       "depends_on": [f"s{i - 1}"] if i else []} for i in range(4)]}  # fmt: skip
+    agent = Agent(
+        config=AgentConfig(database_url="sqlite://"),
+        skills=[slow],
+        backend=FunctionBackend(lambda request: "{}"),
+        planner=ScriptedPlanner({"go": plan}),
+    )
+
+    async def first_move() -> str:
+        async for event in agent.stream("go"):
+            if isinstance(event, SkillCalled):
+                return event.task_id  # stops reading here
+        raise AssertionError("no skill was called")
+
+    try:
+        tasks = [run_sync(first_move()) for _ in range(3)]
+        assert agent.run("go").success  # after the last one left early, too
+        assert [agent.store.get_task(t).status for t in tasks] == [TaskStatus.DONE] * 3
+        assert calls == [0, 1, 2, 3] * 4
     finally:
         agent.close()

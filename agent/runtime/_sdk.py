@@ -229,6 +229,8 @@ class Agent:
         )
         self.deps.calls.effect_check = effect_check
         self.deps.cases = cases
+        self._runs: dict[int, threading.Event] = {}
+        """Runs starting or going, each set when it ends (see ``_take_turn``)."""
         self.loop_graph = LoopGraph(self.deps)
 
     def _env_factory(self, spec: dict[str, Any]) -> tuple[Environment, str]:
@@ -338,10 +340,14 @@ class Agent:
         ``labels`` are stored with the task (``TaskRecord.metadata["labels"]``) for the app
         that resumes it; the CLI keeps its ``--skills`` modules there.
         """
-        self._refuse_concurrent_in_memory()
-        task_id = self._new_task(goal, reminders, user_id, env, labels)
+        turn = await self._take_turn()
+        try:
+            task_id = self._new_task(goal, reminders, user_id, env, labels)
+        except BaseException:
+            turn.end()
+            raise
         # aclosing: a consumer that stops early still ends the run's generator at once.
-        async with contextlib.aclosing(self._drive(task_id, {})) as events:
+        async with contextlib.aclosing(self._drive(task_id, {}, turn=turn)) as events:
             async for event in events:
                 yield event
 
@@ -353,7 +359,22 @@ class Agent:
         ``fence``: called before every stage, skill call and outcome write; it raises (the
         service's ``LeaseLostError``) when this process may no longer write to the task, and
         the run stops there."""
-        self._refuse_concurrent_in_memory()
+        turn = await self._take_turn()
+        try:
+            resumed = self._resume_events(task_id, command, fence, turn)
+            async with contextlib.aclosing(resumed) as events:
+                async for event in events:
+                    yield event
+        finally:
+            turn.end()  # when the run never started (a finished task, a refusal)
+
+    async def _resume_events(
+        self,
+        task_id: str,
+        command: Any,
+        fence: Callable[[], None] | None,
+        turn: _Turn,
+    ) -> AsyncGenerator[AgentEvent, None]:
         task = self.store.get_task(task_id)  # UnknownTaskError names the fix
         if (
             command is None
@@ -374,22 +395,22 @@ class Agent:
         else:
             start = command
         async with contextlib.aclosing(
-            self._drive(task_id, start, resumed=True, fence=fence)
+            self._drive(task_id, start, resumed=True, fence=fence, turn=turn)
         ) as events:
             async for event in events:
                 yield event
 
-    def _refuse_concurrent_in_memory(self) -> None:
-        """An in-memory SQLite database is one shared connection: two runs' transactions
-        would interleave on it, so a second concurrent run is refused with the fix."""
+    async def _take_turn(self) -> _Turn:
+        """Register a run about to start. An in-memory SQLite database is one shared
+        connection, so its runs take turns: this waits for the runs still going on it (a run
+        whose consumer stopped reading goes on to its end in the background)."""
         url = self.store.engine.url
         in_memory = url.get_backend_name() == "sqlite" and (url.database or "") in ("", ":memory:")
-        if in_memory and self.deps.sinks:
-            raise UsageError(
-                "an in-memory SQLite database ('sqlite://') serves one run at a time and a run "
-                "is going; for concurrent runs use a database file "
-                "(sqlite:///path/trellis.db) or PostgreSQL"
-            )
+        while in_memory and self._runs:
+            await asyncio.to_thread(_wait_all, list(self._runs.values()))
+        # Registered before any other await: a run that starts next sees this one.
+        turn = _Turn(self._runs)
+        return turn
 
     async def _drive(
         self,
@@ -398,13 +419,19 @@ class Agent:
         *,
         resumed: bool = False,
         fence: Callable[[], None] | None = None,
+        turn: _Turn,
     ) -> AsyncGenerator[AgentEvent, None]:
-        self._ensure_defaults()
-        loop = asyncio.get_running_loop()
-        pipe = _EventPipe(loop)
-        self.deps.sinks[task_id] = pipe
-        goal = self.store.get_task(task_id).goal
-        yield TaskStarted(task_id=task_id, goal=goal, resumed=resumed)
+        try:
+            self._ensure_defaults()
+            loop = asyncio.get_running_loop()
+            pipe = _EventPipe(loop)
+            self.deps.sinks[task_id] = pipe
+            goal = self.store.get_task(task_id).goal
+            yield TaskStarted(task_id=task_id, goal=goal, resumed=resumed)
+        except BaseException:
+            self.deps.sinks.pop(task_id, None)
+            turn.end()  # the run never started
+            raise
 
         def work() -> None:
             try:
@@ -413,6 +440,7 @@ class Agent:
                 self.loop_graph.drive_until_done(task_id, start)
             finally:
                 pipe.close()
+                turn.end()
 
         if fence is not None:
             self.loop_graph.fences[task_id] = fence
@@ -597,3 +625,20 @@ class Agent:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+
+class _Turn:
+    """One run's place among an agent's runs: registered when made, gone when it ends."""
+
+    def __init__(self, runs: dict[int, threading.Event]) -> None:
+        self._runs = runs
+        self.done = runs[id(self)] = threading.Event()
+
+    def end(self) -> None:
+        self._runs.pop(id(self), None)
+        self.done.set()
+
+
+def _wait_all(events: list[threading.Event]) -> None:
+    for event in events:
+        event.wait()
