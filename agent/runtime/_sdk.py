@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import os
 import threading
-from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -32,9 +31,10 @@ from trellis.agent.runtime._calls import EffectCheck
 from trellis.agent.runtime._config import AgentConfig
 from trellis.agent.runtime._defaults import default_reminder_adapter
 from trellis.agent.runtime._env_skill import action_skill
-from trellis.agent.runtime._events import AgentEvent, EventBase, TaskFinished, TaskStarted
+from trellis.agent.runtime._events import AgentEvent, TaskFinished, TaskStarted
 from trellis.agent.runtime._graph import LoopGraph
 from trellis.agent.runtime._loop_state import STANDING_CUES_KEY, LoopDeps
+from trellis.agent.runtime._runs import EventPipe, Turn, wait_all
 from trellis.agent.runtime._skills import Skill, SkillLike, SkillRegistry
 from trellis.memory import (
     START_KEY,
@@ -128,51 +128,6 @@ class TaskTree:
             and isinstance(node.output.get("result"), dict)
             and "action" in node.output["result"]
         ]
-
-
-class _EventPipe:
-    """Events from the run's thread to the async consumer.
-
-    The thread buffers events and wakes the event loop only on :meth:`flush` (the loop
-    flushes before it waits on a model, a skill or a human, and after every superstep):
-    a wake-up per event cost the run more than the events themselves.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._pending: deque[EventBase | None] = deque()  # appends and pops are thread-safe
-        self._wake = asyncio.Event()
-        self._lock = threading.Lock()
-        self._scheduled = False
-
-    def put(self, event: EventBase) -> None:
-        self._pending.append(event)
-
-    def flush(self) -> None:
-        if not self._pending:
-            return
-        with self._lock:
-            if self._scheduled:
-                return  # the consumer has not drained yet: it will see these too
-            self._scheduled = True
-        self._loop.call_soon_threadsafe(self._wake.set)
-
-    def close(self) -> None:
-        """The run ended: deliver everything, then end :meth:`events`."""
-        self._pending.append(None)
-        self.flush()
-
-    async def events(self) -> AsyncIterator[EventBase]:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            with self._lock:
-                self._scheduled = False  # a flush from now on schedules another wake
-            while self._pending:
-                event = self._pending.popleft()
-                if event is None:
-                    return
-                yield event
 
 
 class Agent:
@@ -373,7 +328,7 @@ class Agent:
         task_id: str,
         command: Any,
         fence: Callable[[], None] | None,
-        turn: _Turn,
+        turn: Turn,
     ) -> AsyncGenerator[AgentEvent, None]:
         task = self.store.get_task(task_id)  # UnknownTaskError names the fix
         if (
@@ -400,16 +355,16 @@ class Agent:
             async for event in events:
                 yield event
 
-    async def _take_turn(self) -> _Turn:
+    async def _take_turn(self) -> Turn:
         """Register a run about to start. An in-memory SQLite database is one shared
         connection, so its runs take turns: this waits for the runs still going on it (a run
         whose consumer stopped reading goes on to its end in the background)."""
         url = self.store.engine.url
         in_memory = url.get_backend_name() == "sqlite" and (url.database or "") in ("", ":memory:")
         while in_memory and self._runs:
-            await asyncio.to_thread(_wait_all, list(self._runs.values()))
+            await asyncio.to_thread(wait_all, list(self._runs.values()))
         # Registered before any other await: a run that starts next sees this one.
-        turn = _Turn(self._runs)
+        turn = Turn(self._runs)
         return turn
 
     async def _drive(
@@ -419,12 +374,12 @@ class Agent:
         *,
         resumed: bool = False,
         fence: Callable[[], None] | None = None,
-        turn: _Turn,
+        turn: Turn,
     ) -> AsyncGenerator[AgentEvent, None]:
         try:
             self._ensure_defaults()
             loop = asyncio.get_running_loop()
-            pipe = _EventPipe(loop)
+            pipe = EventPipe(loop)
             self.deps.sinks[task_id] = pipe
             goal = self.store.get_task(task_id).goal
             yield TaskStarted(task_id=task_id, goal=goal, resumed=resumed)
@@ -625,20 +580,3 @@ class Agent:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
-
-
-class _Turn:
-    """One run's place among an agent's runs: registered when made, gone when it ends."""
-
-    def __init__(self, runs: dict[int, threading.Event]) -> None:
-        self._runs = runs
-        self.done = runs[id(self)] = threading.Event()
-
-    def end(self) -> None:
-        self._runs.pop(id(self), None)
-        self.done.set()
-
-
-def _wait_all(events: list[threading.Event]) -> None:
-    for event in events:
-        event.wait()
