@@ -272,7 +272,9 @@ def _submit(engine: Any, n: int) -> list[str]:
 def _check_once(engine: Any, tmp_path: Path, ids: list[str]) -> None:
     queue, store, log = TaskQueue(engine), TaskStore(engine), EventLog(engine)
     for task_id in ids:
-        assert queue.get(task_id).state is QueueState.DONE, queue.get(task_id)
+        queued = queue.get(task_id)
+        why = (queued.state, queued.attempts, queued.error, queued.result)
+        assert queued.state is QueueState.DONE, why
         assert store.get_task(task_id).status is TaskStatus.DONE
         kinds = [e.type for e in log.read(task_id, limit=1000)]
         assert kinds.count("task_finished") == 1, kinds
