@@ -466,6 +466,9 @@ class _LogitsShaper:
         return picked.scatter(-1, chosen, 0.0)
 
 
+_BIT_SHIFTS: Any = None
+
+
 def _apply_token_bitmask(logits: Any, bitmask: Any) -> None:
     """Set the logits of tokens whose bit is 0 to -inf, in place (bit ``t % 32`` of word
     ``t // 32`` allows token ``t``). The same as ``llguidance.torch``'s function without its
@@ -475,7 +478,10 @@ def _apply_token_bitmask(logits: Any, bitmask: Any) -> None:
     words = bitmask.shape[1]
     if logits.shape[1] > 32 * words:
         logits[:, 32 * words :] = float("-inf")
-    shifts = torch.arange(32, dtype=torch.int32)
+    global _BIT_SHIFTS
+    if _BIT_SHIFTS is None:  # made once: this runs for every generated token
+        _BIT_SHIFTS = torch.arange(32, dtype=torch.int32)
+    shifts = _BIT_SHIFTS
     allowed = ((bitmask.unsqueeze(-1) >> shifts) & 1).reshape(bitmask.shape[0], -1)
     vocab = min(logits.shape[1], 32 * words)
     logits[:, :vocab].masked_fill_(allowed[:, :vocab] == 0, float("-inf"))
