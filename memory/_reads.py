@@ -34,7 +34,7 @@ from trellis.memory._rows import (
     records_for,
     task_record,
 )
-from trellis.memory._tree import ancestor_ids
+from trellis.memory._tree import ancestor_ids, finishing_after
 from trellis.memory.errors import UnknownNodeError, UnknownTaskError, UsageError
 
 __all__ = ["TaskReads", "parse_task_status"]
@@ -124,6 +124,22 @@ class TaskReads:
                 raise UnknownNodeError(node_id)
             rows = fetch_node_rows(conn, ids)
             return records_for(conn, [rows[i] for i in reversed(ids)])
+
+    def dependable(self, node_id: int) -> list[NodeRecord]:
+        """The live nodes of the task that a new child of ``node_id`` may wait for, in
+        creation order: every node except ``node_id``, the nodes below it, and those that
+        finish only after it (its ancestors and whatever waits for it or for them). A
+        dependency on any other node cannot close a cycle; this is what a sub-plan may name
+        across branches."""
+        with self._read() as conn:
+            node = self._node(conn, node_id)
+            excluded = finishing_after(conn, node_id) | {node_id}
+            nodes = self._task_nodes(conn, node.task_id, include_superseded=False)
+            below = {node_id}
+            for candidate in nodes:  # creation order: a parent before its children
+                if candidate.parent_id in below:
+                    below.add(candidate.id)
+            return [n for n in nodes if n.id not in excluded and n.id not in below]
 
     def dependencies(self, node_id: int) -> list[NodeRecord]:
         """The nodes ``node_id`` waits for."""

@@ -39,6 +39,7 @@ from trellis.memory.errors import CycleError, DuplicateKeyError, UnknownNodeErro
 __all__ = [
     "ancestor_ids",
     "check_new_dependency",
+    "finishing_after",
     "insert_specs",
     "live_descendant_ids",
 ]
@@ -77,12 +78,13 @@ def live_descendant_ids(conn: Connection, node_id: int) -> list[int]:
 def check_new_dependency(conn: Connection, node_id: int, depends_on_id: int) -> None:
     """Raise :class:`CycleError` if ``node_id`` may not wait for ``depends_on_id``.
 
-    Precedence runs along dependency edges (dependency before dependent) and tree edges (a
-    parent starts before its children). The new edge closes a cycle exactly when
-    ``depends_on_id`` already comes after ``node_id``: a forward search from ``node_id``
-    over its children and dependents, so the cost follows what lies downstream of the node,
-    not the size of the task. Waiting for one's own ancestor is refused too: the ancestor
-    only finishes once its children have.
+    Precedence relates the start and the finish of nodes: a dependency finishes before its
+    dependent starts, a parent starts before its children and finishes only after them. The
+    new edge closes a cycle exactly when ``depends_on_id`` already finishes after
+    ``node_id`` starts: a forward search from the node's start (see :func:`finishing_after`),
+    so the cost follows what lies downstream of the node, not the size of the task. Waiting
+    for one's own ancestor is refused by name: the ancestor only finishes once its children
+    have.
     """
     if node_id == depends_on_id:
         raise CycleError([node_id, node_id], reason="a node cannot depend on itself")
@@ -94,38 +96,91 @@ def check_new_dependency(conn: Connection, node_id: int, depends_on_id: int) -> 
             reason=f"{depends_on_id} is an ancestor of {node_id} (path {chain[::-1]}) and "
             "finishes only after its children",
         )
-    came_from: dict[int, int] = {node_id: node_id}
-    frontier = [node_id]
+    path = _precedence_path(conn, (node_id, _START), depends_on_id)
+    if path is not None:
+        # path runs from the node to depends_on_id; the cycle reads node -> dep -> ... -> node.
+        cycle: list[object] = [node_id, *path[::-1]]
+        raise CycleError(
+            cycle,
+            reason=f"{depends_on_id} already comes after {node_id} (through its children, "
+            "its dependents, or a parent that finishes only after it)",
+        )
+
+
+def finishing_after(conn: Connection, node_id: int) -> set[int]:
+    """Every live node that can only finish after ``node_id`` finishes.
+
+    A new child of ``node_id`` may wait for any live node of the task outside this set (and
+    outside the node itself): whatever comes after the child comes after its parent's finish.
+    """
+    reached: set[int] = set()
+    _precedence_path(conn, (node_id, _FINISH), None, reached=reached)
+    return reached
+
+
+_START, _FINISH = 0, 1
+
+
+def _precedence_path(
+    conn: Connection,
+    origin: tuple[int, int],
+    target: int | None,
+    *,
+    reached: set[int] | None = None,
+) -> list[int] | None:
+    """Search forward from a node's start or finish; the nodes from the origin to the target's
+    finish (None when it is not reached). ``reached`` collects every node whose finish was."""
+    came_from: dict[tuple[int, int], tuple[int, int]] = {origin: origin}
+    frontier = [origin]
     while frontier:
-        nxt: list[int] = []
-        for part in chunks(frontier):
-            kids = conn.execute(
-                select(NODES.c.parent_id, NODES.c.id).where(
-                    NODES.c.parent_id.in_(part), NODES.c.superseded.is_(False)
-                )
-            ).all()
-            dependents = conn.execute(
-                select(EDGES.c.depends_on_id, EDGES.c.node_id).where(
-                    EDGES.c.depends_on_id.in_(part)
-                )
-            ).all()
-            for source, target in [*kids, *dependents]:
-                if target in came_from:
-                    continue
-                came_from[target] = source
-                if target == depends_on_id:
-                    path = [target]
-                    while path[-1] != node_id:
-                        path.append(came_from[path[-1]])
-                    # path runs depends_on_id back to node_id; the cycle reads node -> dep.
-                    cycle: list[object] = [node_id, *path]
-                    raise CycleError(
-                        cycle,
-                        reason=f"{depends_on_id} already comes after {node_id} "
-                        "(through its children or dependents)",
+        starts = [n for n, phase in frontier if phase == _START]
+        finishes = [n for n, phase in frontier if phase == _FINISH]
+        moves: list[tuple[tuple[int, int], tuple[int, int]]] = [
+            ((n, _START), (n, _FINISH)) for n in starts
+        ]
+        for part in chunks(starts):
+            moves.extend(
+                ((parent, _START), (child, _START))
+                for parent, child in conn.execute(
+                    select(NODES.c.parent_id, NODES.c.id).where(
+                        NODES.c.parent_id.in_(part), NODES.c.superseded.is_(False)
                     )
-                nxt.append(target)
-        frontier = nxt
+                )
+            )
+        for part in chunks(finishes):
+            moves.extend(
+                ((child, _FINISH), (parent, _FINISH))
+                for child, parent in conn.execute(
+                    select(NODES.c.id, NODES.c.parent_id).where(
+                        NODES.c.id.in_(part), NODES.c.parent_id.is_not(None)
+                    )
+                )
+            )
+            moves.extend(
+                ((dep, _FINISH), (dependent, _START))
+                for dep, dependent in conn.execute(
+                    select(EDGES.c.depends_on_id, EDGES.c.node_id)
+                    .select_from(EDGES.join(NODES, NODES.c.id == EDGES.c.node_id))
+                    .where(EDGES.c.depends_on_id.in_(part), NODES.c.superseded.is_(False))
+                )
+            )
+        frontier = []
+        for source, state in moves:
+            if state in came_from:
+                continue
+            came_from[state] = source
+            if state[1] == _FINISH:
+                if reached is not None:
+                    reached.add(state[0])
+                if state[0] == target:
+                    path = [state]
+                    while path[-1] != origin:
+                        path.append(came_from[path[-1]])
+                    nodes = [n for n, _ in reversed(path)]
+                    # One entry per node: its start and finish are one step of the cycle.
+                    return [n for i, n in enumerate(nodes) if i == 0 or nodes[i - 1] != n]
+            frontier.append(state)
+    return None
 
 
 def _sibling_order(specs: list[NodeSpec]) -> None:
@@ -255,6 +310,8 @@ def _insert_specs(
                     f"node {dep} was superseded by replanning; depend on its replacement"
                 )
         ancestors = set(ancestor_ids(conn, parent["id"]))
+        # Whatever comes after a new node comes after the parent's finish.
+        after_parent = finishing_after(conn, parent["id"])
         for spec in _walk(specs):
             for ref in spec.depends_on:
                 if isinstance(ref, int) and ref in ancestors:
@@ -262,6 +319,13 @@ def _insert_specs(
                         [spec.key, ref, spec.key],
                         reason=f"{ref} is an ancestor of new step {spec.key!r} and finishes "
                         "only after its children",
+                    )
+                if isinstance(ref, int) and ref in after_parent:
+                    chain = _precedence_path(conn, (parent["id"], _FINISH), ref) or [ref]
+                    raise CycleError(
+                        [spec.key, *chain[::-1], spec.key],
+                        reason=f"{ref} already comes after node {parent['id']}, which "
+                        f"finishes only after its new step {spec.key!r}",
                     )
 
     taken = {

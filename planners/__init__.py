@@ -2,7 +2,14 @@
 
 from trellis.planners._cases import CaseConfig, CaseMemory, EmbedderLike, PastCase, case_text
 from trellis.planners._cues import CueStore, cue_key
-from trellis.planners._plan import Plan, PlanStep, plan_json_schema
+from trellis.planners._plan import (
+    OTHER_STEP_PREFIX,
+    OtherStep,
+    Plan,
+    PlanStep,
+    other_step_id,
+    plan_json_schema,
+)
 from trellis.planners._planner import (
     LLMPlanner,
     Planner,
@@ -34,12 +41,14 @@ from trellis.planners.errors import (
 
 __all__ = [
     "DECOMPOSE",
+    "OTHER_STEP_PREFIX",
     "CaseConfig",
     "CaseMemory",
     "CueStore",
     "EmbedderLike",
     "InvalidSkillArgsError",
     "LLMPlanner",
+    "OtherStep",
     "PastCase",
     "Plan",
     "PlanOutcome",
@@ -62,6 +71,7 @@ __all__ = [
     "cue_violations",
     "extract_json",
     "format_validation_error",
+    "other_step_id",
     "plan_completion",
     "plan_json_schema",
     "plan_row",

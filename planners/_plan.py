@@ -17,7 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from trellis.memory import NodeSpec
 from trellis.planners._skills import DECOMPOSE, SkillSpec
 
-__all__ = ["Plan", "PlanStep", "plan_json_schema"]
+__all__ = [
+    "OTHER_STEP_PREFIX",
+    "OtherStep",
+    "Plan",
+    "PlanStep",
+    "other_step_id",
+    "plan_json_schema",
+]
 
 
 class PlanStep(BaseModel):
@@ -34,7 +41,8 @@ class PlanStep(BaseModel):
     args: dict[str, Any] = Field(default_factory=dict)
     """Keyword arguments for the skill (empty for ``"decompose"``)."""
     depends_on: list[str] = Field(default_factory=list)
-    """Ids of steps of this plan that must finish first."""
+    """Ids of steps that must finish first: steps of this plan, or steps already in the task
+    that the request offers (:class:`OtherStep`, ids like ``"task.3"``)."""
 
     @field_validator("id", mode="before")
     @classmethod
@@ -53,6 +61,30 @@ class PlanStep(BaseModel):
     def is_decompose(self) -> bool:
         """Whether this step is planned further instead of executed."""
         return self.skill == DECOMPOSE
+
+
+OTHER_STEP_PREFIX = "task."
+"""How a plan names a step already in the task: ``task.`` and the step's keys from the root
+(``task.3`` is the root plan's step 3, ``task.3.1`` the first step of its sub-plan)."""
+
+
+def other_step_id(keys: Sequence[str]) -> str:
+    """The id a plan uses for the existing step with these keys from the root down."""
+    return OTHER_STEP_PREFIX + ".".join(keys)
+
+
+class OtherStep(BaseModel):
+    """A step already in the task, outside the node being planned, that a new step may wait
+    for: a sub-plan's step can depend on a step of another branch (a shared step)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(pattern=r"^task\.", max_length=200)
+    """How ``depends_on`` names it (:func:`other_step_id`)."""
+    title: str
+    """What the step does."""
+    status: str
+    """Its status now (``done``, ``pending``, ...)."""
 
 
 class Plan(BaseModel):
@@ -101,12 +133,14 @@ def plan_json_schema(
     per_skill_args: bool = True,
     allow_decompose: bool = True,
     max_title_chars: int = MAX_TITLE_CHARS,
+    other_ids: Sequence[str] = (),
 ) -> dict[str, Any]:
     """JSON schema of a plan over the catalogue ``skills``, with dependencies made safe by position.
 
     ``steps`` is an array of at most ``max_steps`` items described by ``prefixItems``: item k
     (1-based) has ``id`` const ``"k"`` and ``depends_on`` items drawn from ``"1".."k-1"``
-    (step 1 depends on nothing). Constrained decoding (llguidance on the embedded backend,
+    (step 1 depends on nothing) and from ``other_ids``, the steps already in the task that
+    the request offers (none of which can close a cycle: see ``TaskStore.dependable``). Constrained decoding (llguidance on the embedded backend,
     ``structured_outputs`` on vLLM) therefore produces ids and dependencies that always
     validate, without ``allOf`` (which some decoders silently ignore).
 
@@ -140,7 +174,7 @@ def plan_json_schema(
         calls.append(({"enum": names}, {"type": "object"}))
     positions: list[dict[str, Any]] = []
     for k in range(1, max_steps + 1):
-        earlier = [str(i) for i in range(1, k)]
+        earlier = [str(i) for i in range(1, k)] + list(other_ids)
         defs[f"deps_{k}"] = (
             {"type": "array", "items": {"enum": earlier}, "maxItems": len(earlier)}
             if earlier

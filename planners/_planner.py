@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, InstanceOf
 from trellis.adapters import Cue, LLMBackend, LLMRequest, LLMResult, SamplingParams
 from trellis.memory import run_sync
 from trellis.planners._cases import PastCase
-from trellis.planners._plan import MAX_TITLE_CHARS, Plan, plan_json_schema
+from trellis.planners._plan import MAX_TITLE_CHARS, OtherStep, Plan, plan_json_schema
 from trellis.planners._skills import DECOMPOSE, SkillSpec
 from trellis.planners._validate import validate_plan
 from trellis.planners.errors import PlanValidationError
@@ -93,6 +93,10 @@ class PlanRequest(BaseModel):
     """Task the plan is for (replan budget, traces)."""
     node_id: int | None = None
     """Node the plan expands (None: the task root)."""
+    other_steps: tuple[OtherStep, ...] = ()
+    """Steps already in the task, outside the node being planned, that a new step may wait
+    for (``depends_on`` names them by id, ``"task.3"``): how a sub-plan shares a step of
+    another branch. The runtime offers only steps that cannot close a cycle."""
     replan_count: int = Field(default=0, ge=0)
     """Replans already made for this task (from its history); checked against the budget."""
 
@@ -186,6 +190,11 @@ def build_plan_prompt(
         lines += [f"- {cue.render()}" for cue in request.cues]
     for case in request.examples:
         lines += [f"Goal: {' '.join(case.goal.split())}", f"Plan: {_compact_plan(case.plan)}"]
+    if request.other_steps:
+        lines.append("Steps already in the task (a step may also depend on these):")
+        lines += [
+            f"- {o.id}: {' '.join(o.title.split())} ({o.status})" for o in request.other_steps
+        ]
     context = request.context.strip()
     if context:
         if len(context) > max_context_chars:
@@ -224,6 +233,7 @@ def replan_request(
     context: str = "",
     observation: str | None = None,
     replan_count: int = 0,
+    other_steps: Sequence[OtherStep] = (),
 ) -> PlanRequest:
     """A request to replan a failed node's subtree with the failure in context.
 
@@ -242,6 +252,7 @@ def replan_request(
         task_id=getattr(failed_node, "task_id", None),
         node_id=getattr(failed_node, "id", None),
         replan_count=replan_count,
+        other_steps=tuple(other_steps),
     )
 
 
@@ -270,6 +281,7 @@ class LLMPlanner:
             per_skill_args=self.config.per_skill_args,
             allow_decompose=self.config.allow_decompose,
             max_title_chars=self.config.max_title_chars,
+            other_ids=[o.id for o in request.other_steps],
         )
 
     async def plan(self, request: PlanRequest) -> PlanOutcome:
@@ -322,6 +334,7 @@ class LLMPlanner:
                     request.cues,
                     max_steps=self.config.max_steps,
                     allow_decompose=self.config.allow_decompose,
+                    other_ids={o.id for o in request.other_steps},
                 )
             except PlanValidationError as exc:
                 feedback = exc.feedback
@@ -415,6 +428,7 @@ class ScriptedPlanner:
                         request.cues,
                         max_steps=self.config.max_steps,
                         allow_decompose=self.config.allow_decompose,
+                        other_ids={o.id for o in request.other_steps},
                     )
         except PlanValidationError as exc:
             outcome.errors.append(exc.feedback)

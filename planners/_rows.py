@@ -25,7 +25,8 @@ __all__ = ["plan_completion", "plan_row"]
 def plan_completion(plan: Plan, request: PlanRequest) -> str:
     """The plan as the constrained decoder writes it for ``request``'s catalogue.
 
-    Step ids become ``"1"``, ``"2"``, ... in list order and ``depends_on`` follows them;
+    Step ids become ``"1"``, ``"2"``, ... in list order and ``depends_on`` follows them
+    (a dependency on a step already in the task, ``"task.3"``, is kept as it is);
     a dependency on a later step is a ``ValueError`` (the position-aware schema cannot
     express it: list a step after what it waits for). Arguments are ordered like the
     skill's argument schema, which is the order the decoder must follow.
@@ -34,8 +35,8 @@ def plan_completion(plan: Plan, request: PlanRequest) -> str:
     order = {spec.name: list(spec.args_schema().get("properties", {})) for spec in request.skills}
     steps: list[dict[str, Any]] = []
     for i, step in enumerate(plan.steps):
-        deps = [position[d] for d in step.depends_on]
-        if any(int(d) > i for d in deps):
+        deps = [position.get(d, d) for d in step.depends_on]
+        if any(d.isdigit() and int(d) > i for d in deps):
             raise ValueError(
                 f"step {step.id!r} depends on a step listed at or after it; list every step "
                 "after the steps it depends on"
@@ -72,6 +73,7 @@ def plan_row(
         request.cues,
         max_steps=config.max_steps,
         allow_decompose=config.allow_decompose,
+        other_ids={o.id for o in request.other_steps},
     )
     long = [s.id for s in checked.steps if len(s.title) > config.max_title_chars]
     if long:

@@ -13,7 +13,7 @@ performs the cue's action when the action's words occur in its skill name or tit
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -246,8 +246,12 @@ def validate_plan(
     *,
     max_steps: int | None = None,
     allow_decompose: bool = True,
+    other_ids: Collection[str] = (),
 ) -> Plan:
-    """The plan, checked; :class:`PlanValidationError` lists every problem otherwise."""
+    """The plan, checked; :class:`PlanValidationError` lists every problem otherwise.
+
+    ``other_ids`` are the steps already in the task that a step may also depend on (the
+    request's ``other_steps``)."""
     value: Any = plan_or_raw_text
     if isinstance(value, str):
         value, error = extract_json(value)
@@ -318,10 +322,11 @@ def validate_plan(
                 problems.append(
                     f"step {step.id!r} depends on itself; remove {dep!r} from its depends_on"
                 )
-            elif dep not in seen:
+            elif dep not in seen and dep not in other_ids:
+                others = f"; steps already in the task: {', '.join(sorted(other_ids))}"
                 problems.append(
                     f"step {step.id!r} depends on {dep!r}, which is not a step id of this plan "
-                    f"(ids: {', '.join(sorted(seen))})"
+                    f"(ids: {', '.join(sorted(seen))}{others if other_ids else ''})"
                 )
     if not problems:
         cycle = _cycle(plan)

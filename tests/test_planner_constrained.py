@@ -36,6 +36,7 @@ from trellis.memory import TaskStore, run_sync
 from trellis.planners import (
     DECOMPOSE,
     LLMPlanner,
+    OtherStep,
     Plan,
     PlannerConfig,
     PlanRequest,
@@ -129,6 +130,34 @@ def test_schema_accepts_plans_whose_steps_depend_on_earlier_steps() -> None:
             step(4, "look", {}, []),
         ),
     )
+
+
+def test_schema_offers_steps_already_in_the_task_to_every_position() -> None:
+    schema = plan_json_schema(SKILLS, max_steps=3, other_ids=["task.1", "task.3.2"])
+    assert decodable(
+        schema,
+        doc(
+            step(1, "go_to", {"place": "sink"}, ["task.3.2"]),
+            step(2, "look", {}, ["1", "task.1"]),
+        ),
+    )
+    assert not decodable(schema, doc(step(1, "look", {}, ["task.2"])))  # not offered
+    assert not decodable(
+        plan_json_schema(SKILLS, max_steps=3), doc(step(1, "look", {}, ["task.1"]))
+    )
+    plan = validate_plan(doc(step(1, "look", {}, ["task.1"])), SKILLS, other_ids={"task.1"})
+    assert plan.steps[0].depends_on == ["task.1"]
+    with pytest.raises(PlanValidationError, match=r"steps already in the task: task\.1"):
+        validate_plan(doc(step(1, "look", {}, ["task.2"])), SKILLS, other_ids={"task.1"})
+    request = PlanRequest(
+        goal="wash up",
+        skills=SKILLS,
+        other_steps=(OtherStep(id="task.1", title="fill the sink", status="pending"),),
+    )
+    assert "- task.1: fill the sink (pending)" in build_plan_prompt(request)
+    # A training row keeps the dependency on the existing step as the decoder writes it.
+    row = plan_row(request, Plan.model_validate({"steps": [step(7, "look", {}, ["task.1"])]}))
+    assert json.loads(row["completion"])["steps"][0]["depends_on"] == ["task.1"]
 
 
 @pytest.mark.parametrize(

@@ -87,7 +87,7 @@ def recorded_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_a_recorded_run_has_every_kind_of_event_in_order(recorded_file: Path) -> None:
     trace = read_trace(recorded_file)
-    assert trace.header.version == "2.0"
+    assert trace.header.version == "2.1"
     types = [e.type for e in trace.events]
     assert types[0] == "task_started" and types[-1] == "task_finished"
     assert [e.seq for e in trace.events] == list(range(1, len(types) + 1))

@@ -65,6 +65,10 @@ class AgentConfig(BaseModel):
     with the default planner; another planner takes them with ``Agent(cases=...)``."""
     case_examples: int = Field(default=2, ge=0, le=8)
     """Most past cases shown to the planner per plan (0: store cases, show none)."""
+    shared_steps: int = Field(default=12, ge=0, le=50)
+    """Most steps of other branches a sub-plan or a replan is offered to wait for (the
+    latest that cannot close a cycle; ``depends_on`` names them ``"task.3"``). 0 offers none:
+    a sub-plan then orders only its own steps."""
 
     @model_validator(mode="before")
     @classmethod

@@ -6,9 +6,17 @@ from typing import Any
 
 from trellis.adapters import Cue, LLMResult
 from trellis.memory import NodeSpec, run_sync
-from trellis.planners import DECOMPOSE, PastCase, Plan, PlanRequest, replan_request
+from trellis.planners import (
+    DECOMPOSE,
+    OtherStep,
+    PastCase,
+    Plan,
+    PlanRequest,
+    other_step_id,
+    replan_request,
+)
 
-__all__ = ["plan_specs", "render_cues", "settle_cases", "worked_plan"]
+__all__ = ["other_steps", "plan_specs", "render_cues", "settle_cases", "worked_plan"]
 
 
 def render_cues(cues: list[dict[str, Any]]) -> list[str]:
@@ -16,17 +24,50 @@ def render_cues(cues: list[dict[str, Any]]) -> list[str]:
     return [Cue.model_validate(c).render() for c in cues]
 
 
-def _specs(plan: Plan) -> list[NodeSpec]:
+def _specs(plan: Plan, others: dict[str, int]) -> list[NodeSpec]:
+    own = {step.id for step in plan.steps}
     return [
         NodeSpec(
             key=step.id,
             title=step.title,
             kind="decompose" if step.skill == DECOMPOSE else "step",
             input={"skill": step.skill, "args": dict(step.args)},
-            depends_on=list(step.depends_on),
+            # A step of this plan by its key; a step already in the task by its node id.
+            depends_on=[d if d in own or d not in others else others[d] for d in step.depends_on],
         )
         for step in plan.steps
     ]
+
+
+def other_steps(
+    store: Any, node_id: int, limit: int
+) -> tuple[tuple[OtherStep, ...], dict[str, int]]:
+    """The steps already in the task that new children of ``node_id`` may wait for (steps of
+    other branches: no cycle possible), at most ``limit``, the latest (a long task's early
+    steps are done, and every offer lengthens the prompt and the schema), and the node id
+    each one's plan id names."""
+    if limit == 0:
+        return (), {}
+    candidates = [n for n in store.dependable(node_id) if n.kind in ("step", "decompose")]
+    if not candidates:
+        return (), {}
+    every = store.nodes(candidates[0].task_id)
+    keys = {n.id: n.key for n in every}
+    parents = {n.id: n.parent_id for n in every}
+    offered: list[OtherStep] = []
+    ids: dict[str, int] = {}
+    for node in candidates[-limit:]:
+        path: list[str] = []
+        at: int | None = node.id
+        while at is not None and parents.get(at) is not None:  # the root has no key of note
+            path.append(keys[at])
+            at = parents[at]
+        ref = other_step_id(path[::-1])
+        if ref in ids:
+            continue  # two live nodes with one key path cannot be told apart: offer neither
+        ids[ref] = node.id
+        offered.append(OtherStep(id=ref, title=node.title, status=node.status.value))
+    return tuple(offered), ids
 
 
 def plan_specs(
@@ -44,6 +85,11 @@ def plan_specs(
     context = store.build_context(node_id, budget_chars=deps.config.context_chars)
     context_text = str(getattr(context, "text", context))
     request: PlanRequest
+    offered, others = (
+        other_steps(store, node_id, deps.config.shared_steps)
+        if node.parent_id is not None
+        else ((), {})
+    )
     if failed is not None:
         request = replan_request(
             node,
@@ -52,6 +98,7 @@ def plan_specs(
             cues=cues,
             context=context_text,
             replan_count=state.get("replans", 0),
+            other_steps=offered,
         )
     else:
         root = node.parent_id is None
@@ -63,12 +110,13 @@ def plan_specs(
             examples=_examples(deps, task, cues) if root else (),
             task_id=task.id,
             node_id=None if root else node_id,
+            other_steps=offered,
         )
     outcome = run_sync(deps.planner.plan(request))
     results = list(outcome.llm_results)
     if outcome.plan is None:
         return None, results, outcome.error or "the planner returned no plan"
-    return _specs(outcome.plan), results, None
+    return _specs(outcome.plan, others), results, None
 
 
 def _examples(deps: Any, task: Any, cues: tuple[Cue, ...]) -> tuple[PastCase, ...]:

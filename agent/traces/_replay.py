@@ -116,7 +116,11 @@ class ReplayResult(BaseModel):
 
 
 # Settings added after traces were first recorded, as runs behaved before they existed.
-_SETTINGS_BEFORE_THEY_WERE_RECORDED: dict[str, Any] = {"world_memory_chars": 0, "case_examples": 0}
+_SETTINGS_BEFORE_THEY_WERE_RECORDED: dict[str, Any] = {
+    "world_memory_chars": 0,
+    "case_examples": 0,
+    "shared_steps": 0,
+}
 
 
 def _short(value: Any, limit: int = 300) -> str:

@@ -125,6 +125,7 @@ class _Checker:
                     self.specs,
                     max_steps=self.max_steps,
                     allow_decompose=self.allow_decompose,
+                    other_ids={str(o.get("id")) for o in e.other_steps or []},
                 )
             except TrellisError as exc:
                 raise _fail(e, "plan_made.plan", "a plan that validates", str(exc)) from None

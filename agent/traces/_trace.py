@@ -1,13 +1,13 @@
 """The trace format: versioned JSON Lines, one header line and then one event per line.
 
-The first line is a :class:`TraceHeader` (``format: "trellis-trace"``, ``version: "2.0"``);
+The first line is a :class:`TraceHeader` (``format: "trellis-trace"``, ``version: "2.1"``);
 every later line is one :data:`TraceEvent`: one of the run's own events
 (:data:`trellis.agent.runtime.AgentEvent`, same ``type`` tag, same fields, ``task_id`` and
 Unix time ``at``) with its sequence number ``seq`` (1, 2, ...), seconds since the run
 started ``t``, and what replay needs beyond the stream. A reader accepts ``2.x`` traces
 (minor versions only add optional fields) and ``1.x`` traces (from before the stream and the
 trace shared one vocabulary: read into today's events by :func:`upgrade_v1_event`), and
-refuses another major version by name. ``agent/trace_schema.json`` is the JSON Schema of both line kinds,
+refuses another major version by name. ``agent/traces/trace_schema.json`` is the JSON Schema of both line kinds,
 generated from these models by :func:`trace_json_schema`.
 
 Traces are written to a file (:class:`TraceWriter`, fsync'd per event or per batch) or kept
@@ -69,7 +69,7 @@ __all__ = [
 ]
 
 TRACE_FORMAT = "trellis-trace"
-TRACE_VERSION = "2.0"
+TRACE_VERSION = "2.1"
 _MAJOR = TRACE_VERSION.split(".")[0]
 _READABLE_MAJORS = ("1", "2")  # 1.x lines are upgraded as they are read
 
@@ -171,6 +171,9 @@ class PlanEvent(PlanMade, _Recorded):
     examples: list[dict[str, Any]] | None = None
     """The past cases shown to the planner (``PastCase`` records), for a root plan; None for
     other plans and in traces from before cases were recorded."""
+    other_steps: list[dict[str, Any]] | None = None
+    """The steps already in the task that a sub-plan or replan was offered to wait for
+    (``OtherStep`` records); None for root plans and in traces before format 2.1."""
 
 
 class RouteEvent(RouteDecided, _Recorded):

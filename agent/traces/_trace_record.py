@@ -208,6 +208,11 @@ class TraceRecorder:
         examples = None
         if request is not None and getattr(request, "node_id", 0) is None:
             examples = [c.model_dump(mode="json") for c in getattr(request, "examples", ())]
+        # The steps of other branches a sub-plan may wait for: the replay check validates
+        # its dependencies against them.
+        other_steps = None
+        if request is not None and getattr(request, "node_id", None) is not None:
+            other_steps = [o.model_dump(mode="json") for o in getattr(request, "other_steps", ())]
         fields: dict[str, Any] = {
             "plan": plan.model_dump(mode="json") if isinstance(plan, BaseModel) else None,
             "raw_outputs": list(getattr(outcome, "raw_outputs", [])),
@@ -216,6 +221,7 @@ class TraceRecorder:
             "planner": str(getattr(outcome, "planner", "")),
             "llm_seqs": self._plan_llm,
             "examples": examples,
+            "other_steps": other_steps,
         }
         self._plan_llm = []
         return fields
