@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -88,3 +89,18 @@ def postgres_url(postgres_database_url: str) -> str:
     """An empty PostgreSQL database (for tests that need several processes on one server)."""
     _reset_postgres(postgres_database_url)
     return postgres_database_url
+
+
+@pytest.fixture(scope="session")
+def prepared_model() -> Path:
+    """The prepared base model's folder. A missing model fails the test that needs it, loudly:
+    set-up (``scripts/setup.sh``) prepares it, so its absence is a broken set-up, not a skip."""
+    from trellis.adapters import default_model_dir, verify_model
+
+    folder = default_model_dir()
+    if not verify_model(folder, full=False):
+        pytest.fail(
+            f"the base model is not prepared at {folder}: run `trellis model prepare` "
+            "(scripts/setup.sh does)"
+        )
+    return folder

@@ -27,13 +27,9 @@ from trellis.adapters import (
     UnknownAdapterError,
     create_lora_adapter,
     default_model_dir,
-    verify_model,
 )
 
-pytestmark = [pytest.mark.slow]
-
-if not verify_model(default_model_dir(), full=False):
-    pytest.skip("the model is not prepared: run `trellis model prepare`", allow_module_level=True)
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prepared_model")]
 
 ACTION_SCHEMA = {
     "type": "object",
