@@ -15,6 +15,7 @@ import json
 import os
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,12 @@ __all__ = [
 ]
 
 _JSON_OPTIONS = {"whitespace_flexible": False}  # compact JSON: small models ramble in whitespace
+
+# peft reads transformers' deprecated ``is_gradient_checkpointing`` whenever it wraps the model
+# (every adapter load): a FutureWarning on every run that says nothing to a Trellis user.
+warnings.filterwarnings(
+    "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
+)
 
 
 @dataclass
@@ -180,6 +187,11 @@ def load_model(model_dir: Path, *, name: str, device: str, dtype: str) -> Loaded
                 f"the embedded backend needs the embedded extra ({exc.name} is missing): "
                 "pip install 'trellis-agent[embedded]'"
             ) from exc
+        from transformers.utils import logging as hf_logging
+
+        # A library loads its model quietly: no "Loading weights" bar on the app's terminal.
+        bar = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
             model = AutoModelForCausalLM.from_pretrained(
@@ -189,6 +201,9 @@ def load_model(model_dir: Path, *, name: str, device: str, dtype: str) -> Loaded
             raise ModelPreparationError(
                 f"cannot load the model at {model_dir}: {exc}; run `trellis model verify`"
             ) from exc
+        finally:
+            if bar:
+                hf_logging.enable_progress_bar()
         model = model.to(device)  # type: ignore[arg-type]
         model.eval()
         tokenizer.padding_side = "left"

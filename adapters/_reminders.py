@@ -112,6 +112,10 @@ class ReminderConfig(BaseModel):
     """Longer reminders are refused: they are rarely one rule, and prompts must stay small."""
     timeout_s: float = Field(default=120.0, gt=0)
     """Wall-clock limit of one model call."""
+    strict_forbids: bool = True
+    """A model's misreading never lets a forbidden call through: words of the rule's own
+    form that the model copies into a subject or action ("never ping") are dropped, and a
+    forbid cue the rules read that no model cue matches is kept beside the model's cues."""
 
 
 class ExtractionResult(BaseModel):
@@ -168,6 +172,12 @@ _AFTER_TAIL = re.compile(
 _AFTER_CLAUSE = re.compile(r"^(.+?)\s+after\s+(.+)$")
 _BEFORE_CLAUSE = re.compile(r"^(.+?)\s+before\s+(.+)$")
 _FACT = re.compile(r"^(?:the\s+)?(.+?)\s+(?:is|are)\s+(?:in|on|under|inside|at|broken|dirty)\b.*$")
+
+
+_FORM_WORDS = frozenset(
+    {"never", "not", "don't", "dont", "do", "no", "always", "avoid", "please", "must", "should"}
+)
+"""Words that give a reminder its form (polarity, insistence), never its subject."""
 
 
 def _clean(text: str) -> str:
@@ -400,15 +410,23 @@ class ReminderAdapter:
         )
         # In hybrid mode the model is only consulted for forms the rules do not know; the
         # benchmark measures model-vs-rules agreement with mode="model".
+        strict = self.config.strict_forbids
         if use_model and self.backend is not None:
             draft = await self._model_draft(text, result)
             if draft is not None:
-                result.model_cues = [_draft_to_cue(draft, text, created)]
+                result.model_cues = [_draft_to_cue(draft, text, created, strict=strict)]
         if result.rule_cues and result.model_cues:
             result.agreement = _agree(result.rule_cues[0], result.model_cues[0])
             result.model_cues = [_with_order(c, result.rule_cues) for c in result.model_cues]
         if self.config.mode == "model" and result.model_cues:
             result.cues, result.method = result.model_cues, "model"
+            if strict:
+                result.cues = result.cues + [
+                    rule
+                    for rule in result.rule_cues
+                    if rule.polarity == "forbid"
+                    and not any(_agree(rule, model) for model in result.model_cues)
+                ]
         elif result.rule_cues and self.config.mode != "model":
             result.cues, result.method = result.rule_cues, "rules"
         elif result.model_cues:
@@ -500,9 +518,15 @@ def _draft_problem(llm: LLMResult) -> CueDraft | str:
     return draft
 
 
-def _draft_to_cue(draft: CueDraft, reminder: str, created: datetime) -> Cue:
-    subject = _noun_phrase(_clean(draft.subject).split()) or _clean(draft.subject)
-    action = _clean(draft.action) or None
+def _draft_to_cue(draft: CueDraft, reminder: str, created: datetime, *, strict: bool = True) -> Cue:
+    subject_words = _clean(draft.subject).split()
+    action_words = _clean(draft.action).split()
+    if strict:
+        # "never ping" as a subject: the rule's form is the polarity, not what it is about.
+        subject_words = [w for w in subject_words if w not in _FORM_WORDS] or subject_words
+        action_words = [w for w in action_words if w not in _FORM_WORDS]
+    subject = _noun_phrase(subject_words) or " ".join(subject_words)
+    action = " ".join(action_words) or None
     return Cue(
         kind=draft.kind,
         polarity=draft.polarity,

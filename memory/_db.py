@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine, MetaData, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, sessionmaker
 from sqlalchemy.pool import StaticPool
 
@@ -125,7 +125,7 @@ def make_engine(config: DatabaseConfig | str | None = None) -> Engine:
                 "check_same_thread": False,
                 "timeout": config.busy_timeout_ms / 1000,
             }
-        engine = create_engine(url, **kwargs)
+        engine = _create(url, kwargs, config.url)
         _install_sqlite_pragmas(engine, config, in_memory=in_memory)
         set_retry_budget(engine, config.retry_s)
         return engine
@@ -139,9 +139,20 @@ def make_engine(config: DatabaseConfig | str | None = None) -> Engine:
             idle_ms = math.ceil(config.idle_in_transaction_timeout_s * 1000)
             connect_args["options"] = f"-c idle_in_transaction_session_timeout={idle_ms}"
         kwargs["connect_args"] = connect_args
-    engine = create_engine(url, **kwargs)
+    engine = _create(url, kwargs, config.url)
     set_retry_budget(engine, config.retry_s)
     return engine
+
+
+def _create(url: Any, kwargs: dict[str, Any], text: str) -> Engine:
+    try:
+        return create_engine(url, **kwargs)
+    except (NoSuchModuleError, ArgumentError, ImportError) as exc:
+        # An unknown scheme or a driver that is not installed: name the URL and the choices.
+        raise UsageError(
+            f"cannot open database URL {text!r}: {exc}; Trellis stores tasks in SQLite "
+            "(sqlite:///path/trellis.db) or PostgreSQL (postgresql://user@host/db)"
+        ) from exc
 
 
 def _install_sqlite_pragmas(engine: Engine, config: DatabaseConfig, *, in_memory: bool) -> None:

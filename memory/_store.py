@@ -84,6 +84,11 @@ class TaskStore(TaskReads):
     def __init__(
         self, engine: Engine, config: MemoryConfig | None = None, *, retry_s: float | None = None
     ) -> None:
+        if not isinstance(engine, Engine):
+            raise UsageError(
+                f"TaskStore() takes a SQLAlchemy Engine, got {type(engine).__name__}; "
+                "open a database by URL with TaskStore.open(url)"
+            )
         self.engine = engine
         """The SQLAlchemy engine; other packages keep their tables in the same database."""
         self.config = config or MemoryConfig()

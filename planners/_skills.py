@@ -76,7 +76,8 @@ class SkillSpec:
             )
         if not self.description or not self.description.strip():
             raise SkillDefinitionError(
-                f"skill {self.name!r} has no description: planners choose skills by it"
+                f"skill {self.name!r} has no description: planners choose skills by it; "
+                "give the function a docstring or pass @skill(description=...)"
             )
         if not self.timeout_s > 0:
             raise SkillDefinitionError(

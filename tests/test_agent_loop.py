@@ -366,6 +366,18 @@ def test_checkpoint_retention_is_configurable(tmp_path: Path) -> None:
         delete.close()
 
 
+def test_one_reminder_given_as_a_string_is_one_reminder(tmp_path: Path) -> None:
+    plans = {"clean": {"steps": [step("a", "wash", {"item": "pan"})]}}
+    agent = make_agent(f"sqlite:///{tmp_path}/t.db", plans)
+    try:
+        result = agent.run("clean", reminders="never wash the plates")
+        assert result.success
+        task = agent.tree(result.task_id).task
+        assert task.metadata["reminders"] == ["never wash the plates"]
+    finally:
+        agent.close()
+
+
 def test_decompose_steps_are_planned_when_reached(tmp_path: Path) -> None:
     plans = {
         "host dinner": {

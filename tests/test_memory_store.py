@@ -426,3 +426,12 @@ def test_specs_may_be_plain_dicts(store: TaskStore) -> None:
         store.add_children(task_id, root_id, [{"key": "", "title": 3}])
     with pytest.raises(UsageError, match="not bools"):
         store.add_children(task_id, root_id, [{"key": "c", "depends_on": [True]}])
+
+
+def test_a_url_where_an_engine_belongs_and_an_unknown_scheme_are_named() -> None:
+    from trellis.memory import make_engine
+
+    with pytest.raises(UsageError, match=r"TaskStore\.open\(url\)"):
+        TaskStore("sqlite://")  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match=r"cannot open database URL 'nosuch://x'.*sqlite:///"):
+        make_engine("nosuch://x")

@@ -20,6 +20,7 @@ from trellis.adapters import (
     rule_extract,
 )
 from trellis.memory import UsageError
+from trellis.planners import call_violations
 
 
 @pytest.mark.parametrize(
@@ -109,6 +110,30 @@ async def test_model_mode_cross_checks_against_rules() -> None:
         config=ReminderConfig(mode="model"),
     ).extract("never use the blue plates")
     assert disagree.agreement is False and disagree.rule_cues[0].polarity == "forbid"
+
+
+async def test_a_model_misreading_never_lets_a_forbidden_call_through() -> None:
+    """Seen with gemma-3-270m: "never ping" read as action "ping", subject "never ping",
+    a cue no call matched, so every ping ran. The rule's form words are dropped, and the
+    rules' forbid is kept beside a model cue that does not match it."""
+    echoed = await ReminderAdapter(
+        answers('{"kind":"correction","polarity":"forbid","action":"ping","subject":"never ping"}'),
+        config=ReminderConfig(mode="model"),
+    ).extract("never ping")
+    assert [(c.action, c.subject) for c in echoed.cues] == [("ping", "ping")]
+    assert call_violations("ping", {"x": "hello"}, echoed.cues)
+    wrong = await ReminderAdapter(
+        answers('{"kind":"preference","polarity":"prefer","action":"use","subject":"plates"}'),
+        config=ReminderConfig(mode="model"),
+    ).extract("never use the blue plates")
+    assert [c.polarity for c in wrong.cues] == ["prefer", "forbid"]
+    assert call_violations("take", {"item": "blue plates"}, wrong.cues)
+    # Without strict forbids (how traces recorded before it replay) the misreading stands.
+    loose = await ReminderAdapter(
+        answers('{"kind":"correction","polarity":"forbid","action":"ping","subject":"never ping"}'),
+        config=ReminderConfig(mode="model", strict_forbids=False),
+    ).extract("never ping")
+    assert not call_violations("ping", {"x": "hello"}, loose.cues)
 
 
 async def test_backend_failure_is_recorded_not_raised() -> None:

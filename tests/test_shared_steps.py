@@ -103,7 +103,7 @@ ROOT_PLAN = {
 
 class TeaModel:
     """Plans like a model that reads the prompt: the sub-plan of "make the tea" pours once
-    the water and the cup, steps of the root plan, are ready."""
+    the cup, a step of the root plan not yet done, is there."""
 
     def __init__(self) -> None:
         self.requests: list[LLMRequest] = []
@@ -112,7 +112,7 @@ class TeaModel:
         self.requests.append(request)
         prompt = request.prompt or ""
         if prompt.rstrip().endswith("Goal: make the tea\nPlan:"):
-            return json.dumps({"steps": [_step(1, "pour the tea", "pour", ["task.1", "task.3"])]})
+            return json.dumps({"steps": [_step(1, "pour the tea", "pour", ["task.3"])]})
         return json.dumps(ROOT_PLAN)
 
 
@@ -139,18 +139,19 @@ def test_a_sub_plan_waits_for_a_step_of_another_branch(tmp_path: Path) -> None:
         nodes = {n.title: n for n in agent.tree(result.task_id).nodes}
         poured = nodes["pour the tea"]
         assert poured.parent_id == nodes["make the tea"].id
-        assert set(poured.depends_on) == {nodes["boil water"].id, nodes["fetch a cup"].id}
+        assert poured.depends_on == (nodes["fetch a cup"].id,)
     sub = model.requests[1]
     assert "Steps already in the task (a step may also depend on these):" in (sub.prompt or "")
     assert "- task.3: fetch a cup (pending)" in (sub.prompt or "")
-    assert "task.2" not in (sub.prompt or "")  # the step being planned is not offered
+    # Not offered: the step being planned, and a step already done (waiting orders nothing).
+    assert "task.2" not in (sub.prompt or "") and "task.1" not in (sub.prompt or "")
     deps = sub.json_schema["$defs"]["deps_1"]["items"]["enum"]  # type: ignore[index]
-    assert deps == ["task.1", "task.3"]
+    assert deps == ["task.3"]
     # The trace keeps what was offered; replay and the fast check agree with the recording.
     trace = read_trace(path)
     plans = trace.of_type(PlanEvent)
     assert plans[0].other_steps is None
-    assert [o["id"] for o in plans[1].other_steps or []] == ["task.1", "task.3"]
+    assert [o["id"] for o in plans[1].other_steps or []] == ["task.3"]
     replayed = replay_sync(trace)
     assert replayed.ok, replayed.divergence.describe() if replayed.divergence else replayed.error
     checked = check_trace(trace)
@@ -197,5 +198,5 @@ def test_shared_steps_zero_offers_none(tmp_path: Path) -> None:
         skills=[boil, fetch_cup, pour],
     ) as agent:
         result = agent.run("make a cup of tea")
-    assert not result.success and "'task.1', which is not a step id" in result.reason
+    assert not result.success and "'task.3', which is not a step id" in result.reason
     assert "Steps already in the task" not in (model.requests[1].prompt or "")

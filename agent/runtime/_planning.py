@@ -39,16 +39,23 @@ def _specs(plan: Plan, others: dict[str, int]) -> list[NodeSpec]:
     ]
 
 
+_UNFINISHED = ("pending", "ready", "running")
+
+
 def other_steps(
     store: Any, node_id: int, limit: int
 ) -> tuple[tuple[OtherStep, ...], dict[str, int]]:
-    """The steps already in the task that new children of ``node_id`` may wait for (steps of
-    other branches: no cycle possible), at most ``limit``, the latest (a long task's early
-    steps are done, and every offer lengthens the prompt and the schema), and the node id
-    each one's plan id names."""
+    """The steps already in the task that new children of ``node_id`` may wait for, and the
+    node id each one's plan id names: steps of other branches that cannot close a cycle and
+    have not finished (waiting for a finished step orders nothing, and a failed one may never
+    finish), at most ``limit``, the latest (every offer lengthens the prompt and the schema)."""
     if limit == 0:
         return (), {}
-    candidates = [n for n in store.dependable(node_id) if n.kind in ("step", "decompose")]
+    candidates = [
+        n
+        for n in store.dependable(node_id)
+        if n.kind in ("step", "decompose") and n.status.value in _UNFINISHED
+    ]
     if not candidates:
         return (), {}
     every = store.nodes(candidates[0].task_id)

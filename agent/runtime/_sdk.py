@@ -250,7 +250,9 @@ class Agent:
         env: Any,
         labels: Mapping[str, str] | None = None,
     ) -> str:
-        metadata: dict[str, Any] = {"reminders": [str(r) for r in reminders]}
+        # One reminder given as a plain string is that reminder, not a list of characters.
+        given = [reminders] if isinstance(reminders, str) else list(reminders)
+        metadata: dict[str, Any] = {"reminders": [str(r) for r in given]}
         # The user's stored cues are taken now, in the caller's thread: the task keeps the
         # rules in force when it was asked, through resumes.
         standing = self.deps.standing_cues or CueStore(self.store.engine).active_cues

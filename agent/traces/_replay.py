@@ -286,7 +286,10 @@ def _reminder_adapter(recorded: dict[str, Any], backend: Any) -> ReminderAdapter
     mode = recorded.get("mode", "rules")
     if mode == "rules":
         return ReminderAdapter(None, config=ReminderConfig(mode="rules"))
-    config = ReminderConfig.model_validate(recorded.get("config") or {"mode": mode})
+    # Traces from before strict forbids recorded no such setting: they ran without it.
+    config = ReminderConfig.model_validate(
+        {"strict_forbids": False, **(recorded.get("config") or {"mode": mode})}
+    )
     return ReminderAdapter(backend, adapter=recorded.get("adapter"), config=config)
 
 
