@@ -9,10 +9,7 @@ Everything here runs on the scheduler's worker thread under the model lock.
 
 from __future__ import annotations
 
-import copy
-import hashlib
 import json
-import os
 import threading
 import time
 import warnings
@@ -23,6 +20,7 @@ from typing import Any, Literal
 
 from trellis.adapters._backend import LLMRequest, Message
 from trellis.adapters._registry import BASE_ADAPTER_NAME
+from trellis.adapters._tokenizer_files import ll_tokenizer_json, load_tokenizer
 from trellis.adapters.errors import (
     AdapterValidationError,
     ModelPreparationError,
@@ -118,28 +116,7 @@ class LoadedModel:
             return self._ll_tokenizer
 
     def _ll_tokenizer_json(self) -> str:
-        """The tokenizer as llguidance reads it (what ``llguidance.hf.from_tokenizer`` makes:
-        the Rust tokenizer with the added tokens, no padding or truncation), cached in the
-        model folder under the hash of the files it comes from."""
-        digest = hashlib.sha256()
-        for name in ("tokenizer.json", "tokenizer_config.json"):
-            source = self.model_dir / name
-            if source.is_file():
-                digest.update(source.read_bytes())
-        cached = self.model_dir / f"llguidance-tokenizer-{digest.hexdigest()[:16]}.json"
-        if cached.is_file():
-            return cached.read_text(encoding="utf-8")
-        backend = copy.copy(self.tokenizer.backend_tokenizer)
-        backend.no_padding()
-        backend.no_truncation()
-        text: str = backend.to_str()
-        partial = cached.with_name(f"{cached.name}.{os.getpid()}.tmp")
-        try:
-            partial.write_text(text, encoding="utf-8")
-            os.replace(partial, cached)  # whole or absent: a reader never sees half a file
-        except OSError:  # a read-only model folder: build it each time
-            partial.unlink(missing_ok=True)
-        return text
+        return ll_tokenizer_json(self.model_dir, self.tokenizer)
 
     def add_adapter(self, name: str, path: Path) -> None:
         """Put a LoRA adapter on the model (the caller validated the folder)."""
@@ -181,7 +158,7 @@ def load_model(model_dir: Path, *, name: str, device: str, dtype: str) -> Loaded
             return loaded
         try:
             import torch
-            from transformers import AutoModelForCausalLM, AutoTokenizer
+            from transformers import AutoModelForCausalLM
         except ImportError as exc:
             raise ModelPreparationError(
                 f"the embedded backend needs the embedded extra ({exc.name} is missing): "
@@ -193,7 +170,7 @@ def load_model(model_dir: Path, *, name: str, device: str, dtype: str) -> Loaded
         bar = hf_logging.is_progress_bar_enabled()
         hf_logging.disable_progress_bar()
         try:
-            tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+            tokenizer = load_tokenizer(model_dir)
             model = AutoModelForCausalLM.from_pretrained(
                 str(model_dir), dtype=getattr(torch, dtype)
             )

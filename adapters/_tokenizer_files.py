@@ -1,0 +1,134 @@
+"""The model's tokenizer, loaded fast, and the tokenizer artefacts cached in the model folder.
+
+``AutoTokenizer`` builds gemma's tokenizer by parsing its 33 MB ``tokenizer.json`` in Python
+(about 3 s and 300 MB at its peak on this CPU); the Rust backend reads the same file directly
+in about half that time. The direct load is used only for a folder where it was checked to
+tokenize exactly like ``AutoTokenizer`` (probe texts, special tokens, the chat template); the
+verdict is cached beside the files under their hash, as is the serialized form llguidance
+reads. ``trellis model prepare`` writes both, so an app's first run pays for neither.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ll_tokenizer_json", "load_tokenizer", "tokenizer_digest", "warm_tokenizer_caches"]
+
+_SOURCES = ("tokenizer.json", "tokenizer_config.json")
+_SPECIAL = ("bos_token", "eos_token", "pad_token", "unk_token", "mask_token")
+_PROBES = (
+    "Plan the goal as JSON steps. Use only these skills:\n- go_to(place: str) - Move.",
+    '{"steps":[{"id":"1","title":"open the fridge","skill":"open","args":{"obj":"fridge"}}]}',
+    "<start_of_turn>user\nnever use the blue plates<end_of_turn>\n<start_of_turn>model\n",
+    "  Leading spaces,\ttabs\n\nand blank lines  ",
+    "héllo wörld: ½ cup, 20°C, ünïcödé, 東京, emoji \U0001f37d",
+    "",
+)
+
+
+def tokenizer_digest(model_dir: Path) -> str:
+    """A short hash of the files a tokenizer is built from (the key of the caches)."""
+    digest = hashlib.sha256()
+    for name in _SOURCES:
+        source = model_dir / name
+        if source.is_file():
+            digest.update(source.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _write_whole(path: Path, text: str) -> None:
+    partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, path)  # whole or absent: a reader never sees half a file
+    except OSError:  # a read-only model folder: the work is redone each time
+        partial.unlink(missing_ok=True)
+
+
+def _direct(model_dir: Path) -> Any:
+    """The tokenizer read straight into the Rust backend, with the config's special tokens
+    and chat template."""
+    from transformers import PreTrainedTokenizerFast
+
+    config_path = model_dir / "tokenizer_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+    kwargs: dict[str, Any] = {k: config[k] for k in _SPECIAL if isinstance(config.get(k), str)}
+    template = model_dir / "chat_template.jinja"
+    if isinstance(config.get("chat_template"), str):
+        kwargs["chat_template"] = config["chat_template"]
+    elif template.is_file():
+        kwargs["chat_template"] = template.read_text(encoding="utf-8")
+    if isinstance(config.get("model_max_length"), int):
+        kwargs["model_max_length"] = config["model_max_length"]
+    return PreTrainedTokenizerFast(tokenizer_file=str(model_dir / "tokenizer.json"), **kwargs)
+
+
+def _alike(reference: Any, candidate: Any) -> bool:
+    """Whether two tokenizers encode and decode the probes alike, with the same specials."""
+    for text in _PROBES:
+        for special in (True, False):
+            ids = reference(text, add_special_tokens=special)["input_ids"]
+            if candidate(text, add_special_tokens=special)["input_ids"] != ids:
+                return False
+            if candidate.decode(ids) != reference.decode(ids):
+                return False
+    same = (
+        "all_special_ids",
+        "eos_token_id",
+        "bos_token_id",
+        "pad_token_id",
+        "unk_token_id",
+        "chat_template",
+    )
+    return len(candidate) == len(reference) and all(
+        getattr(candidate, name) == getattr(reference, name) for name in same
+    )
+
+
+def load_tokenizer(model_dir: Path) -> Any:
+    """The model's tokenizer: read directly where that was checked to match ``AutoTokenizer``,
+    else through ``AutoTokenizer`` (checking once, and caching the verdict)."""
+    from transformers import AutoTokenizer
+
+    verdict = model_dir / f"tokenizer-check-{tokenizer_digest(model_dir)}.json"
+    if verdict.is_file():
+        try:
+            direct = json.loads(verdict.read_text(encoding="utf-8")).get("direct") is True
+        except (OSError, ValueError):
+            direct = False
+        if direct:
+            return _direct(model_dir)
+        return AutoTokenizer.from_pretrained(str(model_dir))
+    reference = AutoTokenizer.from_pretrained(str(model_dir))
+    try:
+        direct = (model_dir / "tokenizer.json").is_file() and _alike(reference, _direct(model_dir))
+    except Exception:  # any doubt: the slower, standard way
+        direct = False
+    _write_whole(verdict, json.dumps({"direct": direct}))
+    return reference
+
+
+def ll_tokenizer_json(model_dir: Path, tokenizer: Any) -> str:
+    """The tokenizer as llguidance reads it (what ``llguidance.hf.from_tokenizer`` makes:
+    the Rust tokenizer with the added tokens, no padding or truncation), cached in the
+    model folder under the hash of the files it comes from."""
+    import copy
+
+    cached = model_dir / f"llguidance-tokenizer-{tokenizer_digest(model_dir)}.json"
+    if cached.is_file():
+        return cached.read_text(encoding="utf-8")
+    backend = copy.copy(tokenizer.backend_tokenizer)
+    backend.no_padding()
+    backend.no_truncation()
+    text: str = backend.to_str()
+    _write_whole(cached, text)
+    return text
+
+
+def warm_tokenizer_caches(model_dir: Path) -> None:
+    """Write the tokenizer check and llguidance's serialized tokenizer for this folder."""
+    ll_tokenizer_json(model_dir, load_tokenizer(model_dir))
