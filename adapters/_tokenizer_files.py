@@ -4,8 +4,13 @@
 (about 3 s and 300 MB at its peak on this CPU); the Rust backend reads the same file directly
 in about half that time. The direct load is used only for a folder where it was checked to
 tokenize exactly like ``AutoTokenizer`` (probe texts, special tokens, the chat template); the
-verdict is cached beside the files under their hash, as is the serialized form llguidance
-reads. ``trellis model prepare`` writes both, so an app's first run pays for neither.
+verdict is cached beside the files under their hash.
+
+llguidance builds its tokenizer from the serialized tokenizer in about 3 s (it parses the
+whole BPE model again). What it keeps is a token table (every token's bytes, and which are
+special); cached beside the files, that table builds the same tokenizer in about a second,
+with the model's own tokenizer to tokenize text. ``trellis model prepare`` writes the verdict
+and the table, so an app's first run pays for neither.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ll_tokenizer_json", "load_tokenizer", "tokenizer_digest", "warm_tokenizer_caches"]
+__all__ = ["build_ll_tokenizer", "load_tokenizer", "tokenizer_digest", "warm_tokenizer_caches"]
 
 _SOURCES = ("tokenizer.json", "tokenizer_config.json")
 _SPECIAL = ("bos_token", "eos_token", "pad_token", "unk_token", "mask_token")
@@ -112,23 +117,99 @@ def load_tokenizer(model_dir: Path) -> Any:
     return reference
 
 
-def ll_tokenizer_json(model_dir: Path, tokenizer: Any) -> str:
-    """The tokenizer as llguidance reads it (what ``llguidance.hf.from_tokenizer`` makes:
-    the Rust tokenizer with the added tokens, no padding or truncation), cached in the
-    model folder under the hash of the files it comes from."""
+_TABLE_MAGIC = b"trellis-llguidance-tokens 1\n"
+
+
+def _serialized(tokenizer: Any) -> str:
+    """The tokenizer as ``llguidance.hf.from_tokenizer`` hands it over: the Rust tokenizer
+    with the added tokens, no padding or truncation."""
     import copy
 
-    cached = model_dir / f"llguidance-tokenizer-{tokenizer_digest(model_dir)}.json"
-    if cached.is_file():
-        return cached.read_text(encoding="utf-8")
     backend = copy.copy(tokenizer.backend_tokenizer)
     backend.no_padding()
     backend.no_truncation()
     text: str = backend.to_str()
-    _write_whole(cached, text)
     return text
 
 
+def _write_table(path: Path, built: Any) -> None:
+    count = int(built.vocab_size)
+    special = [i for i in range(count) if built.is_special_token(i)]
+    parts = [_TABLE_MAGIC, json.dumps({"tokens": count, "special": special}).encode() + b"\n"]
+    for i in range(count):
+        data = built.decode_bytes([i])
+        parts.append(len(data).to_bytes(4, "little") + data)
+    partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        partial.write_bytes(b"".join(parts))
+        os.replace(partial, path)
+    except OSError:
+        partial.unlink(missing_ok=True)
+
+
+def _read_table(path: Path) -> tuple[list[bytes], list[int]] | None:
+    """(token bytes, special token ids), or None when the file is absent or not a table."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    if not data.startswith(_TABLE_MAGIC):
+        return None
+    try:
+        line_end = data.index(b"\n", len(_TABLE_MAGIC))
+        header = json.loads(data[len(_TABLE_MAGIC) : line_end])
+        view, at = memoryview(data), line_end + 1
+        tokens: list[bytes] = []
+        for _ in range(int(header["tokens"])):
+            size = int.from_bytes(view[at : at + 4], "little")
+            tokens.append(bytes(view[at + 4 : at + 4 + size]))
+            at += 4 + size
+        special = [int(i) for i in header["special"]]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return (tokens, special) if at == len(data) else None
+
+
+class _Tokens:
+    """The token table and the model's own tokenizer, as ``llguidance.TokenizerWrapper``
+    reads them."""
+
+    def __init__(self, tokenizer: Any, tokens: list[bytes], special: list[int]) -> None:
+        self._tokenizer = tokenizer
+        self.tokens = tokens
+        self.special_token_ids = special
+        self.eos_token_id = tokenizer.eos_token_id
+        self.bos_token_id = tokenizer.bos_token_id
+
+    def __call__(self, text: str) -> list[int]:
+        if not isinstance(text, str):
+            raise TypeError("text only")  # the wrapper then hands over str
+        ids: list[int] = self._tokenizer(text, add_special_tokens=False)["input_ids"]
+        return ids
+
+
+def build_ll_tokenizer(model_dir: Path, tokenizer: Any, *, n_vocab: int, eos_token: int) -> Any:
+    """llguidance's tokenizer for this model: from the cached token table when there is one,
+    else from the serialized tokenizer (which then writes the table for next time)."""
+    import llguidance
+
+    table = model_dir / f"llguidance-tokens-{tokenizer_digest(model_dir)}.bin"
+    cached = _read_table(table)
+    if cached is not None and len(cached[0]) == n_vocab:
+        wrapper = llguidance.TokenizerWrapper(_Tokens(tokenizer, *cached))
+        return llguidance.LLTokenizer(wrapper, n_vocab=n_vocab, eos_token=eos_token)
+    built = llguidance.LLTokenizer(_serialized(tokenizer), n_vocab=n_vocab, eos_token=eos_token)
+    _write_table(table, built)
+    return built
+
+
 def warm_tokenizer_caches(model_dir: Path) -> None:
-    """Write the tokenizer check and llguidance's serialized tokenizer for this folder."""
-    ll_tokenizer_json(model_dir, load_tokenizer(model_dir))
+    """Write the tokenizer check and llguidance's token table for this folder (and drop the
+    serialized tokenizer earlier versions cached there: nothing reads it now)."""
+    for stale in model_dir.glob("llguidance-tokenizer-*.json"):
+        stale.unlink(missing_ok=True)
+    tokenizer = load_tokenizer(model_dir)
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    text_config = config.get("text_config", config)
+    n_vocab = int(text_config["vocab_size"])
+    build_ll_tokenizer(model_dir, tokenizer, n_vocab=n_vocab, eos_token=int(tokenizer.eos_token_id))

@@ -1,10 +1,13 @@
 """Constrained decoding's token masks: the uncompiled mask is llguidance's own, and the
-llguidance tokenizer built from the cached serialized form is the one llguidance builds."""
+llguidance tokenizer built from the cached token table is the one llguidance builds."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 import pytest
 import torch
+from pydantic import BaseModel
 
 from trellis.adapters._embedded_model import _apply_token_bitmask
 
@@ -29,19 +32,42 @@ def test_the_mask_is_llguidances_own(rows: int, vocab: int) -> None:
 
 
 @pytest.mark.slow
-def test_the_cached_llguidance_tokenizer_is_the_one_llguidance_builds() -> None:
+def test_the_llguidance_tokenizer_from_the_token_table_is_the_one_llguidance_builds() -> None:
+    """Built from the cached token table, llguidance's tokenizer tokenizes like the one it
+    builds itself and gives the same token masks under a plan schema, step by step."""
     import llguidance.hf
+    from llguidance import LLMatcher
 
     from trellis.adapters import resolve_model_dir
-    from trellis.adapters._embedded_model import load_model
+    from trellis.adapters._embedded_model import compile_schema, load_model
+    from trellis.adapters._tokenizer_files import build_ll_tokenizer, warm_tokenizer_caches
+    from trellis.planners import SkillSpec, plan_json_schema
 
     loaded = load_model(resolve_model_dir(), name="gemma-3-270m", device="cpu", dtype="float32")
-    ours = loaded.ll_tokenizer()
-    assert list(loaded.model_dir.glob("llguidance-tokenizer-*.json"))  # kept for next time
     vocab = int(loaded.model.config.get_text_config().vocab_size)
     theirs = llguidance.hf.from_tokenizer(
         loaded.tokenizer, n_vocab=vocab, eos_token=sorted(loaded.eos_ids)[0]
     )
+    warm_tokenizer_caches(loaded.model_dir)  # what `trellis model prepare` leaves
+    assert list(loaded.model_dir.glob("llguidance-tokens-*.bin"))
+    ours = build_ll_tokenizer(
+        loaded.model_dir, loaded.tokenizer, n_vocab=vocab, eos_token=sorted(loaded.eos_ids)[0]
+    )
+    assert ours.vocab_size == theirs.vocab_size and ours.eos_token == theirs.eos_token
     for text in ['{"skill": "go_to", "args": {"place": "sink"}}', "take dirty mug", "ünïcode ✓"]:
         assert ours.tokenize_str(text) == theirs.tokenize_str(text)
-    assert ours.vocab_size == theirs.vocab_size and ours.eos_token == theirs.eos_token
+
+    class Place(BaseModel):
+        place: Literal["sink", "fridge"]
+
+    schema = plan_json_schema([SkillSpec("go_to", "Go somewhere.", Place)], max_steps=2)
+    document = (
+        '{"steps":[{"id":"1","title":"go to the sink","skill":"go_to",'
+        '"args":{"place":"sink"},"depends_on":[]}]}'
+    )
+    grammar = compile_schema(schema)
+    ours_matcher, theirs_matcher = LLMatcher(ours, grammar), LLMatcher(theirs, grammar)
+    for token in [*theirs.tokenize_str(document), sorted(loaded.eos_ids)[0]]:
+        assert ours_matcher.compute_bitmask() == theirs_matcher.compute_bitmask()
+        assert ours_matcher.consume_token(token) and theirs_matcher.consume_token(token)
+    assert ours_matcher.is_accepting() and theirs_matcher.is_accepting()

@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.slow]
 def tokenizer_folder(prepared_model: Path, tmp_path: Path) -> Path:
     folder = tmp_path / "model"
     folder.mkdir()
-    for name in ("tokenizer.json", "tokenizer_config.json"):
+    for name in ("tokenizer.json", "tokenizer_config.json", "config.json"):
         shutil.copy(prepared_model / name, folder / name)
     return folder
 
@@ -61,4 +61,4 @@ def test_warming_writes_both_caches(tokenizer_folder: Path) -> None:
     warm_tokenizer_caches(tokenizer_folder)
     digest = tokenizer_digest(tokenizer_folder)
     assert (tokenizer_folder / f"tokenizer-check-{digest}.json").is_file()
-    assert (tokenizer_folder / f"llguidance-tokenizer-{digest}.json").is_file()
+    assert (tokenizer_folder / f"llguidance-tokens-{digest}.bin").is_file()
