@@ -180,3 +180,38 @@ def test_run_profile_marks_the_phases_in_order() -> None:
     console.print(profile.render())
     text = console.export_text()
     assert "of which the first model call" in text and "peak resident memory" in text
+
+
+def test_the_console_script_keeps_exit_codes_output_and_exit_handlers(tmp_path: Path) -> None:
+    """The command leaves without the interpreter's teardown: its exit code, everything it
+    printed and the exit handlers (which stop child processes) are kept."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TRELLIS_HOME": str(tmp_path)}
+    script = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('handler ran', file=sys.stderr))\n"
+        "from trellis.agent.cli import main\n"
+        "sys.argv = ['trellis', *sys.argv[1:]]\n"
+        "main()\n"
+    )
+
+    def trellis(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", script, *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+
+    listed = trellis("envs", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert "twc" in listed.stdout and "cookingworld" in listed.stdout
+    assert "handler ran" in listed.stderr
+    refused = trellis("run", "--env", "nosuch")
+    assert refused.returncode == 2
+    assert "unknown environment kind 'nosuch'" in refused.stderr and "handler ran" in refused.stderr
+    assert trellis("run", "--no-such-flag").returncode == 2
