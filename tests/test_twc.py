@@ -80,6 +80,36 @@ def test_load_switches_game_and_keeps_the_engine() -> None:
         fresh.close()
 
 
+def test_a_finished_games_engine_serves_the_next_game_exactly_as_a_fresh_one() -> None:
+    from trellis_twc import _env as twc_env
+
+    twc_env._close_idle()
+    first = TwcEnvironment(CONFIG.model_copy(update={"seed": 11}))
+    first.reset()
+    engine = first._env
+    first.close()  # kept for the next game, not stopped
+    assert first._env is None and engine in twc_env._IDLE[CONFIG.step_limit]
+    reused = TwcEnvironment(CONFIG.model_copy(update={"seed": 12}))
+    bigger = TwcEnvironment(CONFIG.model_copy(update={"seed": 12, "num_locations": 2}))
+    try:
+        game = reused.reset()
+        assert reused._env is engine
+        assert game == TwcEnvironment(CONFIG.model_copy(update={"seed": 12})).state
+        assert reused.gold_actions()
+        # Other parameters on a kept engine: the generator is loaded for them.
+        reused.close()
+        assert bigger.reset() == bigger.load(bigger.config)
+        assert bigger._env is engine and "2" in str(engine.gameParams)
+        # A kept engine that died is replaced by a fresh one.
+        bigger.close()
+        engine.close()
+        revived = TwcEnvironment(CONFIG.model_copy(update={"seed": 12}))
+        assert revived.reset() == game and revived._env is not engine
+        revived.close()
+    finally:
+        twc_env._close_idle()
+
+
 def test_state_notes_show_room_inventory_and_score_trend() -> None:
     env = TwcEnvironment(TwcConfig(seed=4, fold="dev", num_locations=2, num_items=2))
     try:

@@ -13,6 +13,7 @@ for records made before it existed).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import threading
 from collections.abc import Mapping, Sequence, Set
@@ -37,6 +38,38 @@ TWC_ACT = "twc_act"
 
 # The Java bridge of textworld-express is not safe to drive from several threads at once.
 _BRIDGE_LOCK = threading.Lock()
+
+# Engines of finished games, kept for the next one (by move limit, which is fixed when an
+# engine starts): starting the Java side and loading the generator costs more than a short
+# game's first move. Guarded by _BRIDGE_LOCK; closed when the process exits.
+_IDLE: dict[int, list[Any]] = {}
+_IDLE_PER_LIMIT = 2
+
+
+def _take_idle(step_limit: int) -> Any:
+    with _BRIDGE_LOCK:
+        engines = _IDLE.get(step_limit)
+        return engines.pop() if engines else None
+
+
+def _park(engine: Any, step_limit: int) -> bool:
+    """Keep a finished game's engine for the next game; False when enough are kept."""
+    with _BRIDGE_LOCK:
+        engines = _IDLE.setdefault(step_limit, [])
+        if len(engines) >= _IDLE_PER_LIMIT:
+            return False
+        engines.append(engine)
+        return True
+
+
+@atexit.register
+def _close_idle() -> None:
+    with _BRIDGE_LOCK:
+        engines = [engine for group in _IDLE.values() for engine in group]
+        _IDLE.clear()
+    for engine in engines:
+        with contextlib.suppress(Exception):
+            engine.close()
 
 
 class TwcState(EnvState):
@@ -139,9 +172,13 @@ class TwcEnvironment(Environment):
         self._objects: list[str] = []
         self._put_away: set[str] = set()
         self._env: Any = None
+        self._reused = False  # the engine came from an earlier game
         self._state: TwcState | None = None
 
     def _backend(self) -> Any:
+        if self._env is None:
+            self._env = _take_idle(self.config.step_limit)
+            self._reused = self._env is not None
         if self._env is None:
             try:
                 from textworld_express import TextWorldExpressEnv
@@ -170,16 +207,29 @@ class TwcEnvironment(Environment):
     def reset(self) -> TwcState:
         """Start the game from the beginning."""
         env = self._backend()
+        params = self.config.game_params()
+        # An engine that has the twc generator loaded with these parameters already only
+        # needs the new seed (loading the generator again costs a fifth of a second).
+        loaded = (
+            getattr(env, "gameName", None) == "twc" and getattr(env, "gameParams", None) == params
+        )
         try:
             with _BRIDGE_LOCK:
                 _obs, infos = env.reset(
                     seed=self.config.seed,
                     gameFold=self.config.fold,
-                    gameName="twc",
-                    gameParams=self.config.game_params(),
+                    gameName=None if loaded else "twc",
+                    gameParams=None if loaded else params,
                     generateGoldPath=True,
                 )
         except Exception as exc:  # the engine's own error (a Java exception) says little
+            if self._reused:
+                # A kept engine may have died while it waited: start a fresh one instead.
+                self._reused = False
+                with _BRIDGE_LOCK, contextlib.suppress(Exception):
+                    env.close()
+                self._env = None
+                return self.reset()
             c = self.config
             raise EnvironmentFailure(
                 f"TextWorldExpress could not make twc game seed {c.seed} ({c.fold} fold, "
@@ -371,12 +421,15 @@ class TwcEnvironment(Environment):
             return list(self._backend().getGoldActionSequence())
 
     def close(self) -> None:
-        """Stop the game's Java side."""
+        """End the game: its engine is kept for the next game of this process (a few at
+        most), or its Java side is stopped."""
         if self._env is not None:
+            engine, self._env = self._env, None
+            if self._state is not None and _park(engine, self.config.step_limit):
+                return
             # Closing a bridge whose Java side already died is not an error.
             with _BRIDGE_LOCK, contextlib.suppress(Exception):
-                self._env.close()
-            self._env = None
+                engine.close()
 
     @staticmethod
     def _to_state(infos: dict[str, Any], previous: TwcState | None, move_limit: int) -> TwcState:
