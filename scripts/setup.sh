@@ -12,3 +12,5 @@ python=${PYTHON:-python3}
 # The environment packs: each its own distribution, found through its entry point.
 .venv/bin/python -m pip install -q -e packs/twc -e packs/cookingworld
 .venv/bin/trellis model prepare
+# Byte-compile Trellis now, so that the first run after set-up does not do it.
+.venv/bin/python -m compileall -q -j 0 agent adapters memory planners trellis packs > /dev/null
