@@ -2,6 +2,7 @@
 
     python bench/bench_apps.py --split dev --models base,adapters
     python bench/bench_apps.py --split dev --models adapters --cases on --repeat 2
+    python bench/bench_apps.py --split dev --models adapters --reminders-only
 
 Every goal of every world in the split (``bench/apps``: train worlds kitchen, laundry,
 warehouse, lab; dev worlds table, assistant, never used to train or tune anything) runs on a
@@ -148,7 +149,11 @@ async def bench(args: argparse.Namespace, model: str) -> dict[str, Any]:
     chosen = [w for w in worlds(None if args.split == "all" else args.split)]
     if args.worlds:
         chosen = [w for w in chosen if w.name in args.worlds]
-    key = model + ("_cases" if args.cases == "on" else "")
+    key = (
+        model
+        + ("_cases" if args.cases == "on" else "")
+        + ("_reminded" if args.reminders_only else "")
+    )
     report: dict[str, Any] = {"worlds": {}}
     with tempfile.TemporaryDirectory() as folder:
         url = f"sqlite:///{folder}/apps.db"
@@ -172,7 +177,8 @@ async def bench(args: argparse.Namespace, model: str) -> dict[str, Any]:
             return await run_goal(world_cls, goal, backend, store, config)
 
         for world_cls in chosen:
-            goals = world_cls.goals()[: args.goals or None]
+            goals = [g for g in world_cls.goals() if g.reminders or not args.reminders_only]
+            goals = goals[: args.goals or None]
             rows: list[dict[str, Any]] = []
             for round_number in range(1, args.repeat + 1):
                 rows += await run_round(world_cls, goals, round_number, args.concurrency, run)
@@ -202,6 +208,11 @@ def main() -> None:
     parser.add_argument("--worlds", nargs="*", default=None, help="Only these worlds.")
     parser.add_argument("--goals", type=int, default=0, help="First N goals per world (0: all).")
     parser.add_argument("--cases", choices=("on", "off"), default="off")
+    parser.add_argument(
+        "--reminders-only",
+        action="store_true",
+        help="Only the goals that come with reminders (results under <model>_reminded).",
+    )
     parser.add_argument("--repeat", type=int, default=1, help="Rounds over the goal list.")
     parser.add_argument("--concurrency", type=int, default=4, help="Goals at once.")
     parser.add_argument("--threads", type=int, default=None, help="Torch threads.")

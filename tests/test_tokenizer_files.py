@@ -11,12 +11,35 @@ from transformers import AutoTokenizer
 
 from trellis.adapters._tokenizer_files import (
     _PROBES,
+    _read_table,
+    _write_table,
     load_tokenizer,
     tokenizer_digest,
     warm_tokenizer_caches,
 )
 
-pytestmark = [pytest.mark.slow]
+
+class _Built:
+    """What ``_write_table`` reads of an llguidance tokenizer."""
+
+    vocab_size = 5
+
+    def is_special_token(self, token: int) -> bool:
+        return token < 2
+
+    def decode_bytes(self, tokens: list[int]) -> bytes:
+        return [b"<pad>", b"<eos>", b"a", b"\xe2\x96\x81b", b""][tokens[0]]
+
+
+def test_the_token_table_reads_back_and_a_damaged_one_is_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "table.bin"
+    _write_table(path, _Built())
+    assert _read_table(path) == ([b"<pad>", b"<eos>", b"a", b"\xe2\x96\x81b", b""], [0, 1])
+    data = path.read_bytes()
+    for damaged in (data[:-3], data[5:], data + b"x", b""):
+        path.write_bytes(damaged)
+        assert _read_table(path) is None
+    assert _read_table(tmp_path / "absent.bin") is None
 
 
 @pytest.fixture
@@ -28,6 +51,7 @@ def tokenizer_folder(prepared_model: Path, tmp_path: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_the_direct_load_is_used_once_checked_and_tokenizes_alike(tokenizer_folder: Path) -> None:
     reference = AutoTokenizer.from_pretrained(str(tokenizer_folder))
     first = load_tokenizer(tokenizer_folder)  # checks, and answers the standard way
@@ -42,6 +66,7 @@ def test_the_direct_load_is_used_once_checked_and_tokenizes_alike(tokenizer_fold
     assert direct.convert_tokens_to_ids("<end_of_turn>") == 106
 
 
+@pytest.mark.slow
 def test_a_folder_checked_unlike_or_changed_loads_the_standard_way(tokenizer_folder: Path) -> None:
     reference = AutoTokenizer.from_pretrained(str(tokenizer_folder))
     verdict = tokenizer_folder / f"tokenizer-check-{tokenizer_digest(tokenizer_folder)}.json"
@@ -57,6 +82,7 @@ def test_a_folder_checked_unlike_or_changed_loads_the_standard_way(tokenizer_fol
     ).exists()
 
 
+@pytest.mark.slow
 def test_warming_writes_both_caches(tokenizer_folder: Path) -> None:
     warm_tokenizer_caches(tokenizer_folder)
     digest = tokenizer_digest(tokenizer_folder)
