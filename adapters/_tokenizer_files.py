@@ -15,6 +15,8 @@ and the table, so an app's first run pays for neither.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -37,11 +39,20 @@ _PROBES = (
 
 def tokenizer_digest(model_dir: Path) -> str:
     """A short hash of the files a tokenizer is built from (the key of the caches)."""
-    digest = hashlib.sha256()
+    stamps = []
     for name in _SOURCES:
-        source = model_dir / name
-        if source.is_file():
-            digest.update(source.read_bytes())
+        with contextlib.suppress(OSError):
+            stat = (model_dir / name).stat()
+            stamps.append((name, stat.st_size, stat.st_mtime_ns))
+    # Loading a model asks twice (tokenizer check, token table): hash 33 MB once per process.
+    return _digest(str(model_dir.resolve()), tuple(stamps))
+
+
+@functools.lru_cache(maxsize=8)
+def _digest(model_dir: str, stamps: tuple[tuple[str, int, int], ...]) -> str:
+    digest = hashlib.sha256()
+    for name, _size, _mtime in stamps:
+        digest.update((Path(model_dir) / name).read_bytes())
     return digest.hexdigest()[:16]
 
 
